@@ -1,0 +1,166 @@
+"""Polygon and box conversions, overlap measures and rasterization.
+
+All coordinates are image pixels with the pixel-area convention of :mod:`samrs.records`:
+pixel (r, c) is inside a shape when its centre ``(c + 0.5, r + 0.5)`` is.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import shapely
+from shapely.geometry import Polygon as ShapelyPolygon
+from shapely.geometry import box as shapely_box
+
+from samrs.records import Box, Polygon, Window, polygon_hbox
+
+__all__ = [
+    "box_polygon",
+    "clip_polygon",
+    "dilated_polygon_mask",
+    "iof",
+    "mask_iou",
+    "polygon_area",
+    "polygon_centroid",
+    "polygon_hbox",
+    "rasterize_geometry",
+    "rasterize_polygon",
+    "rbox_polygon",
+    "to_shapely",
+]
+
+
+def box_polygon(box: Sequence[float]) -> Polygon:
+    """Corners of a horizontal box ``(xmin, ymin, xmax, ymax)``, clockwise from top-left."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return (x0, y0, x1, y0, x1, y1, x0, y1)
+
+
+def rbox_polygon(cx: float, cy: float, w: float, h: float, angle: float) -> Polygon:
+    """Corners of a rotated box given by centre, size and angle in radians (clockwise on screen)."""
+    c, s = math.cos(angle), math.sin(angle)
+    corners = []
+    for dx, dy in ((-w / 2, -h / 2), (w / 2, -h / 2), (w / 2, h / 2), (-w / 2, h / 2)):
+        corners += [cx + dx * c - dy * s, cy + dx * s + dy * c]
+    return tuple(float(v) for v in corners)  # type: ignore[return-value]
+
+
+def polygon_area(polygon: Sequence[float]) -> float:
+    """Absolute area of a simple flat polygon (shoelace formula)."""
+    xs = np.asarray(polygon[0::2], dtype=np.float64)
+    ys = np.asarray(polygon[1::2], dtype=np.float64)
+    return float(abs(np.dot(xs, np.roll(ys, -1)) - np.dot(ys, np.roll(xs, -1))) / 2.0)
+
+
+def polygon_centroid(polygon: Sequence[float]) -> tuple[float, float]:
+    """Centre of a flat polygon (area centroid; vertex mean for degenerate polygons)."""
+    geom = to_shapely(polygon)
+    if geom.area > 0:
+        c = geom.centroid
+        return (float(c.x), float(c.y))
+    return (float(np.mean(polygon[0::2])), float(np.mean(polygon[1::2])))
+
+
+def to_shapely(polygon: Sequence[float]) -> ShapelyPolygon:
+    """A shapely polygon from a flat coordinate list, repaired if self-intersecting."""
+    geom = ShapelyPolygon(np.asarray(polygon, dtype=np.float64).reshape(-1, 2))
+    if not geom.is_valid:
+        geom = shapely.make_valid(geom)
+    return geom
+
+
+def iof(polygon: Sequence[float], window: Window) -> float:
+    """Intersection of the polygon with a window ``(x, y, w, h)``, over the polygon's area."""
+    geom = to_shapely(polygon)
+    if geom.area <= 0:
+        return 0.0
+    x, y, w, h = window
+    return float(geom.intersection(shapely_box(x, y, x + w, y + h)).area / geom.area)
+
+
+def clip_polygon(polygon: Sequence[float], box: Box) -> tuple[Polygon, bool]:
+    """Clamp each vertex into ``box`` (xmin, ymin, xmax, ymax); return it and whether it moved."""
+    x0, y0, x1, y1 = box
+    out = []
+    for i, v in enumerate(polygon):
+        lo, hi = (x0, x1) if i % 2 == 0 else (y0, y1)
+        out.append(float(min(max(v, lo), hi)))
+    clipped = tuple(out)
+    return clipped, clipped != tuple(float(v) for v in polygon)  # type: ignore[return-value]
+
+
+def rasterize_polygon(
+    polygon: Sequence[float] | np.ndarray,
+    height: int,
+    width: int,
+    offset: tuple[float, float] = (0.0, 0.0),
+) -> np.ndarray:
+    """Boolean mask (height, width) of a polygon with any number of vertices.
+
+    A pixel is inside when its centre is (even-odd rule, left/top edges inclusive, right/bottom
+    exclusive), so the box ``(2, 3, 7, 9)`` covers exactly 5 x 6 pixels.
+
+    Args:
+        polygon: flat ``(x1, y1, ...)`` or an (N, 2) array, in pixels.
+        height, width: mask size.
+        offset: ``(x, y)`` subtracted from the coordinates first (e.g. a crop origin).
+    """
+    mask = np.zeros((height, width), dtype=bool)
+    pts = np.asarray(polygon, dtype=np.float64).reshape(-1, 2) - np.asarray(
+        offset, dtype=np.float64
+    )
+    if len(pts) < 3 or height <= 0 or width <= 0:
+        return mask
+    r0 = max(math.floor(pts[:, 1].min() - 0.5), 0)
+    r1 = min(math.ceil(pts[:, 1].max() + 0.5), height)
+    if r1 <= r0:
+        return mask
+    yc = np.arange(r0, r1, dtype=np.float64)[:, None] + 0.5  # row centres
+    x0, y0 = pts[:, 0], pts[:, 1]
+    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    crosses = (np.minimum(y0, y1) <= yc) & (yc < np.maximum(y0, y1))
+    dy = np.where(y1 == y0, 1.0, y1 - y0)
+    xs = np.where(crosses, x0 + (yc - y0) * (x1 - x0) / dy, np.inf)
+    xs.sort(axis=1)
+    n_pairs = int(np.count_nonzero(crosses, axis=1).max()) // 2
+    diff = np.zeros((r1 - r0, width + 1), dtype=np.int32)
+    rows = np.arange(r1 - r0)
+    for k in range(n_pairs):
+        xa, xb = xs[:, 2 * k], xs[:, 2 * k + 1]
+        valid = np.isfinite(xb)
+        start = np.clip(np.ceil(xa[valid] - 0.5), 0, width).astype(np.int64)
+        stop = np.clip(np.ceil(xb[valid] - 0.5), 0, width).astype(np.int64)
+        np.add.at(diff, (rows[valid], start), 1)
+        np.add.at(diff, (rows[valid], stop), -1)
+    mask[r0:r1] = np.cumsum(diff[:, :width], axis=1) > 0
+    return mask
+
+
+def rasterize_geometry(geom: object, height: int, width: int) -> np.ndarray:
+    """Boolean mask of a shapely (multi)polygon, holes included."""
+    mask = np.zeros((height, width), dtype=bool)
+    for part in getattr(geom, "geoms", [geom]):
+        if getattr(part, "geom_type", "") != "Polygon" or part.is_empty:
+            continue
+        mask |= rasterize_polygon(np.asarray(part.exterior.coords)[:-1], height, width)
+        for hole in part.interiors:
+            mask &= ~rasterize_polygon(np.asarray(hole.coords)[:-1], height, width)
+    return mask
+
+
+def dilated_polygon_mask(
+    polygon: Sequence[float], pixels: float, height: int, width: int
+) -> np.ndarray:
+    """Mask of the polygon grown by ``pixels`` (mitred corners, so a box stays a box)."""
+    geom = to_shapely(polygon)
+    if pixels > 0:
+        geom = geom.buffer(pixels, join_style="mitre")
+    return rasterize_geometry(geom, height, width)
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two boolean masks; 0 when both are empty."""
+    union = np.count_nonzero(a | b)
+    return float(np.count_nonzero(a & b) / union) if union else 0.0

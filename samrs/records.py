@@ -1,0 +1,139 @@
+"""The normalized annotation model every reader produces and every later stage consumes.
+
+Coordinates are image pixels, origin at the top-left corner of the top-left pixel, x to the
+right, y down; a pixel (row r, column c) covers ``[c, c+1) x [r, r+1)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+Polygon = tuple[float, float, float, float, float, float, float, float]
+"""Four corners ``(x1, y1, ..., x4, y4)`` in image pixels, in source order."""
+
+Box = tuple[float, float, float, float]
+"""Horizontal box ``(xmin, ymin, xmax, ymax)`` in image pixels."""
+
+Window = tuple[int, int, int, int]
+"""A window ``(x, y, w, h)`` of a source image, in that image's pixels."""
+
+
+def polygon_hbox(polygon: Sequence[float]) -> Box:
+    """Enclosing horizontal box ``(xmin, ymin, xmax, ymax)`` of a flat polygon."""
+    xs, ys = polygon[0::2], polygon[1::2]
+    return (float(min(xs)), float(min(ys)), float(max(xs)), float(max(ys)))
+
+
+@dataclass(frozen=True)
+class ObjectAnnotation:
+    """One annotated object of an image.
+
+    Attributes:
+        polygon: the four corners in image pixels (rotated box, or a horizontal box as 4 corners).
+        class_name: canonical class name of the dataset's class table.
+        class_id: index of ``class_name`` in that class table.
+        difficult: the source's difficult flag (False where the format has none).
+        truncated: the object is cut by the image or window border (or was clipped to it).
+        source_file: the annotation file it was read from.
+        source_line: 1-based line number (text formats) or object position (XML, 1-based).
+        source_element: XML element path where that applies, e.g. ``objects/object[3]``.
+        flags: extra facts, e.g. ``("clipped",)`` when coordinates were clipped to the image.
+    """
+
+    polygon: Polygon
+    class_name: str
+    class_id: int
+    difficult: bool = False
+    truncated: bool = False
+    source_file: str = ""
+    source_line: int | None = None
+    source_element: str | None = None
+    flags: tuple[str, ...] = ()
+
+    @property
+    def hbox(self) -> Box:
+        """Enclosing horizontal box ``(xmin, ymin, xmax, ymax)``."""
+        return polygon_hbox(self.polygon)
+
+    def with_changes(self, **changes: object) -> ObjectAnnotation:
+        """A copy with some fields replaced."""
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image (or one tile of an image) with its objects.
+
+    Attributes:
+        image_id: stable, unique id within a dataset (includes the split where file names
+            repeat across splits, and the window for tiles).
+        image_path: path of the image file to read pixels from.
+        width, height: size in pixels of this record (the window size for tiles); None when
+            neither the annotation nor the image header could tell.
+        source: format name (``dota``, ``dior``, ``fair1m``, ``hrsc``, ``isaid``).
+        version: dataset version (``1.0``, ``2.0``, ...).
+        split: ``train``, ``val``, ``test``... or None when unknown.
+        gsd: ground sample distance in metres per pixel, if the source says.
+        objects: the objects, in source order.
+        annotation_file: the label file, or None for an image without one.
+        window: for a tile, its window in the source image; None for whole images.
+        source_width, source_height: size of the whole source image (equal to width/height
+            for whole images).
+    """
+
+    image_id: str
+    image_path: str
+    width: int | None
+    height: int | None
+    source: str
+    version: str
+    split: str | None
+    gsd: float | None = None
+    objects: tuple[ObjectAnnotation, ...] = ()
+    annotation_file: str | None = None
+    window: Window | None = None
+    source_width: int | None = None
+    source_height: int | None = None
+
+    def with_changes(self, **changes: object) -> ImageRecord:
+        """A copy with some fields replaced."""
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class ErrorRecord:
+    """A problem with one record of the input (or one stage of the work on it).
+
+    Attributes:
+        source_file: the file concerned (label file, image, XML).
+        line: 1-based line (or XML object position), None when it concerns the whole file.
+        stage: where it was found: ``read``, ``image``, ``tile``, ``segment``, ``write``...
+        message: what was wrong and what was expected.
+        image_id: the image it belongs to, when known.
+        n_objects: how many source objects this error accounts for (a malformed object line
+            is 1; an unreadable label file with no parsable object is 0), so that every
+            object read appears exactly once as an instance or inside an error.
+    """
+
+    source_file: str
+    line: int | None
+    stage: str
+    message: str
+    image_id: str | None = None
+    n_objects: int = 0
+
+
+@dataclass
+class Dataset:
+    """What a reader returns: images in a stable order, and every problem found."""
+
+    source: str
+    version: str
+    images: list[ImageRecord] = field(default_factory=list)
+    errors: list[ErrorRecord] = field(default_factory=list)
+
+    @property
+    def n_objects(self) -> int:
+        """Number of objects over all images."""
+        return sum(len(image.objects) for image in self.images)
