@@ -1,0 +1,1 @@
+"""``samrs build``: plan -> sharded workers -> atomic commits -> finalize."""

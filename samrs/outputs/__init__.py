@@ -1,0 +1,1 @@
+"""Writers and readers of build outputs: semantic PNGs, Parquet manifests, COCO, exports."""
