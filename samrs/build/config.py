@@ -8,9 +8,23 @@ from dataclasses import asdict, dataclass, field, fields
 
 # Fields that do not change what a build writes: excluded from the fingerprint.
 EXECUTION_FIELDS = frozenset(
-    {"out", "gpus", "workers", "scheduler", "device", "resume", "overwrite", "dry_run",
-     "threads", "max_retries", "progress", "compile", "chunk_size", "batch_size"}
-)  # fmt: skip
+    {
+        "out",
+        "gpus",
+        "workers",
+        "scheduler",
+        "device",
+        "resume",
+        "overwrite",
+        "dry_run",
+        "threads",
+        "max_retries",
+        "progress",
+        "compile",
+        "chunk_size",
+        "batch_size",
+    }
+)
 
 
 @dataclass

@@ -1,0 +1,136 @@
+"""Where shards run: in this process, on a local Dask cluster, or on an existing one.
+
+Every executor takes the shards still to do and yields one outcome per shard as it ends,
+either a :class:`~samrs.build.worker.ShardResult` or the cause of its final failure.
+Retries are bounded by ``max_retries``; a worker process that dies mid-shard makes Dask
+run the shard again on another worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from samrs.build.config import BuildConfig
+from samrs.build.plan import Shard
+from samrs.build.worker import ShardResult, run_shard
+from samrs.classes import ClassTable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ShardFailure:
+    """A shard that failed on every attempt."""
+
+    index: int
+    cause: str
+
+
+Outcome = ShardResult | ShardFailure
+
+
+def _cause(exc: BaseException) -> str:
+    last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    where = f" (at {last[0].filename}:{last[0].lineno})" if last else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def run_local(shards: list[Shard], config: BuildConfig, classes: ClassTable) -> Iterator[Outcome]:
+    """Run shards one after the other in this process (``--workers 1``)."""
+    for shard in shards:
+        cause = ""
+        for attempt in range(config.max_retries + 1):
+            try:
+                yield run_shard(shard, config, classes)
+                break
+            except Exception as exc:
+                cause = _cause(exc)
+                log.warning("shard %d attempt %d failed: %s", shard.index, attempt + 1, cause)
+        else:
+            yield ShardFailure(shard.index, cause)
+
+
+def _local_cluster(config: BuildConfig):  # type: ignore[no-untyped-def]
+    """A Dask cluster on this machine: one process per GPU (pinned) or per CPU worker."""
+    import dask
+    from distributed import LocalCluster, Nanny, SpecCluster
+
+    dask.config.set({"distributed.scheduler.allowed-failures": config.max_retries})
+    if config.gpus > 0:
+        workers = {
+            f"gpu-{i}": {
+                "cls": Nanny,
+                "options": {
+                    "nthreads": 1,
+                    "env": {"CUDA_VISIBLE_DEVICES": str(i)},
+                    "resources": {"GPU": 1},
+                    "silence_logs": logging.ERROR,
+                },
+            }
+            for i in range(config.gpus)
+        }
+        scheduler = {"cls": dask.distributed.Scheduler, "options": {"dashboard_address": None}}
+        return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=logging.ERROR)
+    return LocalCluster(
+        n_workers=config.workers,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+        memory_limit=0,
+    )
+
+
+def run_dask(shards: list[Shard], config: BuildConfig, classes: ClassTable) -> Iterator[Outcome]:
+    """Run shards on Dask: a local cluster, or the one at ``config.scheduler``.
+
+    With ``--scheduler``, workers started with a ``GPU`` resource get one shard per GPU;
+    OUT must be on a file system every worker can write.
+    """
+    import dask
+    from distributed import Client, as_completed
+
+    dask.config.set({"distributed.scheduler.allowed-failures": config.max_retries})
+    cluster = None if config.scheduler else _local_cluster(config)
+    client = Client(config.scheduler) if config.scheduler else Client(cluster)
+    try:
+        resources = {"GPU": 1} if (config.gpus > 0 or _has_gpu_workers(client)) else None
+        futures = {}
+        for shard in shards:
+            future = client.submit(
+                run_shard,
+                shard,
+                config,
+                classes,
+                key=f"samrs-shard-{shard.index:05d}-{os.getpid()}",
+                resources=resources,
+                retries=config.max_retries,
+                pure=False,
+            )
+            futures[future] = shard.index
+        for future in as_completed(futures):
+            index = futures[future]
+            try:
+                yield future.result()
+            except Exception as exc:
+                yield ShardFailure(index, _cause(exc))
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _has_gpu_workers(client) -> bool:  # type: ignore[no-untyped-def]
+    info = client.scheduler_info().get("workers", {})
+    return bool(info) and all("GPU" in (w.get("resources") or {}) for w in info.values())
+
+
+def execute(shards: list[Shard], config: BuildConfig, classes: ClassTable) -> Iterator[Outcome]:
+    """Pick the executor the configuration asks for."""
+    if config.scheduler or config.gpus > 0 or config.workers > 1:
+        return run_dask(shards, config, classes)
+    return run_local(shards, config, classes)

@@ -1,0 +1,273 @@
+"""``run_build``: the library entry point behind ``samrs build``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from samrs import __version__
+from samrs.build.config import BuildConfig
+from samrs.build.executors import ShardFailure, execute
+from samrs.build.layout import Layout
+from samrs.build.plan import Plan, make_plan
+from samrs.build.progress import Progress
+
+log = logging.getLogger(__name__)
+
+
+class BuildError(RuntimeError):
+    """A fatal problem found before any work started (one-line cause)."""
+
+
+@dataclass
+class BuildSummary:
+    """What a build did (also the ``--dry-run`` plan)."""
+
+    out: Path
+    plan: dict[str, Any]
+    state: str  # "dry-run" | "complete" | "already-complete" | "failed"
+    counts: dict[str, Any] = field(default_factory=dict)
+    failed_shards: list[dict[str, Any]] = field(default_factory=list)
+    existing: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    wall_seconds: float | None = None
+    images_processed: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True unless a shard failed for good."""
+        return not self.failed_shards
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "out": str(self.out),
+            "state": self.state,
+            "plan": self.plan,
+            "counts": self.counts,
+            "failed_shards": self.failed_shards,
+            "existing": self.existing,
+            "config": self.config,
+            "wall_seconds": self.wall_seconds,
+            "images_processed": self.images_processed,
+        }
+
+
+def resolve_config(config: BuildConfig) -> BuildConfig:
+    """Check what must be right before any work starts; fill in derived values.
+
+    Raises:
+        BuildError: missing root, segmenter without weights, unreadable checkpoint, bad option.
+    """
+    root = Path(config.root)
+    if not root.exists():
+        raise BuildError(f"--root {config.root}: no such folder")
+    if config.gpus < 0 or config.workers < 1 or config.shard_size < 1:
+        raise BuildError("--gpus must be >= 0, --workers and --shard-size >= 1")
+    if config.resume and config.overwrite:
+        config = replace(config, resume=False)
+    if config.segmenter in ("sam", "sam-hq"):
+        if not config.checkpoint and not config.random_weights:
+            raise BuildError(
+                f"segmenter {config.segmenter!r} needs weights: pass --checkpoint PATH "
+                "(e.g. sam_vit_h_4b8939.pth), or use the weight-free --segmenter grabcut "
+                "(or --random-weights for tests)"
+            )
+        if config.checkpoint:
+            from samrs.segmenters import CheckpointError, checkpoint_sha256, inspect_checkpoint
+
+            try:
+                model = inspect_checkpoint(config.checkpoint, config.model, config.segmenter)
+            except CheckpointError as exc:
+                raise BuildError(str(exc)) from exc
+            config = replace(
+                config,
+                model=model,
+                checkpoint=str(Path(config.checkpoint).resolve()),
+                checkpoint_sha256=checkpoint_sha256(config.checkpoint),
+            )
+        elif config.model is None:
+            config = replace(config, model="tiny")
+    return replace(config, root=str(root.resolve()), out=str(Path(config.out).resolve()))
+
+
+def _metadata(config: BuildConfig, plan: Plan) -> dict[str, Any]:
+    from samrs.outputs.schema import MANIFEST_VERSION
+
+    return {
+        "tool": "samrs",
+        "samrs_version": __version__,
+        "manifest_version": MANIFEST_VERSION,
+        "fingerprint": config.fingerprint(),
+        "config": config.output_affecting(),
+        "source": {
+            "format": config.source,
+            "version": plan.classes.version,
+            "root": config.root,
+            "split": config.split,
+        },
+        "class_table": plan.classes.to_dict(),
+        "segmenter": {
+            "name": config.segmenter,
+            "model": config.model if config.segmenter in ("sam", "sam-hq") else None,
+            "checkpoint": config.checkpoint,
+            "checkpoint_sha256": config.checkpoint_sha256,
+            "random_weights": bool(config.random_weights),
+            "prompt": config.prompt,
+        },
+        "plan": plan.summary(),
+    }
+
+
+def _check_existing(config: BuildConfig, layout: Layout) -> dict[str, Any]:
+    """Refuse an incompatible OUT; describe what exists (for the plan)."""
+    from samrs.outputs.metadata import BuildMetadataError, read_build_metadata
+
+    out = layout.out
+    if not out.exists() or not any(out.iterdir()):
+        return {"exists": False}
+    if config.overwrite:
+        return {"exists": True, "overwrite": True}
+    try:
+        meta = read_build_metadata(out)
+    except BuildMetadataError as exc:
+        raise BuildError(
+            f"--out {out} is not empty and is not a samrs build ({exc}); "
+            "choose another folder or pass --overwrite"
+        ) from exc
+    if meta.get("fingerprint") != config.fingerprint():
+        old = meta.get("config") or {}
+        new = config.output_affecting()
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise BuildError(
+            f"--out {out} holds a build with another configuration "
+            f"(differs in: {', '.join(changed) or 'tool version'}); "
+            "use another --out, the same options, or --overwrite"
+        )
+    return {
+        "exists": True,
+        "committed_shards": len(layout.committed_shards()),
+        "complete": layout.complete_marker.is_file(),
+    }
+
+
+def count_outputs(out: Path) -> dict[str, Any]:
+    """Counts over the committed manifests (streamed: only small columns are read)."""
+    from samrs.outputs.manifest import read_table
+
+    images = read_table(out, "images", columns=["status"]).column("status").to_pylist()
+    inst = read_table(out, "instances", columns=["kept", "reject_reason"])
+    errors = read_table(out, "errors", columns=["stage", "n_objects"])
+    kept = inst.column("kept").to_pylist()
+    reasons = inst.column("reject_reason").to_pylist()
+    in_errors = sum(errors.column("n_objects").to_pylist())
+    return {
+        "images": dict(sorted(Counter(images).items())),
+        "instances": len(kept),
+        "kept": sum(kept),
+        "rejected": dict(
+            sorted(Counter(r for k, r in zip(kept, reasons, strict=True) if not k).items())
+        ),
+        "errors": dict(sorted(Counter(errors.column("stage").to_pylist()).items())),
+        "objects_in_errors": in_errors,
+        "objects": len(kept) + in_errors,
+    }
+
+
+def finalize(out: Path, config: BuildConfig, metadata: dict[str, Any]) -> dict[str, Any]:
+    """Merge the COCO JSON, write counts into samrs.json and the completion marker."""
+    from samrs.outputs.coco import coco_from_manifest, write_json
+    from samrs.outputs.metadata import dumps, write_build_metadata
+
+    layout = Layout(out)
+    coco = coco_from_manifest(
+        out, include_rejected=config.include_rejected, polygons=config.polygons
+    )
+    write_json(out / "coco" / "instances.json", coco)
+    counts = count_outputs(out)
+    write_build_metadata(out, {**metadata, "counts": counts})
+    layout.state.mkdir(parents=True, exist_ok=True)
+    layout.complete_marker.write_text(
+        dumps({"fingerprint": config.fingerprint(), "counts": counts})
+    )
+    return counts
+
+
+def run_build(config: BuildConfig, *, progress: bool | None = None) -> BuildSummary:
+    """Plan, execute and finalize a build (or only plan it, with ``config.dry_run``).
+
+    Raises:
+        BuildError: fatal problems, found before any work starts.
+    """
+    from samrs.outputs.metadata import write_build_metadata
+    from samrs.sources import SourceError
+
+    config = resolve_config(config)
+    layout = Layout(config.out)
+    existing = _check_existing(config, layout)
+    try:
+        plan = make_plan(config)
+    except (SourceError, ValueError) as exc:
+        raise BuildError(str(exc)) from exc
+    metadata = _metadata(config, plan)
+    summary = BuildSummary(
+        layout.out, plan.summary(), "dry-run", existing=existing, config=config.to_dict()
+    )
+    summary.plan["errors_found"] = [
+        {"file": e.source_file, "line": e.line, "stage": e.stage, "message": e.message}
+        for e in plan.errors
+    ]
+    if config.dry_run:
+        return summary
+    if existing.get("overwrite"):
+        layout.remove_managed()
+    if existing.get("complete"):
+        from samrs.outputs.metadata import read_build_metadata
+
+        summary.state = "already-complete"
+        summary.counts = read_build_metadata(layout.out).get("counts", {})
+        return summary
+
+    layout.out.mkdir(parents=True, exist_ok=True)
+    write_build_metadata(layout.out, metadata)
+    start = time.perf_counter()
+    committed = layout.committed_shards()
+    todo = [s for s in plan.shards if s.index not in committed]
+    for shard in todo:
+        layout.clear_failure(shard.index)
+    bar = Progress(
+        len(plan.shards),
+        len(plan.images),
+        plan.n_objects,
+        enabled=config.progress if progress is None else progress,
+    )
+    for shard in plan.shards:
+        if shard.index in committed:
+            from samrs.build.worker import ShardResult
+
+            bar.shard_done(
+                ShardResult(shard.index, skipped=True), len(shard.images), shard.n_objects
+            )
+    by_index = {s.index: s for s in plan.shards}
+    for outcome in execute(todo, config, plan.classes):
+        shard = by_index[outcome.index]
+        if isinstance(outcome, ShardFailure):
+            layout.record_failure(outcome.index, outcome.cause)
+            summary.failed_shards.append({"shard": outcome.index, "cause": outcome.cause})
+            bar.shard_failed()
+        else:
+            summary.images_processed += 0 if outcome.skipped else len(shard.images)
+            bar.shard_done(outcome, len(shard.images), shard.n_objects)
+    summary.failed_shards.sort(key=lambda f: f["shard"])
+    if summary.failed_shards:
+        summary.state = "failed"
+        summary.counts = count_outputs(layout.out)
+    else:
+        summary.counts = finalize(layout.out, config, metadata)
+        summary.state = "complete"
+    summary.wall_seconds = time.perf_counter() - start
+    return summary

@@ -1,0 +1,445 @@
+"""The work on one shard: read pixels -> prompts -> segmenter -> quality -> writers -> commit.
+
+Runs inside a worker process (or the main process for ``--workers 1``). Reading and
+decoding images, the model, and encoding/writing outputs overlap: images are decoded by a
+thread pool ahead of the model (bounded look-ahead) and finished images are encoded and
+written by the same pool while the model works on the next batch. Memory stays bounded by
+the look-ahead and batch sizes, whatever the size of the shard or dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import Counter, deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from samrs.build.config import BuildConfig
+from samrs.build.layout import MANIFEST_TABLES, Layout
+from samrs.build.plan import Shard
+from samrs.classes import ClassTable
+from samrs.records import ErrorRecord, ImageRecord
+from samrs.segmenters.base import MaskSet, PromptSet, Segmenter
+
+log = logging.getLogger(__name__)
+
+FAULT_ENV = "SAMRS_FAULT_INJECT"
+"""Testing hook: ``kill:SHARD`` or ``raise:SHARD`` makes the first attempt at that shard die
+(``os._exit``) or raise, so tests can check retries and resume. Ignored when unset."""
+
+_SEGMENTERS: dict[str, Segmenter] = {}
+
+
+@dataclass
+class ShardResult:
+    """What one shard produced (summed up for the progress display and the summary)."""
+
+    index: int
+    images: int = 0
+    objects: int = 0
+    kept: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    status: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+    skipped: bool = False
+    worker: str = ""
+
+
+@dataclass
+class _ImageOutput:
+    image_row: dict[str, object]
+    instance_rows: list[dict[str, object]]
+    error_rows: list[dict[str, object]]
+
+
+def segmenter_options(config: BuildConfig) -> dict[str, object]:
+    """Keyword arguments of :func:`samrs.segmenters.create_segmenter` for a build."""
+    return {
+        "model": config.model,
+        "checkpoint": config.checkpoint,
+        "random_weights": config.random_weights,
+        "device": config.device,
+        "seed": config.seed,
+        "batch_size": config.batch_size,
+        "chunk_size": config.chunk_size,
+        "hq_token_only": config.hq_token_only,
+        "multimask": config.multimask,
+        "compile": config.compile,
+        "clip_to_rbox": config.clip_to_rbox,
+        "small_object_zoom": config.small_object_zoom,
+    }
+
+
+def get_segmenter(config: BuildConfig) -> Segmenter:
+    """The segmenter of this process for ``config``, created once and reused across shards."""
+    from samrs.segmenters import create_segmenter
+
+    options = segmenter_options(config)
+    key = json.dumps([config.segmenter, options], sort_keys=True, default=str)
+    if key not in _SEGMENTERS:
+        _SEGMENTERS.clear()  # one model per process
+        _SEGMENTERS[key] = create_segmenter(config.segmenter, **options)
+    return _SEGMENTERS[key]
+
+
+def configure_threads(threads: int | None) -> None:
+    """Limit intra-op threads of torch/OpenCV so worker processes do not oversubscribe cores."""
+    if not threads:
+        return
+    import cv2
+    import torch
+
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+
+
+def run_shard(
+    shard: Shard, config: BuildConfig, classes: ClassTable, attempt_key: str = ""
+) -> ShardResult:
+    """Process one shard and commit it atomically. Idempotent: a committed shard is skipped."""
+    layout = Layout(config.out)
+    result = ShardResult(shard.index, worker=f"pid {os.getpid()}")
+    if layout.is_committed(shard.index):
+        result.skipped = True
+        return result
+    layout.discard_uncommitted(shard.index)
+    _maybe_inject_fault(shard.index, layout)
+    start = time.perf_counter()
+    configure_threads(config.threads)
+    segmenter = get_segmenter(config) if shard.n_objects else None
+    outputs = list(_process_images(shard, config, classes, segmenter, layout))
+    error_rows = [_error_row(e, shard.index) for e in shard.errors]
+    image_rows, instance_rows = [], []
+    for out in outputs:
+        image_rows.append(out.image_row)
+        instance_rows.extend(out.instance_rows)
+        error_rows.extend(out.error_rows)
+    _commit(
+        layout,
+        shard.index,
+        {"images": image_rows, "instances": instance_rows, "errors": error_rows},
+    )
+    result.images = len(image_rows)
+    result.objects = shard.n_objects
+    for row in instance_rows:
+        if row["kept"]:
+            result.kept += 1
+        else:
+            result.rejected[str(row["reject_reason"])] += 1
+    for row in error_rows:
+        result.errors[str(row["stage"])] += 1
+    for row in image_rows:
+        result.status[str(row["status"])] += 1
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _maybe_inject_fault(shard: int, layout: Layout) -> None:
+    spec = os.environ.get(FAULT_ENV, "")
+    if not spec:
+        return
+    action, _, target = spec.partition(":")
+    if target != str(shard):
+        return
+    flag = layout.state / f"fault-{shard:05d}"
+    if flag.exists():
+        return  # only the first attempt fails
+    flag.parent.mkdir(parents=True, exist_ok=True)
+    flag.write_text(action)
+    if action == "kill":
+        os._exit(77)
+    raise RuntimeError(f"injected fault in shard {shard}")
+
+
+def _commit(layout: Layout, shard: int, rows: dict[str, list[dict[str, object]]]) -> None:
+    """Write the three parts to temporary names, then rename them into place, images last."""
+    from samrs.outputs.manifest import write_part
+
+    tmp = layout.tmp(shard)
+    tmp.mkdir(parents=True, exist_ok=True)
+    staged = {}
+    for table in MANIFEST_TABLES:
+        path = tmp / f"{table}.parquet"
+        write_part(path, table, rows[table])
+        staged[table] = path
+    for table in MANIFEST_TABLES:
+        final = layout.part(table, shard)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged[table], final)
+    tmp.rmdir()
+
+
+def _process_images(
+    shard: Shard,
+    config: BuildConfig,
+    classes: ClassTable,
+    segmenter: Segmenter | None,
+    layout: Layout,
+) -> Iterator[_ImageOutput]:
+    """Outputs of the shard's images, in order, with decoding and writing overlapped."""
+    from samrs.imageio import read_image
+
+    io_threads = max(2, min(8, (os.cpu_count() or 2)))
+    batch_size = max(1, config.batch_size)
+    instance_ids = _instance_ids(shard)
+    with ThreadPoolExecutor(io_threads, thread_name_prefix="samrs-io") as pool:
+        loads: deque[tuple[int, Future]] = deque()
+        finishing: deque[Future[_ImageOutput]] = deque()
+        pending = iter(range(len(shard.images)))
+
+        def top_up() -> None:
+            while len(loads) < 2 * batch_size:
+                i = next(pending, None)
+                if i is None:
+                    return
+                image = shard.images[i]
+                loads.append((i, pool.submit(read_image, image.image_path, image.window)))
+
+        top_up()
+        while loads:
+            batch = [loads.popleft() for _ in range(min(batch_size, len(loads)))]
+            top_up()
+            pixels: dict[int, np.ndarray] = {}
+            failures: dict[int, str] = {}
+            for i, future in batch:
+                try:
+                    pixels[i] = future.result()
+                except Exception as exc:  # a corrupt image is a record error, not a crash
+                    failures[i] = str(exc)
+            todo = [i for i in pixels if shard.images[i].objects]
+            prompts = {i: _prompts(shard.images[i], config) for i in todo}
+            masks: dict[int, MaskSet] = {}
+            if todo and segmenter is not None:
+                try:
+                    results = segmenter.segment(
+                        [pixels[i] for i in todo], [prompts[i] for i in todo]
+                    )
+                    masks = dict(zip(todo, results, strict=True))
+                except Exception as exc:
+                    if len(todo) == 1:
+                        failures[todo[0]] = f"segmenter failed: {exc}"
+                    else:  # isolate the image that fails
+                        for i in todo:
+                            try:
+                                masks[i] = segmenter.segment([pixels[i]], [prompts[i]])[0]
+                            except Exception as inner:
+                                failures[i] = f"segmenter failed: {inner}"
+            for i, _ in batch:
+                image = shard.images[i]
+                if i in failures:
+                    stage = "segment" if failures[i].startswith("segmenter failed") else "image"
+                    finishing.append(
+                        pool.submit(_failed_image, image, failures[i], stage, shard.index, layout)
+                    )
+                else:
+                    finishing.append(
+                        pool.submit(
+                            _finish_image,
+                            image,
+                            pixels.pop(i),
+                            prompts.get(i),
+                            masks.get(i),
+                            instance_ids[i],
+                            shard.index,
+                            config,
+                            classes,
+                            layout,
+                        )
+                    )
+            while len(finishing) > 2 * batch_size:
+                yield finishing.popleft().result()
+        while finishing:
+            yield finishing.popleft().result()
+
+
+def _instance_ids(shard: Shard) -> list[int]:
+    ids, next_id = [], shard.first_instance_id
+    for image in shard.images:
+        ids.append(next_id)
+        next_id += len(image.objects)
+    return ids
+
+
+def _prompts(image: ImageRecord, config: BuildConfig) -> PromptSet:
+    from samrs.prompts import build_prompts
+
+    polygons = np.array([obj.polygon for obj in image.objects], dtype=np.float64).reshape(-1, 8)
+    return build_prompts(polygons, config.prompt)
+
+
+def _image_row(
+    image: ImageRecord, shard: int, layout: Layout, **values: object
+) -> dict[str, object]:
+    file_name = (
+        str(layout.tile_image(image.image_id).relative_to(layout.out))
+        if image.window is not None
+        else os.path.abspath(image.image_path)
+    )
+    row: dict[str, object] = {
+        "image_id": image.image_id,
+        "source": image.source,
+        "version": image.version,
+        "split": image.split,
+        "file_name": file_name,
+        "source_file": os.path.abspath(image.image_path),
+        "annotation_file": image.annotation_file,
+        "window": list(image.window) if image.window is not None else None,
+        "width": image.width,
+        "height": image.height,
+        "gsd": image.gsd,
+        "n_objects": len(image.objects),
+        "n_kept": 0,
+        "semantic_file": None,
+        "status": "ok",
+        "crs": None,
+        "transform": None,
+        "shard": shard,
+    }
+    row.update(values)
+    return row
+
+
+def _error_row(error: ErrorRecord, shard: int) -> dict[str, object]:
+    return {
+        "source_file": error.source_file,
+        "line": error.line,
+        "stage": error.stage,
+        "message": error.message,
+        "image_id": error.image_id,
+        "n_objects": error.n_objects,
+        "shard": shard,
+    }
+
+
+def _failed_image(
+    image: ImageRecord, message: str, stage: str, shard: int, layout: Layout
+) -> _ImageOutput:
+    error = ErrorRecord(image.image_path, None, stage, message, image.image_id, len(image.objects))
+    return _ImageOutput(
+        _image_row(image, shard, layout, status="error"), [], [_error_row(error, shard)]
+    )
+
+
+def _write_atomic(path: Path, write) -> None:  # type: ignore[no-untyped-def]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _finish_image(
+    image: ImageRecord,
+    pixels: np.ndarray,
+    prompts: PromptSet | None,
+    masks: MaskSet | None,
+    first_id: int,
+    shard: int,
+    config: BuildConfig,
+    classes: ClassTable,
+    layout: Layout,
+) -> _ImageOutput:
+    """Quality, filters, RLE, semantic label and tile image of one segmented image."""
+    from samrs import rle
+    from samrs.outputs.semantic import paint_semantic, write_semantic_png
+    from samrs.quality import apply_filters
+
+    height, width = int(pixels.shape[0]), int(pixels.shape[1])
+    instance_rows: list[dict[str, object]] = []
+    paint_masks, paint_classes, paint_areas, paint_scores = [], [], [], []
+    if image.objects:
+        assert prompts is not None and masks is not None
+        polygons = prompts.polygons.reshape(-1, 8)
+        verdict = apply_filters(masks, polygons, config)
+        for j, obj in enumerate(image.objects):
+            mask = verdict.masks[j]
+            encoded = (
+                masks.rles[j]
+                if getattr(masks, "rles", None) is not None and not verdict.substituted[j]
+                else rle.encode(mask)
+            )
+            area = int(verdict.metrics["area"][j])
+            kept = verdict.reasons[j] is None
+            usable = kept or verdict.substituted[j]
+            if usable:
+                paint_masks.append(mask)
+                paint_classes.append(obj.class_id)
+                paint_areas.append(area)
+                paint_scores.append(_opt(masks.scores[j]))
+            instance_rows.append(
+                {
+                    "instance_id": first_id + j,
+                    "image_id": image.image_id,
+                    "object_index": j,
+                    "class_id": obj.class_id,
+                    "class_name": obj.class_name,
+                    "difficult": bool(obj.difficult),
+                    "truncated": bool(obj.truncated),
+                    "polygon": [float(v) for v in obj.polygon],
+                    "hbox": [float(v) for v in obj.hbox],
+                    "prompt": prompts.mode,
+                    "prompt_box": None
+                    if prompts.boxes is None
+                    else [float(v) for v in prompts.boxes[j]],
+                    "prompt_point": None
+                    if prompts.points is None
+                    else [float(v) for v in prompts.points[j]],
+                    "segmentation": encoded["counts"],
+                    "area": area,
+                    "bbox": rle.bbox(encoded),
+                    "score": _opt(masks.scores[j]),
+                    "stability": _opt(masks.stability[j]),
+                    "rbox_iou": float(verdict.metrics["rbox_iou"][j]),
+                    "inside_fraction": float(verdict.metrics["inside_fraction"][j]),
+                    "n_components": int(verdict.metrics["n_components"][j]),
+                    "kept": kept,
+                    "reject_reason": verdict.reasons[j],
+                    "substituted": bool(verdict.substituted[j]),
+                    "source_file": obj.source_file,
+                    "source_line": obj.source_line,
+                    "flags": list(obj.flags),
+                }
+            )
+    label = paint_semantic(
+        height,
+        width,
+        paint_masks,
+        paint_classes,
+        paint_areas,
+        paint_scores,
+        policy=config.overlap,
+        background=config.background,
+    )
+    semantic_path = layout.semantic(image.image_id)
+    _write_atomic(semantic_path, lambda p: write_semantic_png(p, label, classes))
+    if image.window is not None:
+        from PIL import Image
+
+        _write_atomic(
+            layout.tile_image(image.image_id),
+            lambda p: Image.fromarray(pixels).save(p, format="PNG"),
+        )
+    n_kept = sum(1 for row in instance_rows if row["kept"])
+    row = _image_row(
+        image,
+        shard,
+        layout,
+        width=width,
+        height=height,
+        n_kept=n_kept,
+        semantic_file=str(semantic_path.relative_to(layout.out)),
+        status="ok" if image.objects else "empty",
+    )
+    return _ImageOutput(row, instance_rows, [])
+
+
+def _opt(value: float) -> float | None:
+    value = float(value)
+    return None if np.isnan(value) else value
