@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-import warnings
+import xml.etree.ElementTree as ET
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +19,7 @@ from pathlib import Path
 
 from samrs.classes import ClassTable
 from samrs.geometry import clip_polygon, polygon_area
+from samrs.imageio import ImageReadError, image_size
 from samrs.records import ErrorRecord, ImageRecord, ObjectAnnotation, Polygon
 
 log = logging.getLogger(__name__)
@@ -172,36 +173,6 @@ def index_images(folder: Path | None, exclude: Callable[[Path], bool] | None = N
     return index
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """``(width, height)`` of an image from its header, without decoding the pixels.
-
-    PIL first (lazy ``Image.open``), rasterio for what PIL cannot open (huge or exotic TIFFs).
-
-    Raises:
-        OSError: neither could read the header.
-    """
-    try:
-        from PIL import Image
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(path) as im:
-                return int(im.size[0]), int(im.size[1])
-    except Exception as pil_error:
-        try:
-            import rasterio
-            from rasterio.errors import NotGeoreferencedWarning
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                with rasterio.open(path) as ds:
-                    return int(ds.width), int(ds.height)
-        except Exception as rio_error:
-            raise OSError(
-                f"cannot read image size: {pil_error}; rasterio: {rio_error}"
-            ) from rio_error
-
-
 def parse_float(text: str | None) -> float | None:
     """A finite float, or None for missing/non-numeric/inf/nan text."""
     if text is None:
@@ -261,13 +232,22 @@ class ReadContext:
         """Record one problem."""
         self.errors.append(ErrorRecord(str(source_file), line, stage, message, image_id, n_objects))
 
-    def size_of(self, path: Path, image_id: str | None) -> tuple[int | None, int | None]:
-        """Image size from the header; an error row (and None, None) when unreadable."""
+    def size_of(
+        self,
+        path: Path,
+        image_id: str | None,
+        fallback: tuple[int, int] | None = None,
+    ) -> tuple[int | None, int | None]:
+        """Image size from the header (:func:`samrs.imageio.image_size`, no pixel decoding).
+
+        An unreadable header is an error row (stage ``image``); the size is then ``fallback``
+        (e.g. the size an annotation file states) or ``(None, None)``.
+        """
         try:
             return image_size(path)
-        except OSError as exc:
+        except (ImageReadError, OSError) as exc:
             self.error(path, None, str(exc), image_id=image_id, stage="image")
-            return None, None
+            return fallback if fallback is not None else (None, None)
 
     def note_duplicates(self, index: ImageIndex, image_id_of: Callable[[str], str]) -> None:
         """An error row for every image file ignored because another has the same stem."""
@@ -357,6 +337,35 @@ class ReadContext:
             source_element=element,
             flags=flags,
         )
+
+    def parse_xml(self, path: Path, image_id: str | None) -> ET.Element | None:
+        """The root element of an XML file, or None after recording an error row naming the
+        file and the parser's line (the image of an unreadable file is not returned)."""
+        try:
+            return ET.parse(path).getroot()
+        except ET.ParseError as exc:
+            line = exc.position[0] if getattr(exc, "position", None) else None
+            self.error(
+                path,
+                line,
+                f"unreadable or truncated XML ({exc}): expected a complete annotation "
+                "document; image skipped",
+                image_id=image_id,
+            )
+        except OSError as exc:
+            self.error(path, None, f"cannot read XML file: {exc}; image skipped", image_id=image_id)
+        return None
+
+
+def xml_number(element: ET.Element, tag: str) -> float | None:
+    """The finite number in ``element/tag``, or None when missing or not a number."""
+    return parse_float(element.findtext(tag))
+
+
+def xml_size(root: ET.Element, width_tag: str, height_tag: str) -> tuple[int, int] | None:
+    """A positive image size written in an annotation, or None."""
+    w, h = parse_int(root.findtext(width_tag)), parse_int(root.findtext(height_tag))
+    return (w, h) if w and h and w > 0 and h > 0 else None
 
 
 def _fmt(polygon: Sequence[float]) -> str:

@@ -12,7 +12,8 @@ written by mmrotate's splitter for cut objects reads as not difficult but trunca
 Image ids are the file stems (``P0001``). A split with no label folder at all (the test split)
 gives images without objects and no error; an image without its label file when the split has a
 label folder gives an image without objects and an error row; a label file without an image
-gives an error row accounting for its objects; an empty label file is an image without objects.
+gives an error row accounting for its objects; an empty label file is an image without objects;
+an unreadable label file is an error row and its image is not returned.
 """
 
 from __future__ import annotations
@@ -76,13 +77,16 @@ def parse_label_file(
     image_id: str | None,
     width: int | None,
     height: int | None,
-) -> tuple[list[ObjectAnnotation], float | None]:
-    """Objects and gsd of one labelTxt file; bad lines become error rows in ``ctx``."""
+) -> tuple[list[ObjectAnnotation], float | None] | None:
+    """Objects and gsd of one labelTxt file; bad lines become error rows in ``ctx``.
+
+    None (after an error row) when the file cannot be read at all.
+    """
     try:
         text = path.read_bytes().decode("utf-8-sig", errors="replace")
     except OSError as exc:
-        ctx.error(path, None, f"cannot read label file: {exc}", image_id=image_id)
-        return [], None
+        ctx.error(path, None, f"cannot read label file: {exc}; image skipped", image_id=image_id)
+        return None
     objects: list[ObjectAnnotation] = []
     gsd: float | None = None
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -166,24 +170,27 @@ def read(root: Path, ctx: ReadContext) -> list[ImageRecord]:
             label_path = labels.get(stem)
             if image_path is None:
                 assert label_path is not None
-                objects, _ = parse_label_file(
-                    label_path, ctx, image_id=stem, width=None, height=None
-                )
+                parsed = parse_label_file(label_path, ctx, image_id=stem, width=None, height=None)
+                if parsed is None:
+                    continue
                 ctx.error(
                     label_path,
                     None,
                     f"no image for label file (looked for {stem}.* in "
                     f"{child(leaf, 'images') or leaf / 'images'})",
                     image_id=stem,
-                    n_objects=len(objects),
+                    n_objects=len(parsed[0]),
                 )
                 continue
             width, height = ctx.size_of(image_path, stem)
             objects, gsd = [], None
             if label_path is not None:
-                objects, gsd = parse_label_file(
+                parsed = parse_label_file(
                     label_path, ctx, image_id=stem, width=width, height=height
                 )
+                if parsed is None:
+                    continue
+                objects, gsd = parsed
             elif label_dir is not None:
                 ctx.error(
                     image_path,

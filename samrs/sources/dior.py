@@ -1,0 +1,286 @@
+"""DIOR (horizontal boxes) and DIOR-R (oriented boxes) VOC-style XML reader.
+
+Layout (folder names contain spaces)::
+
+    DIOR/JPEGImages-trainval/00001.jpg ...      DIOR/JPEGImages-test/11726.jpg ...
+    DIOR/Annotations/Horizontal Bounding Boxes/00001.xml
+    DIOR/Annotations/Oriented Bounding Boxes/00001.xml
+    DIOR/ImageSets/Main/{train,val,test}.txt
+
+A flat ``Annotations/*.xml`` (the first DIOR release) counts as horizontal boxes. ``--root`` is
+the top folder or one ``JPEGImages-*`` folder (then only its images are read).
+
+Which annotation set is read (``version``):
+
+- ``None`` or ``1.0``: the oriented set when ``Annotations/Oriented Bounding Boxes`` exists,
+  else the horizontal one;
+- ``hbb`` (``horizontal``): the horizontal set; ``obb`` (``r``, ``dior-r``, ``oriented``): the
+  oriented set. Either one missing is a :class:`SourceError`.
+
+The class table version is ``1.0`` in every case. Splits come from ``ImageSets/Main`` lists
+(``train``, ``val``, ``test``; ``trainval`` only for ids in neither train nor val); an image in
+no list takes its folder's split (``trainval``/``test``, None for plain ``JPEGImages``).
+
+Objects: ``object/name`` and ``bndbox/{xmin,ymin,xmax,ymax}`` -- also accepted inside a
+``<robndbox>`` element, as some horizontal files have it -- or, for DIOR-R,
+``robndbox/{x_left_top,y_left_top,x_right_top,...,y_left_bottom}`` (clockwise from the
+left-top corner; ``angle`` is ignored), with ``truncated`` and ``difficult`` flags. Coordinates
+are kept as written (no 1-based shift). Zero-width boxes are degenerate (error rows). Image ids
+are the file stems (``00001``); XML object ``k`` is line ``k`` and element ``object[k]``. An
+unreadable XML file is an error row with the parser's line and its image is not returned.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from samrs.geometry import box_polygon
+from samrs.records import ImageRecord, ObjectAnnotation
+from samrs.sources.common import (
+    ReadContext,
+    SourceError,
+    child,
+    find_leaves,
+    index_images,
+    natural_key,
+    parse_int,
+    xml_number,
+    xml_size,
+)
+
+HBB_DIRS = ("Horizontal Bounding Boxes", "Horizontal_Bounding_Boxes", "HorizontalBoundingBoxes")
+OBB_DIRS = ("Oriented Bounding Boxes", "Oriented_Bounding_Boxes", "OrientedBoundingBoxes")
+CORNER_FIELDS = (
+    "x_left_top", "y_left_top", "x_right_top", "y_right_top",
+    "x_right_bottom", "y_right_bottom", "x_left_bottom", "y_left_bottom",
+)  # fmt: skip
+BOX_FIELDS = ("xmin", "ymin", "xmax", "ymax")
+VARIANTS = {
+    "hbb": "hbb",
+    "horizontal": "hbb",
+    "obb": "obb",
+    "r": "obb",
+    "dior-r": "obb",
+    "oriented": "obb",
+}
+
+
+def resolve_version(version: str | None) -> tuple[str, str | None]:
+    """``(class table version, annotation set)`` for a ``--version`` value (see module doc)."""
+    key = (version or "1.0").strip().lower()
+    if key == "1.0":
+        return "1.0", None
+    if key in VARIANTS:
+        return "1.0", VARIANTS[key]
+    raise SourceError(
+        f"unknown dior version {version!r}; expected 1.0 (automatic), hbb or obb (alias r)"
+    )
+
+
+def _image_dirs(top: Path) -> list[Path]:
+    return sorted(
+        (p for p in top.iterdir() if p.is_dir() and p.name.lower().startswith("jpegimages")),
+        key=lambda p: natural_key(p.name),
+    )
+
+
+def _is_top(folder: Path) -> bool:
+    return child(folder, "Annotations") is not None or bool(_image_dirs(folder))
+
+
+def _folder_split(folder: Path) -> str | None:
+    _, _, suffix = folder.name.partition("-")
+    return suffix.lower() or None
+
+
+def _images_of(folder: Path) -> Path:
+    """The folder holding the images (descends one level for ``X/X/*.jpg`` archives)."""
+    if index_images(folder).by_stem:
+        return folder
+    subs = [p for p in sorted(folder.iterdir()) if p.is_dir()]
+    return subs[0] if len(subs) == 1 else folder
+
+
+def split_lists(top: Path) -> dict[str, str]:
+    """Image id -> split from ``ImageSets/Main/{train,val,test,trainval}.txt``."""
+    sets = child(top, "ImageSets")
+    folder = child(sets, "Main") if sets is not None else None
+    folder = folder or sets
+    splits: dict[str, str] = {}
+    if folder is None:
+        return splits
+    for name in ("train", "val", "test", "trainval"):
+        path = child(folder, f"{name}.txt")
+        if path is None:
+            continue
+        for line in path.read_text(encoding="utf-8-sig", errors="replace").splitlines():
+            stem = line.strip().split()[0] if line.strip() else ""
+            if stem:
+                splits.setdefault(stem, name)
+    return splits
+
+
+def label_dir(top: Path, variant: str | None) -> Path | None:
+    """The annotation folder to read (None: no annotations at all)."""
+    ann = child(top, "Annotations")
+    if ann is None:
+        return None
+    hbb, obb = child(ann, *HBB_DIRS), child(ann, *OBB_DIRS)
+    if hbb is None and any(p.suffix.lower() == ".xml" for p in ann.iterdir()):
+        hbb = ann
+    if variant == "hbb" and hbb is None:
+        raise SourceError(f"no horizontal-box annotations under {ann}: expected '{HBB_DIRS[0]}'")
+    if variant == "obb" and obb is None:
+        raise SourceError(f"no oriented-box annotations under {ann}: expected '{OBB_DIRS[0]}'")
+    if variant == "hbb":
+        return hbb
+    return obb or hbb
+
+
+def parse_objects(
+    root: ET.Element,
+    path: Path,
+    ctx: ReadContext,
+    *,
+    image_id: str,
+    width: int | None,
+    height: int | None,
+) -> list[ObjectAnnotation]:
+    """Objects of one parsed DIOR/DIOR-R XML file; bad objects become error rows."""
+    objects = []
+    for k, obj in enumerate(root.findall("object"), start=1):
+        element = f"object[{k}]"
+        name = (obj.findtext("name") or "").strip()
+        box = obj.find("robndbox")
+        if box is None:
+            box = obj.find("bndbox")
+        fields = None
+        if box is not None:
+            if box.find(CORNER_FIELDS[0]) is not None:
+                fields = CORNER_FIELDS
+            elif box.find(BOX_FIELDS[0]) is not None:
+                fields = BOX_FIELDS
+        problem = None
+        if not name:
+            problem = "missing <name>: expected a class name"
+        elif box is None or fields is None:
+            problem = (
+                "expected bndbox/{xmin,ymin,xmax,ymax} or robndbox/{x_left_top,...,y_left_bottom}"
+            )
+        else:
+            values = [xml_number(box, f) for f in fields]
+            bad = [f for f, v in zip(fields, values, strict=True) if v is None]
+            if bad:
+                problem = f"missing or non-numeric {box.tag}/{bad[0]}: expected a number"
+        if problem is not None:
+            ctx.error(path, k, f"{element}: {problem}", image_id=image_id, n_objects=1)
+            continue
+        coords = values if fields is CORNER_FIELDS else box_polygon(values)  # type: ignore[arg-type]
+        made = ctx.make_object(
+            coords,  # type: ignore[arg-type]
+            name,
+            width=width,
+            height=height,
+            source_file=path,
+            line=k,
+            element=element,
+            image_id=image_id,
+            difficult=parse_int(obj.findtext("difficult")) == 1,
+            truncated=parse_int(obj.findtext("truncated")) == 1,
+        )
+        if made is not None:
+            objects.append(made)
+    return objects
+
+
+def _read_top(top: Path, ctx: ReadContext, only: Path | None) -> list[ImageRecord]:
+    labels_in = label_dir(top, ctx.variant)
+    labels = (
+        {p.stem: p for p in sorted(labels_in.iterdir()) if p.suffix.lower() == ".xml"}
+        if labels_in is not None
+        else {}
+    )
+    lists = split_lists(top)
+    found: dict[str, tuple[Path, str | None]] = {}
+    for folder in [only] if only is not None else _image_dirs(top):
+        index = index_images(_images_of(folder))
+        ctx.note_duplicates(index, lambda stem: stem)
+        for stem, path in index.by_stem.items():
+            if stem in found:
+                ctx.error(
+                    path,
+                    None,
+                    f"another image with the same stem is used instead: {found[stem][0]}",
+                    image_id=stem,
+                )
+                continue
+            found[stem] = (path, _folder_split(folder))
+    stems = set(found) if only is not None else set(found) | set(labels)
+    images = []
+    for stem in sorted(stems, key=natural_key):
+        image_path, folder_split = found.get(stem, (None, None))
+        split = lists.get(stem, folder_split)
+        if not ctx.wants(split):
+            continue
+        label = labels.get(stem)
+        xml = ctx.parse_xml(label, stem) if label is not None else None
+        if label is not None and xml is None:
+            continue  # unreadable: recorded, image not returned
+        if image_path is None:
+            assert label is not None and xml is not None
+            objects = parse_objects(xml, label, ctx, image_id=stem, width=None, height=None)
+            ctx.error(
+                label,
+                None,
+                f"no image for label file (looked for {stem}.* in "
+                f"{', '.join(p.name for p in _image_dirs(top)) or 'JPEGImages-*'})",
+                image_id=stem,
+                n_objects=len(objects),
+            )
+            continue
+        stated = xml_size(xml, "size/width", "size/height") if xml is not None else None
+        width, height = ctx.size_of(image_path, stem, stated)
+        objects = []
+        if xml is not None:
+            objects = parse_objects(xml, label, ctx, image_id=stem, width=width, height=height)  # type: ignore[arg-type]
+        elif labels_in is not None:
+            ctx.error(
+                image_path,
+                None,
+                f"missing label file: expected {labels_in / (stem + '.xml')}",
+                image_id=stem,
+            )
+        images.append(
+            ImageRecord(
+                image_id=stem,
+                image_path=str(image_path),
+                width=width,
+                height=height,
+                source=ctx.source,
+                version=ctx.version,
+                split=split,
+                objects=tuple(objects),
+                annotation_file=str(label) if label is not None else None,
+                source_width=width,
+                source_height=height,
+            )
+        )
+    return images
+
+
+def read(root: Path, ctx: ReadContext) -> list[ImageRecord]:
+    """Read DIOR / DIOR-R under ``root`` (see the module docstring)."""
+    only = None
+    if _is_top(root):
+        tops = [root]
+    elif root.name.lower().startswith("jpegimages") and _is_top(root.parent):
+        tops, only = [root.parent], root
+    else:
+        tops = [leaf for _, leaf in find_leaves(root, _is_top)]
+    if not tops:
+        raise SourceError(f"no DIOR Annotations/ or JPEGImages-*/ folder found under {root}")
+    images: list[ImageRecord] = []
+    for top in tops:
+        images.extend(_read_top(top, ctx, only))
+    return images

@@ -1,0 +1,181 @@
+"""FAIR1M 1.0 / 2.0 XML reader.
+
+Layout: ``train/part1/{images,labelXml}``, ``train/part2/{images,labelXml}``,
+``validation/{images,labelXml}`` (2.0) and ``test/images``; images are ``N.tif``. ``--root`` is
+the top folder, a split folder (``train``, ``validation``) or one part (``train/part1``).
+
+XML (UTF-8, tab-indented)::
+
+    annotation/source/filename          1.tif   (also source/origin, and a research block)
+    annotation/size/{width,height,depth}
+    annotation/objects/object/{coordinate, type, description, possibleresult/name,
+                               points/point x5}     each point "x,y"; the 5th repeats the 1st
+
+The repeated 5th point is dropped (a 4-point ring is accepted as is; any other count, or a 5th
+point that does not close the ring, is an error row). Class names contain spaces (``Small Car``)
+and are matched through the class table's spelling aliases. FAIR1M has no difficult flag.
+
+Train and validation reuse file names, so image ids are ``<split>_<stem>`` (``train_1``,
+``validation_1``); ``train/part1`` and ``train/part2`` are both split ``train``. XML object
+``k`` is line ``k`` and element ``objects/object[k]``. A split without a label folder (test) gives
+images without objects and no error.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from samrs.records import ImageRecord, ObjectAnnotation
+from samrs.sources.common import (
+    ReadContext,
+    SourceError,
+    child,
+    find_leaves,
+    index_images,
+    natural_key,
+    parse_float,
+    xml_size,
+)
+
+LABEL_DIRS = ("labelXml", "labelxmls", "label_xml", "labels")
+RING_TOLERANCE = 1e-3
+"""Largest distance (pixels) between the 1st and 5th point of a closed ring."""
+
+
+def _is_leaf(folder: Path) -> bool:
+    return child(folder, "images", *LABEL_DIRS) is not None
+
+
+def image_id_for(split: str | None, stem: str) -> str:
+    """The FAIR1M image id: the split and the file stem (``train_1``)."""
+    return f"{split}_{stem}" if split else stem
+
+
+def parse_points(obj: ET.Element) -> tuple[list[float] | None, str | None]:
+    """The 8 corner coordinates of an object, or None and what was wrong."""
+    texts = [(p.text or "").strip() for p in obj.findall("points/point")]
+    coords: list[float] = []
+    for t in texts:
+        parts = t.split(",")
+        values = [parse_float(v) for v in parts]
+        if len(parts) != 2 or any(v is None for v in values):
+            return None, f"point {t!r} is not 'x,y': expected two numbers"
+        coords.extend(values)  # type: ignore[arg-type]
+    if len(texts) == 5:
+        dx, dy = coords[8] - coords[0], coords[9] - coords[1]
+        if abs(dx) > RING_TOLERANCE or abs(dy) > RING_TOLERANCE:
+            return (
+                None,
+                "the 5th point does not repeat the 1st: expected a closed ring of 4 corners",
+            )
+        return coords[:8], None
+    if len(texts) == 4:
+        return coords, None
+    return None, f"{len(texts)} points: expected 5 (4 corners and the 1st repeated)"
+
+
+def parse_objects(
+    root: ET.Element,
+    path: Path,
+    ctx: ReadContext,
+    *,
+    image_id: str,
+    width: int | None,
+    height: int | None,
+) -> list[ObjectAnnotation]:
+    """Objects of one parsed FAIR1M XML file; bad objects become error rows."""
+    objects = []
+    for k, obj in enumerate(root.findall("objects/object"), start=1):
+        element = f"objects/object[{k}]"
+        name = (obj.findtext("possibleresult/name") or "").strip()
+        coords, problem = parse_points(obj)
+        if not name:
+            problem = "missing possibleresult/name: expected a class name"
+        if problem is not None:
+            ctx.error(path, k, f"{element}: {problem}", image_id=image_id, n_objects=1)
+            continue
+        made = ctx.make_object(
+            coords,  # type: ignore[arg-type]
+            name,
+            width=width,
+            height=height,
+            source_file=path,
+            line=k,
+            element=element,
+            image_id=image_id,
+        )
+        if made is not None:
+            objects.append(made)
+    return objects
+
+
+def read(root: Path, ctx: ReadContext) -> list[ImageRecord]:
+    """Read every FAIR1M split/part folder under ``root`` (see the module docstring)."""
+    leaves = find_leaves(root, _is_leaf)
+    if not leaves:
+        raise SourceError(f"no FAIR1M images/ or labelXml/ folder found under {root}")
+    images: list[ImageRecord] = []
+    for split, leaf in leaves:
+        if not ctx.wants(split):
+            continue
+        label_dir = child(leaf, *LABEL_DIRS)
+        index = index_images(child(leaf, "images"))
+        ctx.note_duplicates(index, lambda stem, split=split: image_id_for(split, stem))
+        labels = (
+            {p.stem: p for p in sorted(label_dir.iterdir()) if p.suffix.lower() == ".xml"}
+            if label_dir is not None
+            else {}
+        )
+        for stem in sorted(set(index.by_stem) | set(labels), key=natural_key):
+            image_id = image_id_for(split, stem)
+            image_path, label = index.by_stem.get(stem), labels.get(stem)
+            xml = ctx.parse_xml(label, image_id) if label is not None else None
+            if label is not None and xml is None:
+                continue  # unreadable: recorded, image not returned
+            if image_path is None:
+                assert label is not None and xml is not None
+                objects = parse_objects(xml, label, ctx, image_id=image_id, width=None, height=None)
+                ctx.error(
+                    label,
+                    None,
+                    f"no image for label file (looked for {stem}.* in {leaf / 'images'})",
+                    image_id=image_id,
+                    n_objects=len(objects),
+                )
+                continue
+            stated = xml_size(xml, "size/width", "size/height") if xml is not None else None
+            width, height = ctx.size_of(image_path, image_id, stated)
+            objects = []
+            if xml is not None:
+                objects = parse_objects(
+                    xml,
+                    label,  # type: ignore[arg-type]
+                    ctx,
+                    image_id=image_id,
+                    width=width,
+                    height=height,
+                )
+            elif label_dir is not None:
+                ctx.error(
+                    image_path,
+                    None,
+                    f"missing label file: expected {label_dir / (stem + '.xml')}",
+                    image_id=image_id,
+                )
+            images.append(
+                ImageRecord(
+                    image_id=image_id,
+                    image_path=str(image_path),
+                    width=width,
+                    height=height,
+                    source=ctx.source,
+                    version=ctx.version,
+                    split=split,
+                    objects=tuple(objects),
+                    annotation_file=str(label) if label is not None else None,
+                    source_width=width,
+                    source_height=height,
+                )
+            )
+    return images
