@@ -1,0 +1,261 @@
+"""COCO instances JSON from the manifests of a build (no SAM involved).
+
+Conventions (also in ``manifests/README.md``):
+
+- ``categories``: one per class of the build's class table (or of the selected classes),
+  ``id = class_id + 1`` (COCO ids start at 1), ``name``, ``supercategory`` where the
+  source has one, and ``samrs_class_id`` (the semantic-label pixel value).
+- ``images``: ``id`` = 1-based position of the image in the build's manifest (stable across
+  subsets), ``file_name``, ``width``, ``height``, ``samrs_image_id``, ``split``.
+- ``annotations``: ``id = instance_id + 1``, RLE ``segmentation`` ``{"size": [h, w],
+  "counts": ASCII}`` (or polygons with ``polygons=True``), ``bbox`` = COCO ``[x, y, w, h]``
+  of the mask, ``area`` = mask pixels, ``iscrowd`` 0, and extra keys ``samrs_instance_id``,
+  ``polygon`` (the source's 8 coordinates), ``score``, ``stability``, ``rbox_iou``, ``kept``,
+  ``reject_reason``, ``substituted``, ``difficult``.
+- Order: images in manifest order, annotations by image then instance id. No timestamps.
+
+Polygon mode: each mask is vectorized along pixel edges (exact, 4-connected components,
+collinear vertices removed); holes are filled (COCO polygons cannot express them); a mask
+without any pixel keeps its RLE.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import shapely
+from rasterio import features
+from shapely.geometry import shape
+
+from samrs import rle
+from samrs.classes import ClassTable
+from samrs.outputs.metadata import build_class_table, build_config, read_build_metadata
+from samrs.outputs.schema import MANIFEST_VERSION
+from samrs.outputs.select import ImageItem, Selection, iter_build
+
+JSON_SEPARATORS = (",", ":")
+
+
+def category_id(class_id: int) -> int:
+    """COCO category id of a samrs class id (``class_id + 1``)."""
+    return int(class_id) + 1
+
+
+def coco_categories(table: ClassTable, class_ids: list[int] | None = None) -> list[dict]:
+    """COCO ``categories`` of a class table (all classes, or the given ids)."""
+    cats = []
+    for cid in class_ids if class_ids is not None else range(len(table)):
+        cat: dict[str, Any] = {"id": category_id(cid), "name": table.names[cid]}
+        if table.supercategories[cid]:
+            cat["supercategory"] = table.supercategories[cid]
+        cat["samrs_class_id"] = cid
+        cats.append(cat)
+    return cats
+
+
+def mask_polygons(mask: np.ndarray) -> list[list[float]]:
+    """COCO polygons (flat ``x, y`` lists, pixel-corner coordinates) of a boolean mask.
+
+    Exterior rings of the pixel-edge outline of each 4-connected component (holes filled),
+    collinear vertices removed; pycocotools rasterizes them back to the mask exactly when it
+    has no holes.
+    """
+    mask = np.ascontiguousarray(mask, dtype=np.uint8)
+    polys = []
+    for geom, _ in features.shapes(mask, mask=mask.astype(bool), connectivity=4):
+        ring = shapely.simplify(shapely.Polygon(shape(geom).exterior), 0)
+        coords = np.asarray(ring.exterior.coords)[:-1]
+        if len(coords) >= 3:
+            polys.append([float(v) for v in coords.reshape(-1)])
+    return polys
+
+
+def _num(value: Any, digits: int = 6) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return None if np.isnan(value) else round(value, digits)
+
+
+def coco_image(item: ImageItem, file_name: str | None = None) -> dict[str, Any]:
+    """The COCO ``images`` entry of an image."""
+    return {
+        "id": item.index,
+        "file_name": file_name if file_name is not None else item.image["file_name"],
+        "width": item.width,
+        "height": item.height,
+        "samrs_image_id": item.image["image_id"],
+        "split": item.image["split"],
+    }
+
+
+def coco_annotation(item: ImageItem, row: dict[str, Any], polygons: bool = False) -> dict:
+    """The COCO ``annotations`` entry of an instance row of ``item``."""
+    enc = item.rle(row)
+    segmentation: Any = {"size": enc["size"], "counts": enc["counts"]}
+    if polygons:
+        polys = mask_polygons(rle.decode(enc))
+        if polys:
+            segmentation = polys
+    return {
+        "id": int(row["instance_id"]) + 1,
+        "image_id": item.index,
+        "category_id": category_id(row["class_id"]),
+        "segmentation": segmentation,
+        "area": int(row["area"]),
+        "bbox": [float(v) for v in row["bbox"]],
+        "iscrowd": 0,
+        "samrs_instance_id": int(row["instance_id"]),
+        "polygon": [float(v) for v in row["polygon"]],
+        "score": _num(row["score"]),
+        "stability": _num(row["stability"]),
+        "rbox_iou": _num(row["rbox_iou"]),
+        "kept": bool(row["kept"]),
+        "reject_reason": row["reject_reason"],
+        "substituted": bool(row["substituted"]),
+        "difficult": bool(row.get("difficult", False)),
+    }
+
+
+def _prepare(
+    out: str | Path, sel: Selection
+) -> tuple[dict[str, Any], Iterator[ImageItem], dict[str, Any]]:
+    meta = read_build_metadata(out)
+    table = build_class_table(meta)
+    config = build_config(meta)
+    source = meta.get("source") or {}
+    name = source.get("name") if isinstance(source, dict) else source
+    head = {
+        "info": {
+            "description": f"samrs segmentation dataset ({name or table.source} {table.version})",
+            "samrs_manifest_version": meta.get("manifest_version", MANIFEST_VERSION),
+            "samrs_version": meta.get("tool_version"),
+        },
+        "licenses": [],
+        "categories": coco_categories(table, sel.class_ids(table)),
+    }
+    items = iter_build(out, sel, class_table=table, on_reject=config.get("on_reject"))
+    return head, items, meta
+
+
+def _selection(
+    include_rejected: bool, splits: Any, classes: Any, image_ids: Any, **thresholds: Any
+) -> Selection:
+    return Selection(
+        splits=tuple(splits) if splits is not None else None,
+        classes=tuple(classes) if classes is not None else None,
+        image_ids=tuple(image_ids) if image_ids is not None else None,
+        include_rejected=include_rejected,
+        **thresholds,
+    )
+
+
+def coco_from_manifest(
+    out: str | Path,
+    *,
+    include_rejected: bool = False,
+    polygons: bool = False,
+    splits: list[str] | tuple[str, ...] | None = None,
+    classes: list[str | int] | tuple[str | int, ...] | None = None,
+    min_score: float | None = None,
+    min_stability: float | None = None,
+    min_rbox_iou: float | None = None,
+    min_area: int | None = None,
+    image_ids: list[str] | tuple[str, ...] | None = None,
+    file_name: Callable[[ImageItem], str] | None = None,
+) -> dict[str, Any]:
+    """The COCO instances document of a build (or a subset of it), in memory.
+
+    Args:
+        out: the build folder.
+        include_rejected: also rejected instances (``kept: false`` with ``reject_reason``).
+        polygons: polygon segmentations instead of RLE (see the module docstring).
+        splits, classes, image_ids: subset; classes by name (any spelling) or id.
+        min_score, min_stability, min_rbox_iou, min_area: stricter quality thresholds.
+        file_name: ``file_name`` of an image (default: the manifest's ``file_name``).
+
+    For big builds prefer :func:`write_coco`, which streams annotations to disk.
+    """
+    sel = _selection(include_rejected, splits, classes, image_ids, min_score=min_score,
+                     min_stability=min_stability, min_rbox_iou=min_rbox_iou, min_area=min_area)  # fmt: skip
+    head, items, _ = _prepare(out, sel)
+    images, annotations = [], []
+    for item in items:
+        images.append(coco_image(item, file_name(item) if file_name else None))
+        annotations.extend(coco_annotation(item, row, polygons) for row in item.instances)
+    return {**head, "images": images, "annotations": annotations}
+
+
+def dumps(doc: Any) -> str:
+    """Compact, deterministic JSON text (UTF-8 names kept)."""
+    return json.dumps(doc, separators=JSON_SEPARATORS, ensure_ascii=False)
+
+
+def write_json(path: str | Path, doc: dict[str, Any]) -> None:
+    """Write a COCO document (compact JSON, key order as built, trailing newline)."""
+    Path(path).write_text(dumps(doc) + "\n", encoding="utf-8")
+
+
+def write_coco(
+    out: str | Path,
+    path: str | Path,
+    *,
+    include_rejected: bool = False,
+    polygons: bool = False,
+    splits: list[str] | tuple[str, ...] | None = None,
+    classes: list[str | int] | tuple[str | int, ...] | None = None,
+    min_score: float | None = None,
+    min_stability: float | None = None,
+    min_rbox_iou: float | None = None,
+    min_area: int | None = None,
+    image_ids: list[str] | tuple[str, ...] | None = None,
+    file_name: Callable[[ImageItem], str] | None = None,
+    progress: Callable[[ImageItem], None] | None = None,
+) -> dict[str, int]:
+    """Stream the COCO document of build ``out`` to ``path``.
+
+    Same bytes as ``write_json(path, coco_from_manifest(out, ...))``, holding one shard of
+    the manifest in memory at a time.
+
+    Annotations go to a temporary file beside ``path`` first; the result is moved into
+    place at the end. Returns counts (``images``, ``annotations``, ``kept``).
+    """
+    sel = _selection(include_rejected, splits, classes, image_ids, min_score=min_score,
+                     min_stability=min_stability, min_rbox_iou=min_rbox_iou, min_area=min_area)  # fmt: skip
+    head, items, _ = _prepare(out, sel)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images: list[str] = []
+    counts = {"images": 0, "annotations": 0, "kept": 0}
+    fd, ann_tmp = tempfile.mkstemp(prefix=".ann-", dir=path.parent)
+    doc_tmp = str(path.with_name(f".{path.name}.{os.getpid()}.tmp"))  # default permissions
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as ann:
+            for item in items:
+                images.append(dumps(coco_image(item, file_name(item) if file_name else None)))
+                for row in item.instances:
+                    ann.write(("," if counts["annotations"] else "") + dumps(
+                        coco_annotation(item, row, polygons)))  # fmt: skip
+                    counts["annotations"] += 1
+                    counts["kept"] += int(row["kept"])
+                if progress is not None:
+                    progress(item)
+        counts["images"] = len(images)
+        with open(doc_tmp, "w", encoding="utf-8") as f, open(ann_tmp, encoding="utf-8") as ann:
+            f.write(dumps(head)[:-1])
+            f.write(',"images":[' + ",".join(images) + '],"annotations":[')
+            shutil.copyfileobj(ann, f)
+            f.write("]}\n")
+        os.replace(doc_tmp, path)
+    finally:
+        for tmp in (ann_tmp, doc_tmp):
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return counts

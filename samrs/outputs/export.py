@@ -1,0 +1,486 @@
+"""Exporters: a build (its manifests, labels and images) to other tools' layouts, without SAM.
+
+Formats (``samrs export OUT --format F --to DIR``):
+
+- ``coco``: ``annotations/instances_<split>.json`` plus the images under ``<split>/``
+  (``file_name`` relative to that folder), see :mod:`samrs.outputs.coco`.
+- ``mmseg``: ``img_dir/<split>/``, ``ann_dir/<split>/<name>.png`` (index PNGs, 255 =
+  ignore), ``splits/<split>.txt`` (names without suffix), ``samrs_mmseg.json`` (classes,
+  palette, mapping to the build's class ids) and ``samrs_dataset.py`` (a ready
+  mmsegmentation dataset config snippet).
+- ``ros-sam``: ``img/<name>.png``, ``boxes/<name>.npy`` float32 (N, 4) ``xyxy`` (the
+  objects' horizontal boxes, the prompts), ``onehotmask/<name>.npy`` uint8 (N, H, W) 0/255;
+  kept instances only; images without a kept instance are left out (counted).
+- ``geojson``: ``instances.geojson`` and ``semantic/<name>.tif`` GeoTIFF labels for the
+  geo-referenced images (see :mod:`samrs.outputs.geo`).
+
+A :class:`~samrs.outputs.select.Selection` picks splits, classes and stricter quality
+thresholds; labels are then repainted from the masks in the manifest with the build's
+overlap policy and background flag. ``<name>`` is the image id with path separators replaced
+by ``__``; images without a split go to ``all``. Images with ``status = error`` are not
+exported (they are in the errors table).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from samrs import __version__, rle
+from samrs.classes import ClassTable
+from samrs.imageio import image_size, read_image, write_png
+from samrs.outputs.coco import write_coco
+from samrs.outputs.geo import instances_to_geojson, is_georeferenced, write_semantic_geotiff
+from samrs.outputs.manifest import read_table
+from samrs.outputs.metadata import build_class_table, build_config, read_build_metadata
+from samrs.outputs.select import ImageItem, Selection, iter_build
+from samrs.outputs.semantic import (
+    BACKGROUND_COLOR,
+    paint_semantic,
+    semantic_palette,
+    write_semantic_png,
+)
+
+EXPORT_FORMATS = ("coco", "mmseg", "ros-sam", "geojson")
+IMAGE_MODES = ("hard", "symlink", "copy", "none")
+"""How exported images are placed: hard link (copy when linking fails), symbolic link
+(absolute), copy, or not at all (COCO only: ``file_name`` stays the manifest's)."""
+
+NO_SPLIT = "all"
+
+# What each format writes inside DIR: removed first with ``overwrite``; nothing else is.
+MANAGED = {
+    "coco": ("annotations",),
+    "mmseg": ("img_dir", "ann_dir", "splits", "samrs_mmseg.json", "samrs_dataset.py"),
+    "ros-sam": ("img", "boxes", "onehotmask"),
+    "geojson": ("instances.geojson", "semantic"),
+}
+
+Progress = Callable[[ImageItem], None]
+
+
+class ExportError(Exception):
+    """An export that cannot proceed (existing output, missing image file...)."""
+
+
+def safe_name(image_id: str) -> str:
+    """File name stem of an image id (path separators replaced by ``__``)."""
+    return re.sub(r"[/\\]", "__", image_id)
+
+
+def split_name(image: dict[str, Any]) -> str:
+    """Folder name of an image's split (``all`` when the image has none)."""
+    return image["split"] or NO_SPLIT
+
+
+@dataclass
+class BuildView:
+    """What exporters need from a build: folder, metadata, class table, painting options."""
+
+    out: Path
+    meta: dict[str, Any]
+    table: ClassTable
+    overlap: str
+    background: bool
+    on_reject: str | None
+    root: Path | None
+
+    @classmethod
+    def open(cls, out: str | Path) -> BuildView:
+        meta = read_build_metadata(out)
+        config = build_config(meta)
+        source = meta.get("source")
+        root = config.get("root") or (source.get("root") if isinstance(source, dict) else None)
+        return cls(
+            out=Path(out),
+            meta=meta,
+            table=build_class_table(meta),
+            overlap=str(config.get("overlap", "small-on-top")),
+            background=bool(config.get("background", False)),
+            on_reject=config.get("on_reject"),
+            root=Path(root) if root else None,
+        )
+
+    def items(self, sel: Selection) -> Any:
+        return iter_build(self.out, sel, class_table=self.table, on_reject=self.on_reject)
+
+    def image_path(self, image: dict[str, Any]) -> Path:
+        """The pixels of an images row: ``file_name`` if absolute, else under OUT, else
+        under the build's source root.
+
+        Raises:
+            ExportError: none of these exists (the message names the image and the paths).
+        """
+        name = Path(image["file_name"])
+        candidates = [name] if name.is_absolute() else [self.out / name]
+        if not name.is_absolute() and self.root is not None:
+            candidates.append(self.root / name)
+        for path in candidates:
+            if path.is_file():
+                return path
+        tried = ", ".join(str(p) for p in candidates)
+        raise ExportError(f"image {image['image_id']!r}: file not found (tried {tried})")
+
+    def needs_crop(self, image: dict[str, Any], path: Path) -> bool:
+        """Whether ``path`` is the whole source image of a windowed row (cut the window)."""
+        if image["window"] is None:
+            return False
+        return image_size(path) != (int(image["width"]), int(image["height"]))
+
+    def label(
+        self, item: ImageItem, class_map: dict[int, int] | None, background: bool | None = None
+    ) -> np.ndarray:
+        """Repaint an image's label from the kept masks in the manifest.
+
+        Args:
+            item: the image with its (re-thresholded) instances.
+            class_map: build class id -> exported id (instances of unmapped classes are not
+                painted); None keeps the ids.
+            background: override the build's background flag.
+        """
+        rows = [
+            r
+            for r in item.instances
+            if r["kept"] and (class_map is None or r["class_id"] in class_map)
+        ]
+        return paint_semantic(
+            item.height,
+            item.width,
+            [item.rle(r) for r in rows],
+            [r["class_id"] if class_map is None else class_map[r["class_id"]] for r in rows],
+            [r["area"] for r in rows],
+            [r["score"] for r in rows],
+            policy=self.overlap,
+            background=self.background if background is None else background,
+        )
+
+
+def place_file(src: Path, dst: Path, mode: str) -> None:
+    """Put ``src`` at ``dst``: ``hard`` link (copy across devices), ``symlink``, ``copy``."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists() or dst.is_symlink():
+        dst.unlink()
+    if mode == "hard":
+        try:
+            os.link(src, dst)
+            return
+        except OSError:
+            mode = "copy"
+    if mode == "symlink":
+        dst.symlink_to(src.resolve())
+    elif mode == "copy":
+        shutil.copyfile(src, dst)
+    else:
+        raise ValueError(f"unknown image mode {mode!r}; expected one of {IMAGE_MODES}")
+
+
+def check_target(to: str | Path, overwrite: bool) -> None:
+    """Raise :class:`ExportError` when ``to`` is a file, or a non-empty folder without
+    ``overwrite``."""
+    to = Path(to)
+    if to.exists() and not to.is_dir():
+        raise ExportError(f"{to} exists and is not a folder")
+    if to.is_dir() and any(to.iterdir()) and not overwrite:
+        raise ExportError(f"{to} exists and is not empty; use --overwrite to replace it")
+
+
+def prepare_dir(to: Path, fmt: str, overwrite: bool) -> None:
+    """Create DIR; refuse a non-empty one unless ``overwrite`` (then clear what ``fmt`` writes)."""
+    check_target(to, overwrite)
+    if to.is_dir() and any(to.iterdir()):
+        for name in MANAGED[fmt]:
+            path = to / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+    to.mkdir(parents=True, exist_ok=True)
+
+
+def _place_image(view: BuildView, item: ImageItem, dst_stem: Path, mode: str) -> Path:
+    """Export an image's pixels as ``dst_stem`` + suffix; a window is cut and written as PNG."""
+    src = view.image_path(item.image)
+    if view.needs_crop(item.image, src):
+        dst = dst_stem.with_suffix(".png")
+        write_png(dst, read_image(src, tuple(item.image["window"])))
+        return dst
+    dst = dst_stem.with_name(dst_stem.name + src.suffix.lower())
+    place_file(src, dst, mode)
+    return dst
+
+
+def _class_map(view: BuildView, sel: Selection) -> dict[int, int] | None:
+    ids = sel.class_ids(view.table)
+    return None if ids is None else {cid: new for new, cid in enumerate(ids)}
+
+
+def export_mmseg(
+    out: str | Path,
+    to: str | Path,
+    sel: Selection | None = None,
+    *,
+    images: str = "hard",
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Export a build as an mmsegmentation dataset (see the module docstring).
+
+    Labels are copied from ``OUT/semantic`` when neither thresholds nor a class subset are
+    given; otherwise repainted. With a class subset the exported ids are contiguous
+    ``0..K'-1`` in class-table order (``samrs_mmseg.json`` maps them back) and other classes'
+    pixels are 255. With the build's ``background`` option class 0 is ``background``.
+    """
+    if images == "none":
+        raise ExportError("mmseg needs the images: choose --images hard, symlink or copy")
+    sel = sel or Selection()
+    view = BuildView.open(out)
+    to = Path(to)
+    prepare_dir(to, "mmseg", overwrite)
+    class_map = _class_map(view, sel)
+    repaint = sel.rethresholds or class_map is not None
+    ids = list(range(len(view.table))) if class_map is None else list(class_map)
+    palette = semantic_palette([view.table.palette[i] for i in ids], view.background)
+    names = [view.table.names[i] for i in ids]
+    colors = [list(view.table.palette[i]) for i in ids]
+    if view.background:
+        names, colors = ["background", *names], [list(BACKGROUND_COLOR), *colors]
+    split_names: dict[str, list[str]] = {}
+    suffixes: dict[str, set[str]] = {}
+    counts = {"images": 0, "kept": 0, "repainted": 0}
+    for item in view.items(sel):
+        split = split_name(item.image)
+        name = safe_name(item.image["image_id"])
+        img = _place_image(view, item, to / "img_dir" / split / name, images)
+        ann = to / "ann_dir" / split / f"{name}.png"
+        ann.parent.mkdir(parents=True, exist_ok=True)
+        semantic = item.image["semantic_file"]
+        if not repaint and semantic and (view.out / semantic).is_file():
+            place_file(view.out / semantic, ann, "copy")
+        else:
+            write_semantic_png(ann, view.label(item, class_map), palette)
+            counts["repainted"] += 1
+        split_names.setdefault(split, []).append(name)
+        suffixes.setdefault(split, set()).add(img.suffix)
+        counts["images"] += 1
+        counts["kept"] += item.n_kept
+        if progress is not None:
+            progress(item)
+    (to / "splits").mkdir(exist_ok=True)
+    for split, lines in split_names.items():
+        (to / "splits" / f"{split}.txt").write_text("".join(f"{n}\n" for n in lines))
+    img_suffix = {s: sorted(v)[0] if len(v) == 1 else sorted(v) for s, v in suffixes.items()}
+    info = {
+        "samrs_version": __version__,
+        "format": "mmseg",
+        "classes": names,
+        "palette": colors,
+        "ignore_index": 255,
+        "reduce_zero_label": False,
+        "background": view.background,
+        "samrs_class_ids": [None, *ids] if view.background else ids,
+        "splits": {s: len(v) for s, v in sorted(split_names.items())},
+        "img_suffix": dict(sorted(img_suffix.items())),
+        "seg_map_suffix": ".png",
+        "selection": _selection_dict(sel),
+    }
+    (to / "samrs_mmseg.json").write_text(
+        json.dumps(info, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    (to / "samrs_dataset.py").write_text(_mmseg_config(to, names, colors, img_suffix))
+    counts["splits"] = len(split_names)
+    return counts
+
+
+def _selection_dict(sel: Selection) -> dict[str, Any]:
+    return {
+        "splits": list(sel.splits) if sel.splits is not None else None,
+        "classes": list(sel.classes) if sel.classes is not None else None,
+        "min_score": sel.min_score,
+        "min_stability": sel.min_stability,
+        "min_rbox_iou": sel.min_rbox_iou,
+        "min_area": sel.min_area,
+    }
+
+
+def _mmseg_config(
+    to: Path, names: list[str], colors: list[list[int]], img_suffix: dict[str, Any]
+) -> str:
+    lines = [
+        "# mmsegmentation (1.x) dataset settings written by `samrs export --format mmseg`.",
+        "# Use with `_base_ = ['<this file>']`, or copy; add your pipelines to the datasets.",
+        "dataset_type = 'BaseSegDataset'",
+        f"data_root = {str(to.resolve())!r}",
+        f"metainfo = dict(classes={tuple(names)!r}, palette={colors!r})",
+    ]
+    for split, suffix in sorted(img_suffix.items()):
+        var = re.sub(r"\W", "_", split)
+        if isinstance(suffix, list):
+            lines.append(f"# WARNING: split {split!r} mixes image suffixes {suffix}")
+            suffix = suffix[0]
+        lines.append(
+            f"{var}_dataset = dict(type=dataset_type, data_root=data_root, metainfo=metainfo, "
+            f"data_prefix=dict(img_path='img_dir/{split}', seg_map_path='ann_dir/{split}'), "
+            f"ann_file='splits/{split}.txt', img_suffix={suffix!r}, seg_map_suffix='.png', "
+            "reduce_zero_label=False, ignore_index=255)"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def export_coco(
+    out: str | Path,
+    to: str | Path,
+    sel: Selection | None = None,
+    *,
+    polygons: bool = False,
+    images: str = "hard",
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Export a build as COCO: one ``annotations/instances_<split>.json`` per split.
+
+    With ``images`` other than ``none`` the images go to ``<split>/<name><suffix>`` and
+    ``file_name`` is that name; with ``none`` ``file_name`` is the manifest's.
+    """
+    sel = sel or Selection()
+    view = BuildView.open(out)
+    to = Path(to)
+    prepare_dir(to, "coco", overwrite)
+    splits: list[str | None] = []
+    for image in read_table(
+        view.out, "images", columns=["image_id", "split", "status"]
+    ).to_pylist():
+        if sel.wants_image(image) and image["split"] not in splits:
+            splits.append(image["split"])
+
+    def place(item: ImageItem) -> str:
+        """Export the image (called once per image, in order) and return its file name."""
+        stem = to / split_name(item.image) / safe_name(item.image["image_id"])
+        return _place_image(view, item, stem, images).name
+
+    totals: dict[str, Any] = {"images": 0, "annotations": 0, "kept": 0, "files": []}
+    for split in splits:
+        path = to / "annotations" / f"instances_{split or NO_SPLIT}.json"
+        counts = write_coco(
+            view.out,
+            path,
+            include_rejected=sel.include_rejected,
+            polygons=polygons,
+            splits=(split,),
+            classes=sel.classes,
+            min_score=sel.min_score,
+            min_stability=sel.min_stability,
+            min_rbox_iou=sel.min_rbox_iou,
+            min_area=sel.min_area,
+            image_ids=sel.image_ids,
+            file_name=place if images != "none" else None,
+            progress=progress,
+        )
+        for key in ("images", "annotations", "kept"):
+            totals[key] += counts[key]
+        totals["files"].append(path.relative_to(to).as_posix())
+    return totals
+
+
+def export_ros_sam(
+    out: str | Path,
+    to: str | Path,
+    sel: Selection | None = None,
+    *,
+    images: str = "hard",
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Export kept instances in the ROS-SAM training layout (see the module docstring).
+
+    Images are written as PNG (PNG sources are linked/copied as they are).
+    """
+    sel = sel or Selection()
+    view = BuildView.open(out)
+    to = Path(to)
+    prepare_dir(to, "ros-sam", overwrite)
+    for sub in MANAGED["ros-sam"]:
+        (to / sub).mkdir(exist_ok=True)
+    counts = {"images": 0, "instances": 0, "skipped_without_kept": 0}
+    for item in view.items(sel):
+        rows = [r for r in item.instances if r["kept"]]
+        if progress is not None:
+            progress(item)
+        if not rows:
+            counts["skipped_without_kept"] += 1
+            continue
+        name = safe_name(item.image["image_id"])
+        src = view.image_path(item.image)
+        if (
+            src.suffix.lower() == ".png"
+            and not view.needs_crop(item.image, src)
+            and images != "none"
+        ):
+            place_file(src, to / "img" / f"{name}.png", images)
+        else:
+            window = tuple(item.image["window"]) if view.needs_crop(item.image, src) else None
+            write_png(to / "img" / f"{name}.png", read_image(src, window))
+        boxes = np.asarray([r["hbox"] for r in rows], dtype=np.float32).reshape(-1, 4)
+        masks = np.stack([rle.decode(item.rle(r)) for r in rows]).astype(np.uint8) * 255
+        np.save(to / "boxes" / f"{name}.npy", boxes)
+        np.save(to / "onehotmask" / f"{name}.npy", masks)
+        counts["images"] += 1
+        counts["instances"] += len(rows)
+    return counts
+
+
+def export_geojson(
+    out: str | Path,
+    to: str | Path,
+    sel: Selection | None = None,
+    *,
+    geometry: str = "mask",
+    dst_crs: str | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Export the geo-referenced images: ``instances.geojson`` and GeoTIFF labels."""
+    sel = sel or Selection()
+    view = BuildView.open(out)
+    to = Path(to)
+    prepare_dir(to, "geojson", overwrite)
+    counts = instances_to_geojson(
+        view.out, to / "instances.geojson", selection=sel, geometry=geometry, dst_crs=dst_crs
+    )
+    class_map = _class_map(view, sel)
+    colors = view.table.palette if class_map is None else [view.table.palette[c] for c in class_map]
+    palette = semantic_palette(list(colors), view.background)
+    counts["geotiffs"] = 0
+    for item in view.items(sel):
+        if progress is not None:
+            progress(item)
+        if not is_georeferenced(item.image):
+            continue
+        path = to / "semantic" / f"{safe_name(item.image['image_id'])}.tif"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        label = view.label(item, class_map)
+        write_semantic_geotiff(path, label, item.image["crs"], item.image["transform"], palette)
+        counts["geotiffs"] += 1
+    return counts
+
+
+def export(
+    out: str | Path, fmt: str, to: str | Path, sel: Selection | None = None, **options: Any
+) -> dict[str, Any]:
+    """Export a build in one of :data:`EXPORT_FORMATS` (options go to that exporter)."""
+    exporters = {
+        "coco": export_coco,
+        "mmseg": export_mmseg,
+        "ros-sam": export_ros_sam,
+        "geojson": export_geojson,
+    }
+    if fmt not in exporters:
+        raise ValueError(f"unknown export format {fmt!r}; expected one of {EXPORT_FORMATS}")
+    return exporters[fmt](out, to, sel, **options)

@@ -1,0 +1,205 @@
+"""Geo-referenced outputs for images that carry a CRS and a geotransform.
+
+``images.transform`` holds the six affine coefficients ``(a, b, c, d, e, f)`` in rasterio's
+``Affine`` order (``x_geo = a * col + b * row + c``, ``y_geo = d * col + e * row + f``) for
+pixel-corner coordinates, i.e. ``list(dataset.transform)[:6]`` of the source raster; a tile
+carries its window's transform (:func:`samrs.imageio.window_transform`). ``images.crs`` is any string
+rasterio accepts (``EPSG:32633``, WKT). Images without both stay plain.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import shapely
+from affine import Affine
+from rasterio import features
+from rasterio.warp import transform_geom
+from shapely.geometry import mapping, shape
+
+from samrs import rle
+from samrs.classes import ClassTable
+from samrs.outputs.metadata import build_class_table, build_config, read_build_metadata
+from samrs.outputs.select import ImageItem, Selection, iter_build
+from samrs.outputs.semantic import semantic_palette
+
+GEOMETRIES = ("mask", "polygon")
+
+
+def affine_of(transform: Sequence[float]) -> Affine:
+    """``Affine`` from the six stored coefficients ``(a, b, c, d, e, f)``."""
+    if len(transform) != 6:
+        raise ValueError(f"a geotransform has 6 coefficients, got {len(transform)}")
+    return Affine(*(float(v) for v in transform))
+
+
+def is_georeferenced(image: dict[str, Any]) -> bool:
+    """Whether an images row has both ``crs`` and ``transform``."""
+    return bool(image.get("crs")) and image.get("transform") is not None
+
+
+def _colormap(palette: Sequence[int] | ClassTable) -> dict[int, tuple[int, int, int, int]]:
+    flat = semantic_palette(palette) if isinstance(palette, ClassTable) else list(palette)
+    if len(flat) != 768:
+        raise ValueError(f"palette must have 768 entries, got {len(flat)}")
+    return {i: (flat[3 * i], flat[3 * i + 1], flat[3 * i + 2], 255) for i in range(256)}
+
+
+def write_semantic_geotiff(
+    path: str | Path,
+    label: np.ndarray,
+    crs: str,
+    transform: Sequence[float],
+    palette: Sequence[int] | ClassTable,
+) -> None:
+    """Write a label map as a single-band uint8 GeoTIFF with a colour map.
+
+    Nodata is 255 (unlabelled); deflate-compressed; the geo-referencing of the image.
+    """
+    label = np.asarray(label)
+    if label.ndim != 2 or label.dtype != np.uint8:
+        raise ValueError(f"label must be a 2-D uint8 array, got {label.dtype} {label.shape}")
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        height=label.shape[0],
+        width=label.shape[1],
+        count=1,
+        dtype="uint8",
+        crs=crs,
+        transform=affine_of(transform),
+        nodata=255,
+        compress="deflate",
+        photometric="palette",
+    ) as dst:
+        dst.write(label, 1)
+        dst.write_colormap(1, _colormap(palette))
+
+
+def mask_geometry(mask: np.ndarray, transform: Affine | None = None) -> Any:
+    """Shapely (multi)polygon of a boolean mask along pixel edges, holes kept.
+
+    In pixel-corner coordinates, or mapped through ``transform``. None for an empty mask.
+    """
+    mask = np.ascontiguousarray(mask, dtype=np.uint8)
+    parts = [
+        shape(geom)
+        for geom, _ in features.shapes(
+            mask, mask=mask.astype(bool), connectivity=4, transform=transform or Affine.identity()
+        )
+    ]
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else shapely.MultiPolygon(parts)
+
+
+def _polygon_geometry(polygon: Sequence[float], transform: Affine) -> Any:
+    pts = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
+    return shapely.Polygon([transform * (float(x), float(y)) for x, y in pts])
+
+
+def instance_feature(
+    item: ImageItem, row: dict[str, Any], geometry: str = "mask", dst_crs: str | None = None
+) -> dict[str, Any] | None:
+    """GeoJSON feature of an instance of a geo-referenced image (None: empty mask)."""
+    transform = affine_of(item.image["transform"])
+    if geometry == "mask":
+        geom = mask_geometry(rle.decode(item.rle(row)), transform)
+    elif geometry == "polygon":
+        geom = _polygon_geometry(row["polygon"], transform)
+    else:
+        raise ValueError(f"unknown geometry {geometry!r}; expected one of {GEOMETRIES}")
+    if geom is None:
+        return None
+    geo = mapping(geom)
+    if dst_crs is not None and dst_crs != item.image["crs"]:
+        geo = transform_geom(item.image["crs"], dst_crs, geo)
+    score = row["score"]
+    return {
+        "type": "Feature",
+        "id": int(row["instance_id"]),
+        "geometry": geo,
+        "properties": {
+            "image_id": item.image["image_id"],
+            "instance_id": int(row["instance_id"]),
+            "class_id": int(row["class_id"]),
+            "class_name": row["class_name"],
+            "score": None if score is None else round(float(score), 6),
+            "rbox_iou": round(float(row["rbox_iou"]), 6),
+            "area_px": int(row["area"]),
+            "kept": bool(row["kept"]),
+            "reject_reason": row["reject_reason"],
+            "substituted": bool(row["substituted"]),
+        },
+    }
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def instances_to_geojson(
+    out: str | Path,
+    to: str | Path,
+    *,
+    selection: Selection | None = None,
+    geometry: str = "mask",
+    dst_crs: str | None = None,
+) -> dict[str, int]:
+    """Write the instances of the geo-referenced images of a build as a GeoJSON file.
+
+    Args:
+        out: the build folder.
+        to: the ``.geojson`` file to write.
+        selection: subset / thresholds (default: kept instances of every image).
+        geometry: ``mask`` (outline of the mask along pixel edges, holes kept) or
+            ``polygon`` (the source's rotated box).
+        dst_crs: CRS of the output; default the images' CRS, which must then be unique.
+
+    The FeatureCollection carries a ``crs`` member naming the CRS (GeoJSON 2008 style; RFC
+    7946 readers assume WGS84 unless told). Plain images are skipped and counted.
+
+    Raises:
+        ValueError: images in several CRSs and no ``dst_crs``.
+    """
+    meta = read_build_metadata(out)
+    config = build_config(meta)
+    table = build_class_table(meta)
+    items = [
+        item
+        for item in iter_build(out, selection, class_table=table, on_reject=config.get("on_reject"))
+    ]
+    geo_items = [item for item in items if is_georeferenced(item.image)]
+    crss = sorted({str(item.image["crs"]) for item in geo_items})
+    if dst_crs is None and len(crss) > 1:
+        raise ValueError(f"images are in several CRSs ({', '.join(crss)}); choose one (dst_crs)")
+    crs = dst_crs or (crss[0] if crss else None)
+    feats = []
+    for item in geo_items:
+        for row in item.instances:
+            feat = instance_feature(item, row, geometry, crs)
+            if feat is not None:
+                feats.append(feat)
+    doc: dict[str, Any] = {"type": "FeatureCollection"}
+    if crs is not None:
+        doc["crs"] = {"type": "name", "properties": {"name": crs}}
+    doc["features"] = _jsonable(feats)
+    Path(to).parent.mkdir(parents=True, exist_ok=True)
+    Path(to).write_text(
+        json.dumps(doc, separators=(",", ":"), ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    return {
+        "features": len(feats),
+        "images": len(geo_items),
+        "plain_images": len(items) - len(geo_items),
+    }

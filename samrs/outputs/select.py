@@ -1,0 +1,271 @@
+"""Subsets and re-thresholding of a build, streamed shard by shard from the manifests.
+
+Exporters (COCO, mmseg, ROS-SAM, GeoJSON) see a build as a sequence of :class:`ImageItem`:
+one images row and its instance rows, with ``kept`` / ``reject_reason`` / ``substituted``
+re-evaluated under a :class:`Selection` (stricter quality thresholds, a class subset, splits).
+No SAM is run: rejected masks are in the manifest, so only the decision changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from samrs import rle
+from samrs.classes import ClassTable
+from samrs.geometry import rasterize_polygon
+from samrs.outputs.manifest import ManifestError, part_paths, schema_of
+
+REJECT_REASONS = {
+    "min_score": "low-score",
+    "min_stability": "low-stability",
+    "min_rbox_iou": "low-rbox-iou",
+    "min_area": "small-area",
+}
+"""``reject_reason`` written by re-thresholding, per threshold (checked in this order)."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which images and instances an export contains, and under which quality thresholds.
+
+    Thresholds only tighten the build's decision: an instance is kept when the build kept it
+    and it passes every threshold given here (a null score/stability passes: the segmenter
+    had none). Instances whose mask was already replaced by their box (``substituted``) stay
+    as they are. A newly failing instance becomes rejected with the reason of the first
+    failing threshold (:data:`REJECT_REASONS`), or, when the build ran with
+    ``--on-reject box``, substituted by its rasterized polygon.
+
+    Attributes:
+        splits: only images of these splits (None: all).
+        classes: only instances of these classes, names (any spelling) or ids (None: all).
+        min_score, min_stability, min_rbox_iou, min_area: stricter thresholds (None: the
+            build's decision stands).
+        include_rejected: also yield rejected instances (flagged ``kept = False``).
+        image_ids: only these images (None: all).
+    """
+
+    splits: tuple[str, ...] | None = None
+    classes: tuple[str | int, ...] | None = None
+    min_score: float | None = None
+    min_stability: float | None = None
+    min_rbox_iou: float | None = None
+    min_area: int | None = None
+    include_rejected: bool = False
+    image_ids: tuple[str, ...] | None = None
+
+    def wants_image(self, image: dict[str, Any], include_errors: bool = False) -> bool:
+        """Whether an images row is selected (``status = error`` only with ``include_errors``)."""
+        if image["status"] == "error" and not include_errors:
+            return False
+        if self.splits is not None and image["split"] not in self.splits:
+            return False
+        return self.image_ids is None or image["image_id"] in self.image_ids
+
+    @property
+    def rethresholds(self) -> bool:
+        """Whether any threshold is given (kept decisions may change)."""
+        return any(getattr(self, name) is not None for name in REJECT_REASONS)
+
+    def class_ids(self, table: ClassTable) -> list[int] | None:
+        """The selected class ids, in class-table order (None: all classes).
+
+        Raises:
+            ValueError: a name or id the class table does not know (the message lists them).
+        """
+        if self.classes is None:
+            return None
+        ids = set()
+        for spec in self.classes:
+            if isinstance(spec, int) or (isinstance(spec, str) and spec.isdigit()):
+                cid = int(spec)
+                if not 0 <= cid < len(table):
+                    raise ValueError(f"class id {cid} out of range 0..{len(table) - 1}")
+            else:
+                found = table.lookup(spec)
+                if found is None:
+                    raise ValueError(
+                        f"unknown class {spec!r}; expected one of {', '.join(table.names)}"
+                    )
+                cid = found
+            ids.add(cid)
+        return sorted(ids)
+
+
+@dataclass
+class ImageItem:
+    """One image of a build with its (selected, re-thresholded) instances.
+
+    Attributes:
+        index: 1-based position of the image in the build (all parts, all images), stable
+            across subsets (the COCO image id).
+        image: the images row.
+        instances: instance rows in ``instance_id`` order, with re-evaluated ``kept``,
+            ``reject_reason``, ``substituted``, ``segmentation``, ``area``, ``bbox``.
+        n_kept: kept instances among them.
+    """
+
+    index: int
+    image: dict[str, Any]
+    instances: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def n_kept(self) -> int:
+        return sum(1 for r in self.instances if r["kept"])
+
+    @property
+    def height(self) -> int:
+        return int(self.image["height"])
+
+    @property
+    def width(self) -> int:
+        return int(self.image["width"])
+
+    def rle(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The COCO RLE dict of an instance row of this image."""
+        return {"size": [self.height, self.width], "counts": row["segmentation"]}
+
+
+def _failing_reason(row: dict[str, Any], sel: Selection) -> str | None:
+    for name, reason in REJECT_REASONS.items():
+        limit = getattr(sel, name)
+        if limit is None:
+            continue
+        value = row["area" if name == "min_area" else name[4:]]
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            continue
+        if value < limit:
+            return reason
+    return None
+
+
+def rethreshold(
+    row: dict[str, Any], sel: Selection, height: int, width: int, on_reject: str | None = None
+) -> dict[str, Any]:
+    """An instance row with ``kept`` etc. re-evaluated under ``sel`` (a copy when changed).
+
+    Args:
+        row: an instances row (dict).
+        sel: the selection with its thresholds.
+        height, width: size of the instance's image (for a box substitution).
+        on_reject: the build's ``on_reject`` option; ``box`` substitutes the rasterized
+            polygon for a newly rejected mask.
+    """
+    if not row["kept"] or row["substituted"] or not sel.rethresholds:
+        return row
+    reason = _failing_reason(row, sel)
+    if reason is None:
+        return row
+    out = dict(row)
+    if on_reject == "box":
+        enc = rle.encode(rasterize_polygon(row["polygon"], height, width))
+        out.update(
+            segmentation=enc["counts"],
+            area=rle.area(enc),
+            bbox=rle.bbox(enc),
+            substituted=True,
+            flags=[*row["flags"], f"substituted:{reason}"],
+        )
+    else:
+        out.update(kept=False, reject_reason=reason)
+    return out
+
+
+def iter_build(
+    out: str | Path,
+    sel: Selection | None = None,
+    *,
+    class_table: ClassTable | None = None,
+    on_reject: str | None = None,
+    instance_columns: Sequence[str] | None = None,
+    include_errors: bool = False,
+) -> Iterator[ImageItem]:
+    """Stream the selected images of a build with their instances, one shard at a time.
+
+    Images with ``status = error`` are skipped unless ``include_errors`` (they are in the
+    errors table). Instances of unselected classes are left out; rejected instances only
+    with ``sel.include_rejected``.
+
+    Raises:
+        ManifestError: an instances part refers to an image its images part lacks.
+    """
+    sel = sel or Selection()
+    class_ids = None
+    if sel.classes is not None:
+        if class_table is None:
+            raise ValueError("a class selection needs the build's class table")
+        class_ids = set(sel.class_ids(class_table) or [])
+    inst_schema = schema_of("instances")
+    cols = list(instance_columns) if instance_columns is not None else inst_schema.names
+    needed = {"instance_id", "image_id", "class_id", "kept", "substituted", "segmentation",
+              "area", "bbox", "polygon", "flags", "reject_reason", "score", "stability",
+              "rbox_iou"}  # fmt: skip
+    cols = [*cols, *sorted(needed - set(cols))]
+    inst_dir = Path(out) / "manifest" / "instances"
+    index = 0
+    for image_part in part_paths(out, "images"):
+        images = pq.read_table(image_part, schema=schema_of("images")).to_pylist()
+        chosen: dict[str, ImageItem] = {}
+        for image in images:
+            index += 1
+            if sel.wants_image(image, include_errors):
+                chosen[image["image_id"]] = ImageItem(index, image)
+        all_ids = {image["image_id"] for image in images}
+        inst_part = inst_dir / image_part.name
+        if inst_part.is_file():
+            table = pq.read_table(inst_part, columns=cols, schema=inst_schema)
+            for row in table.to_pylist():
+                if row["image_id"] not in all_ids:
+                    raise ManifestError(
+                        f"{inst_part}: instance {row['instance_id']} refers to image "
+                        f"{row['image_id']!r}, which {image_part} does not list"
+                    )
+                item = chosen.get(row["image_id"])
+                if item is None or (class_ids is not None and row["class_id"] not in class_ids):
+                    continue
+                row = rethreshold(row, sel, item.height, item.width, on_reject)
+                if row["kept"] or sel.include_rejected:
+                    item.instances.append(row)
+        for item in chosen.values():
+            item.instances.sort(key=lambda r: r["instance_id"])
+            yield item
+
+
+def count_images(out: str | Path) -> int:
+    """Number of images rows of a build (cheap: Parquet footers only)."""
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in part_paths(out, "images"))
+
+
+def normalize_classes(names: Sequence[str]) -> tuple[str, ...]:
+    """Class names as given on a command line (repeatable, comma-separated), split."""
+    out: list[str] = []
+    for name in names:
+        out.extend(n.strip() for n in name.split(",") if n.strip())
+    return tuple(out)
+
+
+__all__ = [
+    "REJECT_REASONS",
+    "ImageItem",
+    "Selection",
+    "count_images",
+    "count_selected",
+    "iter_build",
+    "normalize_classes",
+    "rethreshold",
+]
+
+
+def count_selected(out: str | Path, sel: Selection | None = None) -> int:
+    """How many images :func:`iter_build` yields for ``sel`` (reads only the images table)."""
+    sel = sel or Selection()
+    return sum(
+        sel.wants_image(image)
+        for p in part_paths(out, "images")
+        for image in pq.read_table(p, columns=["image_id", "split", "status"]).to_pylist()
+    )
