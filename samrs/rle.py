@@ -45,3 +45,51 @@ def bbox(rle: dict[str, object]) -> list[float]:
     if isinstance(counts, str):
         counts = counts.encode("ascii")
     return [float(v) for v in mask_utils.toBbox({"size": list(rle["size"]), "counts": counts})]
+
+
+def run_lengths(rle: dict[str, object]) -> np.ndarray:
+    """Uncompressed column-major run lengths (int64, starting with a run of zeros) of a COCO
+    RLE with compressed ASCII/bytes counts or a list of counts (inverse of
+    :func:`from_run_lengths`)."""
+    counts = rle["counts"]
+    if isinstance(counts, list | tuple | np.ndarray):
+        return np.asarray(counts, dtype=np.int64)
+    if isinstance(counts, str):
+        counts = counts.encode("ascii")
+    b = np.frombuffer(counts, dtype=np.uint8).astype(np.int64) - 48
+    if b.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    # COCO's LEB128-like code: 5 bits per char, 0x20 = more chars follow, 0x10 in the last
+    # char = negative; from the 4th value on, each is a delta to the value two before it.
+    ends = np.flatnonzero((b & 0x20) == 0)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    shift = 5 * (np.arange(b.size) - np.repeat(starts, ends - starts + 1))
+    x = np.add.reduceat((b & 0x1F) << shift, starts)
+    negative = (b[ends] & 0x10) != 0
+    x[negative] -= np.left_shift(1, 5 * (ends - starts + 1))[negative]
+    x[1::2] = np.cumsum(x[1::2])
+    x[2::2] = np.cumsum(x[2::2])
+    return x
+
+
+def decode_window(rle: dict[str, object], window: tuple[int, int, int, int]) -> np.ndarray:
+    """Boolean mask of a window ``(x, y, w, h)`` of a COCO RLE, without decoding the rest.
+
+    Equal to ``decode(rle)[y:y+h, x:x+w]`` for a window inside the mask; memory is
+    proportional to the image height times ``w``.
+    """
+    height, width = (int(v) for v in rle["size"])  # type: ignore[union-attr]
+    x, y, w, h = (int(v) for v in window)
+    if min(x, y, w, h) < 0 or x + w > width or y + h > height:
+        raise ValueError(f"window {window} is not inside the {height}x{width} mask")
+    runs = run_lengths(rle)
+    ends = np.cumsum(runs)
+    begins = ends - runs
+    lo, hi = x * height, (x + w) * height
+    fg_begin = np.clip(begins[1::2], lo, hi) - lo
+    fg_end = np.clip(ends[1::2], lo, hi) - lo
+    diff = np.zeros(hi - lo + 1, dtype=np.int32)
+    np.add.at(diff, fg_begin, 1)
+    np.add.at(diff, fg_end, -1)
+    flat = np.cumsum(diff[:-1]) > 0
+    return flat.reshape(w, height).T[y : y + h].copy()
