@@ -10,15 +10,15 @@ never by mask overlap alone:
    matched to a GT ``file_name`` by relative path, else by the longest common path suffix of
    the same basename, else by the unique file stem. Tiles see the GT mapped into their
    window (``images.window``, scaled when the tile was resized).
-2. Object identity: when GT annotations carry ``source_file`` and ``source_line`` (any image)
-   or ``source_file`` and ``object_index`` (whole images only; tiles number their objects
-   anew), the instance with the same key is taken, provided the class agrees and the boxes
-   overlap at all (box IoU >= :data:`IDENTITY_MIN_BOX_IOU`, a guard against keys that mean
-   something else).
+2. Object identity: when GT annotations carry ``source_file`` (or ``source_files``) and
+   ``source_line`` (any image), or ``source_file`` and ``object_index`` (whole images only:
+   tiles number their objects anew), the instance with the same key is taken, provided the
+   class agrees and the boxes overlap at all (box IoU >= :data:`IDENTITY_MIN_BOX_IOU`, a
+   guard against keys that mean something else).
 3. Box overlap: the rest is matched greedily by descending IoU of the instance's ``hbox``
    (clipped to the image) with the GT ``bbox`` (mapped and clipped likewise), within one
-   image and one class, at IoU >= ``match_iou`` (default 0.5). Greedy and Hungarian agree
-   whenever boxes of one class do not overlap each other by more than the threshold.
+   image and one class, at IoU >= ``match_iou`` (default 0.5). Greedy differs from an
+   optimal (Hungarian) assignment only where several boxes of a class compete for one object.
 
 Ground truth left unmatched (iSAID labels far more objects than DOTA has boxes) and
 instances left unmatched are reported apart: they are not counted as generator misses.
@@ -274,7 +274,7 @@ class _GtObject:
     class_name: str
     bbox: tuple[float, float, float, float]  # xyxy
     segmentation: object
-    source_file: str | None = None
+    source_files: tuple[str, ...] = ()  # label files describing it (normalized)
     object_index: int | None = None
     source_line: int | None = None
     mask_rgb: tuple[int, int, int] | None = None  # HRSC: colour in the image's mask PNG
@@ -321,8 +321,8 @@ class GroundTruth:
             self._by_name.setdefault(path.name.lower(), []).append(image)
             self._by_stem.setdefault(path.stem.lower(), []).append(image)
             for obj in image.objects:
-                if obj.source_file:
-                    labels.setdefault(_norm(obj.source_file), set()).add(image.index)
+                for label in obj.source_files:
+                    labels.setdefault(label, set()).add(image.index)
         for label, indices in labels.items():
             if len(indices) == 1:
                 self._by_label[label] = self.images[next(iter(indices))]
@@ -532,12 +532,18 @@ def _load_coco(path: Path) -> GroundTruth:
                 class_name=name,
                 bbox=(x, y, x + w, y + h),
                 segmentation=segm,
-                source_file=ann.get("source_file"),
+                source_files=_label_files(ann),
                 object_index=_opt_int(ann.get("object_index")),
                 source_line=_opt_int(ann.get("source_line")),
             )
         )
     return GroundTruth(path, images, n_crowd=n_crowd, n_without_mask=n_without)
+
+
+def _label_files(ann: dict[str, Any]) -> tuple[str, ...]:
+    """``source_file`` and ``source_files`` of a GT annotation, normalized, in order."""
+    files = [ann.get("source_file"), *(ann.get("source_files") or [])]
+    return tuple(dict.fromkeys(_norm(str(f)) for f in files if f))
 
 
 def _opt_int(value: object) -> int | None:
@@ -565,8 +571,16 @@ def _xml_text(node: ET.Element, tag: str) -> str | None:
 
 
 def _load_hrsc(root: Path) -> GroundTruth:
-    """HRSC2016: per-image XML + colour PNG masks matched by each object's ``seg_color``."""
-    xmls = sorted(p for p in root.rglob("*.xml") if p.is_file())
+    """HRSC2016: per-image XML + colour PNG masks matched by each object's ``seg_color``.
+
+    Mirrors :mod:`samrs.sources.hrsc` where it matters for matching: ``FullDataSet`` only when
+    present, label files relative to ``root``, ``source_line`` = 1-based object position.
+    """
+    # like the HRSC2016 reader: only FullDataSet when there is one (Train/Test repeat it)
+    full = sorted(p for p in root.rglob("*") if p.is_dir() and p.name.lower() == "fulldataset")
+    if root.name.lower() == "fulldataset":
+        full = [root]
+    xmls = sorted(p for base in (full or [root]) for p in base.rglob("*.xml") if p.is_file())
     images: list[_GtImage] = []
     n_without = 0
     for xml in xmls:
@@ -624,8 +638,9 @@ def _load_hrsc(root: Path) -> GroundTruth:
                     class_name="ship",
                     bbox=(box[0], box[1], box[2] + 1, box[3] + 1),  # inclusive pixel corners
                     segmentation=None,
-                    source_file=label,
+                    source_files=(label,),
                     object_index=k,
+                    source_line=k + 1,  # the reader's source_line: 1-based object position
                     mask_rgb=rgb,  # type: ignore[arg-type]
                 )
             )
@@ -1011,10 +1026,10 @@ def _match_image(
         obj for obj in gt_image.objects
         if (b := gt_boxes[obj.index])[2] > b[0] and b[3] > b[1]
     ]  # fmt: skip
-    by_line = {(_norm(o.source_file), o.source_line): o for o in candidates
-               if o.source_file and o.source_line is not None}  # fmt: skip
-    by_index = {(_norm(o.source_file), o.object_index): o for o in candidates
-                if o.source_file and o.object_index is not None}  # fmt: skip
+    by_line = {(f, o.source_line): o for o in candidates if o.source_line is not None
+               for f in o.source_files}  # fmt: skip
+    by_index = {(f, o.object_index): o for o in candidates if o.object_index is not None
+                for f in o.source_files}  # fmt: skip
     taken: set[int] = set()
     chosen: dict[int, tuple[_GtObject, str]] = {}
     pending: list[int] = []

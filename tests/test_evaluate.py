@@ -374,22 +374,19 @@ def write_hrsc(root: Path) -> None:
 
 
 def test_hrsc_ground_truth(tmp_path: Path) -> None:
+    """HRSC masks by seg_color; identity by label file + source_line (1-based object position),
+    also when the build numbered its objects otherwise."""
     write_hrsc(tmp_path / "HRSC2016")
     label = f"{tmp_path}/HRSC2016/FullDataSet/Annotations/100000001.xml"
+    boxes = [((10, 10, 40, 20), (10, 10, 40, 20)), ((0, 50, 6, 56), (0, 50, 6, 56)),
+             ((50, 30, 70, 50), (50, 30, 70, 45))]  # fmt: skip
     out = write_build(
         tmp_path / "out",
         [{"image_id": "100000001", "width": 80, "height": 60,
           "source_file": f"{tmp_path}/HRSC2016/FullDataSet/AllImages/100000001.bmp"}],
-        [
-            {"image_id": "100000001", "class_name": "ship", "hbox": (10, 10, 40, 20),
-             "mask": box_mask(60, 80, (10, 10, 40, 20)), "object_index": 0,
-             "source_file": label},
-            {"image_id": "100000001", "class_name": "ship", "hbox": (0, 50, 6, 56),
-             "mask": box_mask(60, 80, (0, 50, 6, 56)), "object_index": 1, "source_file": label},
-            {"image_id": "100000001", "class_name": "ship", "hbox": (50, 30, 70, 50),
-             "mask": box_mask(60, 80, (50, 30, 70, 45)), "object_index": 2,
-             "source_file": label},
-        ],
+        [{"image_id": "100000001", "class_name": "ship", "hbox": hbox,
+          "mask": box_mask(60, 80, mbox), "object_index": 7 - k, "source_line": k + 1,
+          "source_file": label} for k, (hbox, mbox) in enumerate(boxes)],
         source="hrsc",
         root=f"{tmp_path}/HRSC2016",
     )  # fmt: skip
