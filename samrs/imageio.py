@@ -531,9 +531,16 @@ def write_image(
 
 
 def write_png(
-    path: str | os.PathLike[str], array: np.ndarray, palette: Sequence[int] | None = None
+    path: str | os.PathLike[str],
+    array: np.ndarray,
+    palette: Sequence[int] | None = None,
+    compress_level: int = 1,
 ) -> Path:
-    """Write a PNG deterministically (see :func:`write_image`)."""
+    """Write a PNG deterministically (see :func:`write_image`).
+
+    ``compress_level`` 1 (zlib's fastest) encodes textured images about 5x faster than
+    Pillow's default 6 for files about 15% larger.
+    """
     if Path(path).suffix.lower() != ".png":
         raise ValueError(f"write_png writes .png files, got {path}")
-    return write_image(path, array, palette=palette)
+    return write_image(path, array, palette=palette, compress_level=compress_level)
