@@ -187,3 +187,19 @@ def test_label_folder_without_images_folder(tmp_path):
     assert ds.images == []
     (err,) = ds.errors
     assert "no image for label file" in err.message and err.n_objects == 1
+
+
+def test_fixture_files_keep_their_line_ends():
+    assert b"\r\n" in (DOTA / "train/labelTxt/P0001.txt").read_bytes()
+    assert b"\r" not in (DOTA / "train/labelTxt/P0002.txt").read_bytes()
+
+
+def test_unreadable_image_is_an_image_error_and_objects_are_kept(tmp_path):
+    shutil.copytree(DOTA / "val", tmp_path / "val")
+    (tmp_path / "val/images/P0010.bmp").write_bytes(b"not an image")
+    ds = read_dataset("dota", tmp_path)
+    (im,) = ds.images
+    assert (im.width, im.height) == (None, None) and len(im.objects) == 1
+    (err,) = ds.errors
+    assert err.stage == "image" and err.source_file.endswith("P0010.bmp")
+    assert err.image_id == "P0010" and err.n_objects == 0
