@@ -13,6 +13,7 @@ from samrs.outputs.semantic import (
     BACKGROUND_COLOR,
     OVERLAP_POLICIES,
     UNLABELLED_COLOR,
+    paint_instances,
     paint_order,
     paint_semantic,
     read_png_palette,
@@ -170,3 +171,16 @@ def test_write_rejects_bad_label_or_palette(tmp_path) -> None:
         write_semantic_png(tmp_path / "x.png", np.zeros((3, 3), dtype=np.int32), [0] * 768)
     with pytest.raises(ValueError, match="768"):
         write_semantic_png(tmp_path / "x.png", np.zeros((3, 3), dtype=np.uint8), [0] * 30)
+
+
+def test_paint_instances_paints_kept_rows_with_class_map() -> None:
+    rows = [
+        {"segmentation": rle.encode(m)["counts"], "class_id": c, "area": int(m.sum()),
+         "score": s, "kept": k}
+        for m, c, s, k in zip(MASKS, CLASSES, SCORES, [True, True, False], strict=True)
+    ]  # fmt: skip
+    label = paint_instances(4, 6, rows, policy="annotation-order")
+    expected = paint_semantic(4, 6, MASKS[:2], CLASSES[:2], policy="annotation-order")
+    np.testing.assert_array_equal(label, expected)
+    only_b = paint_instances(4, 6, rows, class_map={2: 0}, background=True)
+    np.testing.assert_array_equal(only_b, np.where(B, 1, 0))

@@ -44,7 +44,7 @@ from samrs.outputs.metadata import build_class_table, build_config, read_build_m
 from samrs.outputs.select import ImageItem, Selection, iter_build
 from samrs.outputs.semantic import (
     BACKGROUND_COLOR,
-    paint_semantic,
+    paint_instances,
     semantic_palette,
     write_semantic_png,
 )
@@ -146,20 +146,13 @@ class BuildView:
                 painted); None keeps the ids.
             background: override the build's background flag.
         """
-        rows = [
-            r
-            for r in item.instances
-            if r["kept"] and (class_map is None or r["class_id"] in class_map)
-        ]
-        return paint_semantic(
+        return paint_instances(
             item.height,
             item.width,
-            [item.rle(r) for r in rows],
-            [r["class_id"] if class_map is None else class_map[r["class_id"]] for r in rows],
-            [r["area"] for r in rows],
-            [r["score"] for r in rows],
-            policy=self.overlap,
-            background=self.background if background is None else background,
+            item.instances,
+            self.overlap,
+            self.background if background is None else background,
+            class_map,
         )
 
 

@@ -24,6 +24,7 @@ from shapely.geometry import mapping, shape
 
 from samrs import rle
 from samrs.classes import ClassTable
+from samrs.outputs.manifest import read_table
 from samrs.outputs.metadata import build_class_table, build_config, read_build_metadata
 from samrs.outputs.select import ImageItem, Selection, iter_build
 from samrs.outputs.semantic import semantic_palette
@@ -140,14 +141,6 @@ def instance_feature(
     }
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    return obj
-
-
 def instances_to_geojson(
     out: str | Path,
     to: str | Path,
@@ -172,34 +165,39 @@ def instances_to_geojson(
     Raises:
         ValueError: images in several CRSs and no ``dst_crs``.
     """
+    sel = selection or Selection()
     meta = read_build_metadata(out)
     config = build_config(meta)
-    table = build_class_table(meta)
-    items = [
-        item
-        for item in iter_build(out, selection, class_table=table, on_reject=config.get("on_reject"))
-    ]
-    geo_items = [item for item in items if is_georeferenced(item.image)]
-    crss = sorted({str(item.image["crs"]) for item in geo_items})
+    images = read_table(out, "images", columns=["image_id", "split", "status", "crs", "transform"])
+    chosen = [im for im in images.to_pylist() if sel.wants_image(im)]
+    crss = sorted({str(im["crs"]) for im in chosen if is_georeferenced(im)})
     if dst_crs is None and len(crss) > 1:
         raise ValueError(f"images are in several CRSs ({', '.join(crss)}); choose one (dst_crs)")
     crs = dst_crs or (crss[0] if crss else None)
-    feats = []
-    for item in geo_items:
-        for row in item.instances:
-            feat = instance_feature(item, row, geometry, crs)
-            if feat is not None:
-                feats.append(feat)
-    doc: dict[str, Any] = {"type": "FeatureCollection"}
+    head: dict[str, Any] = {"type": "FeatureCollection"}
     if crs is not None:
-        doc["crs"] = {"type": "name", "properties": {"name": crs}}
-    doc["features"] = _jsonable(feats)
-    Path(to).parent.mkdir(parents=True, exist_ok=True)
-    Path(to).write_text(
-        json.dumps(doc, separators=(",", ":"), ensure_ascii=False) + "\n", encoding="utf-8"
+        head["crs"] = {"type": "name", "properties": {"name": crs}}
+    counts = {"features": 0, "images": 0, "plain_images": 0}
+    to = Path(to)
+    to.parent.mkdir(parents=True, exist_ok=True)
+    items = iter_build(
+        out, sel, class_table=build_class_table(meta), on_reject=config.get("on_reject")
     )
-    return {
-        "features": len(feats),
-        "images": len(geo_items),
-        "plain_images": len(items) - len(geo_items),
-    }
+    with open(to, "w", encoding="utf-8") as f:
+        f.write(_dumps(head)[:-1] + ',"features":[')
+        for item in items:
+            if not is_georeferenced(item.image):
+                counts["plain_images"] += 1
+                continue
+            counts["images"] += 1
+            for row in item.instances:
+                feat = instance_feature(item, row, geometry, crs)
+                if feat is not None:
+                    f.write(("," if counts["features"] else "") + _dumps(feat))
+                    counts["features"] += 1
+        f.write("]}\n")
+    return counts
+
+
+def _dumps(doc: Any) -> str:
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)

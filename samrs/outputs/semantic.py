@@ -7,8 +7,9 @@ and every class id is shifted by +1 (class ``k`` of the class table is written a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -110,6 +111,36 @@ def paint_semantic(
     for i in order:
         label[_as_mask(masks[i], height, width, i)] = int(class_ids[i]) + shift
     return label
+
+
+def paint_instances(
+    height: int,
+    width: int,
+    rows: Sequence[Mapping[str, Any]],
+    policy: str = "small-on-top",
+    background: bool = False,
+    class_map: Mapping[int, int] | None = None,
+) -> np.ndarray:
+    """Paint the kept instances among manifest rows (the build's and the exporters' rule).
+
+    Args:
+        height, width: the image size (the RLEs' size).
+        rows: instance rows with ``segmentation`` (RLE counts), ``class_id``, ``area``,
+            ``score`` and ``kept``; rows with ``kept = false`` are not painted.
+        policy, background: see :func:`paint_semantic`.
+        class_map: class id -> painted id; instances of unmapped classes are not painted.
+    """
+    rows = [r for r in rows if r["kept"] and (class_map is None or r["class_id"] in class_map)]
+    return paint_semantic(
+        height,
+        width,
+        [{"size": [height, width], "counts": r["segmentation"]} for r in rows],
+        [r["class_id"] if class_map is None else class_map[r["class_id"]] for r in rows],
+        [r["area"] for r in rows],
+        [r["score"] for r in rows],
+        policy=policy,
+        background=background,
+    )
 
 
 def semantic_palette(classes: ClassTable | Sequence[Color], background: bool = False) -> list[int]:
