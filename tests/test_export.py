@@ -17,7 +17,7 @@ from pycocotools.coco import COCO
 
 from samrs.cli import main
 from samrs.geometry import box_polygon, rasterize_polygon
-from samrs.outputs.export import ExportError, export
+from samrs.outputs.export import ExportError, export, place_file
 from samrs.outputs.manifest import part_path, read_table, write_part
 from samrs.outputs.select import Selection
 from samrs.outputs.semantic import read_png_palette, read_semantic_png
@@ -214,3 +214,20 @@ def test_cli_json_and_errors(build, tmp_path) -> None:
                               str(tmp_path / "mm"), "--classes", "plane,ship", "--split", "train"])  # fmt: skip
     assert ok.exit_code == 0, ok.output
     assert "exported mmseg" in ok.stdout and "images 2" in ok.stdout
+
+
+def test_place_file_modes(tmp_path) -> None:
+    src = tmp_path / "a.png"
+    src.write_bytes(b"pixels")
+    place_file(src, tmp_path / "h" / "a.png", "hard")
+    assert os.path.samefile(tmp_path / "h" / "a.png", src)
+    place_file(src, tmp_path / "s" / "a.png", "symlink")
+    assert (tmp_path / "s" / "a.png").is_symlink()
+    assert os.readlink(tmp_path / "s" / "a.png") == str(src.resolve())
+    place_file(src, tmp_path / "c" / "a.png", "copy")
+    assert not os.path.samefile(tmp_path / "c" / "a.png", src)
+    assert (tmp_path / "c" / "a.png").read_bytes() == b"pixels"
+    place_file(src, tmp_path / "c" / "a.png", "symlink")  # replaces what was there
+    assert (tmp_path / "c" / "a.png").is_symlink()
+    with pytest.raises(ValueError, match="unknown image mode"):
+        place_file(src, tmp_path / "x.png", "move")
