@@ -829,6 +829,9 @@ def write_synthetic(
     for plan in plans:
         rng = np.random.default_rng([seed, FORMATS.index(fmt), plan.index])
         scene = _render_scene(rng, specs, plan.width, plan.height, plan.empty)
+        if fmt == "fair1m":  # FAIR1M has no difficult flag
+            for obj in scene.objects:
+                obj.difficult = False
         written = _WRITERS[fmt](out, plan, scene, rng)
         image_id = len(coco_images) + 1
         entry: dict[str, object] = {

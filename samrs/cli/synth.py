@@ -42,7 +42,10 @@ def command(fmt: str, out: str, n_images: int, seed: int, overwrite: bool, as_js
 
     try:
         summary = write_synthetic(fmt, out, n_images=n_images, seed=seed, overwrite=overwrite)
-    except (FileExistsError, ValueError) as exc:
+    except FileExistsError as exc:
+        hint = "" if overwrite else " (--overwrite replaces a previous synthetic dataset)"
+        raise click.ClickException(f"{exc}{hint}") from exc
+    except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(summary.to_dict(), sort_keys=True))
