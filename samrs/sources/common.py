@@ -214,6 +214,7 @@ class ReadContext:
     split: str | None = None
     variant: str | None = None
     errors: list[ErrorRecord] = field(default_factory=list)
+    _class_ids: dict[str, int | None] = field(default_factory=dict, repr=False)
 
     def wants(self, split: str | None) -> bool:
         """Whether images of ``split`` are read."""
@@ -281,7 +282,9 @@ class ReadContext:
         clips corners outside ``[0, width] x [0, height]`` (flags ``clipped``, truncated=True).
         """
         where = f"{element}: " if element else ""
-        class_id = self.table.lookup(class_name)
+        if class_name not in self._class_ids:
+            self._class_ids[class_name] = self.table.lookup(class_name)
+        class_id = self._class_ids[class_name]
         if class_id is None:
             self.error(
                 source_file,
@@ -313,7 +316,12 @@ class ReadContext:
             )
             return None
         flags = tuple(flags)
-        if width is not None and height is not None:
+        xs, ys = polygon[0::2], polygon[1::2]
+        if (
+            width is not None
+            and height is not None
+            and (min(xs) < 0 or min(ys) < 0 or max(xs) > width or max(ys) > height)
+        ):
             clipped, moved = clip_polygon(polygon, (0.0, 0.0, float(width), float(height)))
             if moved:
                 if polygon_area(clipped) <= 0:
