@@ -446,7 +446,7 @@ def _cell(
     blend(resized, small, MASK_COLOR)
     canvas = Canvas(resized, scale=scale, origin=(x0, y0))
     canvas.contours([c + np.array([x0, y0]) for c in mask_contours(mask)], MASK_OUTLINE, 1)
-    canvas.polygon(row["polygon"], RBOX_COLOR, 2)
+    canvas.polygon(row["polygon"], RBOX_COLOR, 2, halo=True)
     if row.get("prompt_box"):
         canvas.box(row["prompt_box"], PROMPT_COLOR, 1, dash=5)
     if row.get("prompt_point"):

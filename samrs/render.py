@@ -179,12 +179,19 @@ class Canvas:
         return [(float(x), float(y)) for x, y in pts]
 
     def polygon(
-        self, points: Sequence[float] | np.ndarray, color: Sequence[int], width: int = 2
+        self,
+        points: Sequence[float] | np.ndarray,
+        color: Sequence[int],
+        width: int = 2,
+        halo: bool = False,
     ) -> None:
-        """A closed outline."""
+        """A closed outline; ``halo`` draws a dark line under it (visible on any imagery)."""
         xy = self.xy(points)
-        if len(xy) >= 2:
-            self.draw.line([*xy, xy[0]], fill=tuple(color), width=width, joint="curve")
+        if len(xy) < 2:
+            return
+        if halo:
+            self.draw.line([*xy, xy[0]], fill=(0, 0, 0), width=width + 2, joint="curve")
+        self.draw.line([*xy, xy[0]], fill=tuple(color), width=width, joint="curve")
 
     def box(
         self, xyxy: Sequence[float], color: Sequence[int], width: int = 1, dash: int = 0
@@ -217,11 +224,15 @@ class Canvas:
         )
 
     def contours(
-        self, mask_outlines: Sequence[np.ndarray], color: Sequence[int], width: int = 1
+        self,
+        mask_outlines: Sequence[np.ndarray],
+        color: Sequence[int],
+        width: int = 1,
+        halo: bool = False,
     ) -> None:
         """Mask outlines from :func:`mask_contours`."""
         for c in mask_outlines:
-            self.polygon(c, color, width)
+            self.polygon(c, color, width, halo)
 
     def label(
         self,

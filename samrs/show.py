@@ -122,11 +122,11 @@ def render_image(
         canvas.contours(
             [c + np.array([max(x0, 0), max(y0, 0)]) for c in mask_contours(mask)], color, line
         )
-        canvas.polygon(row["polygon"], color, line)
+        canvas.polygon(row["polygon"], color, line, halo=True)
     if rejected:
         for row in instances:
             if not (row["kept"] or row["substituted"]):
-                canvas.polygon(row["polygon"], REJECTED_COLOR, line)
+                canvas.polygon(row["polygon"], REJECTED_COLOR, line, halo=True)
     # names last, so no outline covers them
     for row in instances:
         ok = row["kept"] or row["substituted"]
