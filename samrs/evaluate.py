@@ -34,6 +34,7 @@ instances get their own IoU summary, per reject reason, so filter thresholds can
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import math
@@ -48,6 +49,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from samrs import rle
 from samrs.classes import ClassTable, class_table, normalize_class_name
 from samrs.geometry import mask_iou
 
@@ -199,14 +201,6 @@ class _Placed:
         """The part inside a ``width x height`` frame."""
         return self.into_window((0, 0, width, height), width, height)
 
-    def full(self, width: int, height: int) -> np.ndarray:
-        """The mask in a ``width x height`` frame (must lie inside it)."""
-        out = np.zeros((height, width), dtype=bool)
-        if self.mask.size:
-            h, w = self.mask.shape
-            out[self.y0 : self.y0 + h, self.x0 : self.x0 + w] = self.mask
-        return out
-
 
 def _pair(a: _Placed, b: _Placed) -> tuple[np.ndarray, np.ndarray]:
     """Both masks on their common bounding box."""
@@ -225,40 +219,59 @@ def _pair(a: _Placed, b: _Placed) -> tuple[np.ndarray, np.ndarray]:
     return out[0], out[1]
 
 
-def _rle_counts(counts: object, height: int, width: int) -> bytes:
-    """Compressed COCO RLE counts as bytes, checked to cover exactly ``height x width`` pixels.
+def _checked_rle(counts: object, height: int, width: int) -> dict[str, Any]:
+    """A COCO RLE (bytes counts) checked to cover exactly ``height x width`` pixels.
 
     pycocotools decodes malformed counts into garbage without complaint, hence the check.
 
     Raises:
-        ValueError: not a string, a truncated run, a negative run or the wrong total.
+        ValueError: not a string, malformed counts, a negative run or the wrong total.
     """
     if isinstance(counts, str):
-        counts = counts.encode("ascii")
+        counts = counts.encode("ascii", errors="replace")
     if not isinstance(counts, bytes):
         raise ValueError(f"counts must be a string, not {type(counts).__name__}")
-    runs: list[int] = []
-    p, n = 0, len(counts)
-    while p < n:
-        x, k, more = 0, 0, True
-        while more:
-            if p >= n:
-                raise ValueError("truncated run length")
-            c = counts[p] - 48
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and c & 0x10:
-                x |= -1 << (5 * k)
-        if len(runs) > 2:
-            x += runs[-2]
-        if x < 0:
-            raise ValueError("negative run length")
-        runs.append(x)
-    if sum(runs) != height * width:
-        raise ValueError(f"runs cover {sum(runs)} pixels, not {height}x{width}")
-    return counts
+    result = {"size": [int(height), int(width)], "counts": counts}
+    try:
+        runs = rle.run_lengths(result)
+    except (ValueError, IndexError) as exc:
+        raise ValueError(f"malformed counts ({exc})") from exc
+    if (runs < 0).any() or int(runs.sum()) != height * width:
+        raise ValueError(f"runs cover {int(runs.sum())} pixels, not {height}x{width}")
+    return result
+
+
+def _placed_rle(coco_rle: dict[str, Any]) -> _Placed:
+    """The mask of a COCO RLE cropped to its box, decoding only the box's columns."""
+    x, y, w, h = (int(v) for v in mask_utils.toBbox(coco_rle))
+    if w <= 0 or h <= 0:
+        return _Placed(0, 0, np.zeros((0, 0), dtype=bool))
+    return _Placed(x, y, rle.decode_window(coco_rle, (x, y, w, h)))
+
+
+def _encode_placed(mask: _Placed, width: int, height: int) -> dict[str, Any]:
+    """COCO RLE (bytes counts) of a placed mask in a ``width x height`` frame, built from the
+    strip of columns it spans (no full-frame array)."""
+    if not mask.mask.size:
+        return mask_utils.frPyObjects({"size": [height, width], "counts": [height * width]},
+                                      height, width)  # fmt: skip
+    h, w = mask.mask.shape
+    strip = np.zeros((w, height), dtype=np.int8)  # column-major: one row per frame column
+    strip[:, mask.y0 : mask.y0 + h] = mask.mask.T
+    flat = strip.ravel()
+    edges = np.flatnonzero(np.diff(flat)) + 1
+    runs = np.diff(np.concatenate([[0], edges, [flat.size]]))
+    if flat[0]:
+        runs = np.concatenate([[0], runs])
+    runs[0] += mask.x0 * height
+    tail = (width - mask.x0 - w) * height
+    if flat[-1]:
+        runs = np.concatenate([runs, [tail]])
+    else:
+        runs[-1] += tail
+    return mask_utils.frPyObjects(
+        {"size": [height, width], "counts": [int(r) for r in runs]}, height, width
+    )
 
 
 # --- ground truth ---------------------------------------------------------------------------
@@ -383,30 +396,20 @@ class GroundTruth:
         h, w = image.height, image.width
         segm = obj.segmentation
         try:
-            if isinstance(segm, list):
-                polys = [p for p in segm if len(p) >= 6]
-                if not polys:
-                    return _Placed(0, 0, np.zeros((0, 0), dtype=bool))
-                rle = mask_utils.merge(mask_utils.frPyObjects(polys, h, w))
-            elif isinstance(segm, dict) and isinstance(segm.get("counts"), list):
-                rle = mask_utils.frPyObjects(segm, h, w)
-            elif isinstance(segm, dict):
-                size = [int(v) for v in segm["size"]]
-                rle = {"size": size, "counts": _rle_counts(segm["counts"], *size)}
-            else:
-                raise TypeError(f"unsupported segmentation {type(segm).__name__}")
-            full = mask_utils.decode(rle).astype(bool)
+            coco_rle = _segm_rle(segm, h, w)
         except (TypeError, ValueError, KeyError) as exc:
             raise EvaluationError(
                 f"{_where(image)}: annotation {obj.ann_id}: unreadable segmentation "
                 f"({exc}); expected COCO polygons or RLE of {h}x{w}"
             ) from exc
-        if full.shape != (h, w):
+        if coco_rle is None:
+            return _Placed(0, 0, np.zeros((0, 0), dtype=bool))
+        if [int(v) for v in coco_rle["size"]] != [h, w]:
             raise EvaluationError(
                 f"{_where(image)}: annotation {obj.ann_id}: mask is "
-                f"{full.shape[0]}x{full.shape[1]}, image is {h}x{w}"
+                f"{coco_rle['size'][0]}x{coco_rle['size'][1]}, image is {h}x{w}"
             )
-        return _Placed.from_full(full)
+        return _placed_rle(coco_rle)
 
     def _colour_mask(self, path: Path) -> np.ndarray:
         """An HRSC colour mask as (H, W, 3) RGB (the last one read is kept)."""
@@ -433,6 +436,7 @@ def _norm(path: str) -> str:
     return str(PurePosixPath(text)) if text else text
 
 
+@functools.lru_cache(maxsize=65536)
 def _relative(path: str | None, root: str | None) -> str | None:
     """``path`` relative to ``root`` when it lies under it, else ``path`` (normalized)."""
     if not path:
@@ -553,16 +557,23 @@ def _opt_int(value: object) -> int | None:
         return None
 
 
-def _segm_bbox(segm: object, image: _GtImage) -> list[float]:
-    h, w = image.height, image.width
+def _segm_rle(segm: object, height: int, width: int) -> dict[str, Any] | None:
+    """COCO RLE of a COCO segmentation (polygons, uncompressed or compressed RLE); None for
+    a polygon list without any usable polygon."""
     if isinstance(segm, list):
-        rle = mask_utils.merge(mask_utils.frPyObjects([p for p in segm if len(p) >= 6], h, w))
-    elif isinstance(segm, dict) and isinstance(segm.get("counts"), list):
-        rle = mask_utils.frPyObjects(segm, h, w)
-    else:
-        size = [int(v) for v in segm["size"]]  # type: ignore[index]
-        rle = {"size": size, "counts": _rle_counts(segm["counts"], *size)}  # type: ignore[index]
-    return [float(v) for v in mask_utils.toBbox(rle)]
+        polys = [p for p in segm if len(p) >= 6]
+        return mask_utils.merge(mask_utils.frPyObjects(polys, height, width)) if polys else None
+    if isinstance(segm, dict) and isinstance(segm.get("counts"), list):
+        return mask_utils.frPyObjects(segm, *segm["size"])
+    if isinstance(segm, dict):
+        size = [int(v) for v in segm["size"]]
+        return _checked_rle(segm["counts"], size[0], size[1])
+    raise TypeError(f"unsupported segmentation {type(segm).__name__}")
+
+
+def _segm_bbox(segm: object, image: _GtImage) -> list[float]:
+    coco_rle = _segm_rle(segm, image.height, image.width)
+    return [0.0] * 4 if coco_rle is None else [float(v) for v in mask_utils.toBbox(coco_rle)]
 
 
 def _xml_text(node: ET.Element, tag: str) -> str | None:
@@ -936,7 +947,7 @@ def evaluate(
         groups.setdefault(found.index, []).append(image)
 
     scores: list[InstanceScore] = []
-    ap_frames: list[tuple[_PredImage, list[tuple[InstanceScore, _Placed, _Placed]]]] = []
+    ap_frames: list[tuple[_PredImage, list[tuple[InstanceScore, bytes, _Placed]]]] = []
     unmatched_gt: list[dict[str, Any]] = []
     total, done = len(pred_images), 0
     for gt_index, images in groups.items():
@@ -948,11 +959,11 @@ def evaluate(
             frame_pairs = []
             for inst, obj, gt_mask, method in pairs:
                 seen.add(obj.index)
-                score, pred_mask = _score(inst, obj, gt_image, image, gt_mask, method,
-                                          band_fraction)  # fmt: skip
+                score, counts = _score(inst, obj, gt_image, image, gt_mask, method,
+                                       band_fraction)  # fmt: skip
                 scores.append(score)
                 if score.kept:
-                    frame_pairs.append((score, pred_mask, gt_mask))
+                    frame_pairs.append((score, counts, gt_mask))
             ap_frames.append((image, frame_pairs))
             done += 1
             if progress is not None:
@@ -1090,12 +1101,11 @@ def _score(
     gt_mask: _Placed,
     method: str,
     band_fraction: float,
-) -> tuple[InstanceScore, _Placed]:
+) -> tuple[InstanceScore, bytes]:
     try:
-        counts = _rle_counts(inst["segmentation"], image.height, image.width)
-        rle = {"size": [image.height, image.width], "counts": counts}
-        pred = _Placed.from_full(mask_utils.decode(rle).astype(bool))
-    except (ValueError, UnicodeEncodeError) as exc:
+        coco_rle = _checked_rle(inst["segmentation"], image.height, image.width)
+        pred = _placed_rle(coco_rle)
+    except ValueError as exc:
         raise EvaluationError(
             f"instance {inst['instance_id']} (image {image.image_id}): unreadable "
             f"segmentation ({exc}); expected COCO RLE counts of {image.height}x{image.width}"
@@ -1124,11 +1134,11 @@ def _score(
         gt_area=gt_mask.area,
         size=_size_of(gt_mask.area),
     )
-    return result, pred
+    return result, coco_rle["counts"]
 
 
 def _mask_ap(
-    frames: list[tuple[_PredImage, list[tuple[InstanceScore, _Placed, _Placed]]]],
+    frames: list[tuple[_PredImage, list[tuple[InstanceScore, bytes, _Placed]]]],
 ) -> dict[str, Any]:
     """COCO mask AP over matched kept pairs (GT = their objects, detections = their masks)."""
     from pycocotools.coco import COCO
@@ -1144,13 +1154,13 @@ def _mask_ap(
             continue
         gt_images.append({"id": i + 1, "width": image.width, "height": image.height})
         for s, pred, gt_mask in pairs:
-            rle = mask_utils.encode(np.asfortranarray(gt_mask.full(image.width, image.height)))
+            grle = _encode_placed(gt_mask, image.width, image.height)
             gt_anns.append({
                 "id": len(gt_anns) + 1, "image_id": i + 1, "category_id": cat_ids[s.class_name],
-                "segmentation": rle, "area": float(gt_mask.area), "iscrowd": 0,
-                "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+                "segmentation": grle, "area": float(gt_mask.area), "iscrowd": 0,
+                "bbox": [float(v) for v in mask_utils.toBbox(grle)],
             })  # fmt: skip
-            drle = mask_utils.encode(np.asfortranarray(pred.full(image.width, image.height)))
+            drle = {"size": [image.height, image.width], "counts": pred}
             dets.append({
                 "image_id": i + 1, "category_id": cat_ids[s.class_name], "segmentation": drle,
                 "score": 1.0 if s.score is None else s.score,

@@ -448,3 +448,20 @@ def test_rle_roundtrip_helper() -> None:
     """The fixture's masks survive the manifest's RLE encoding (guards the fixtures)."""
     mask = box_mask(7, 9, (1, 2, 5, 6))
     assert (rle.decode(rle.encode(mask)) == mask).all()
+
+
+def test_placed_masks_round_trip_through_rle() -> None:
+    """The crop-only RLE decode/encode used for IoU and AP equals pycocotools' full path."""
+    from samrs.evaluate import _encode_placed, _placed_rle
+
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        h, w = (int(v) for v in rng.integers(1, 12, 2))
+        full = rng.random((h, w)) < 0.4
+        if rng.random() < 0.3:
+            full[:] = False
+        enc = rle.encode(full)
+        placed = _placed_rle({"size": enc["size"], "counts": enc["counts"].encode()})
+        assert placed.area == full.sum()
+        again = _encode_placed(placed, w, h)
+        assert (rle.decode(again) == full).all()
