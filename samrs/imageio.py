@@ -209,6 +209,11 @@ class ImageSource:
             self.width, self.height = _pil_size(self.path)
 
     @property
+    def windowed(self) -> bool:
+        """Whether windows are read from the file (True) or cut from a whole decode (False)."""
+        return self._dataset is not None
+
+    @property
     def size(self) -> tuple[int, int]:
         """``(width, height)`` in pixels."""
         return (self.width, self.height)

@@ -1,0 +1,452 @@
+"""Cutting large images into patches the way the de-facto tools do (mmrotate, BboxToolkit).
+
+Windows per axis (:func:`window_starts`): ``step = size - gap``; one window when the side is
+at most ``size``, else ``ceil((L - size) / step + 1)`` windows at ``step * i``, the last one
+pulled back to ``L - size``. Windows are square, ``size`` wide; where a side of the image is
+shorter than the window the window extends past the image and its pixels are padded
+(:data:`samrs.imageio.PAD_VALUE`). Windows whose image coverage is at most
+``coverage_threshold`` (0.6) are dropped, unless no window of the image passes, when the best
+covered ones are kept (so no image is ever lost).
+
+Rates (multi-scale): for a rate ``r`` the window is ``int(size / r)`` source pixels with gap
+``int(gap / r)`` -- mmrotate's rule -- and the patch is that window resized to ``size``. The
+records :func:`tile_dataset` returns stay in **source pixels** (window, width, height and
+object coordinates are those of the unresized window); resizing happens only where patch
+files are written (:func:`write_dota_patches`, ``samrs split``), whose labels are scaled by
+``size / window``. Tile ids follow mmrotate: ``<image_id>__<window size>__<x>___<y>`` with the
+window size and offsets in source pixels, so a rate shows as the window size
+(``P0001__2048__0___0`` is rate 0.5 of a 1024 patch) and ids stay unique across rates.
+
+Objects are assigned by iof (area of the object inside the window over its area, shapely):
+kept where ``iof >= iof_threshold`` (0.7), translated to window coordinates, marked
+``truncated`` when ``iof < 1``, and with ``clip=True`` their corners are clamped to the window
+(flag ``clipped``). An object can appear in several overlapping windows (expected: every
+window is a training sample). An object kept by no window is not dropped silently: it becomes
+an error record (stage ``tile``, ``n_objects=1``). Object provenance (file, line, element) is
+kept unchanged.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from samrs.geometry import clip_polygon, iof
+from samrs.records import Dataset, ErrorRecord, ImageRecord, ObjectAnnotation, Window
+
+__all__ = [
+    "COVERAGE_THRESHOLD",
+    "IOF_THRESHOLD",
+    "PatchSummary",
+    "TilingError",
+    "assign_objects",
+    "dota_label_text",
+    "image_windows",
+    "object_iof",
+    "tile_dataset",
+    "tile_id",
+    "tile_image",
+    "window_size",
+    "window_starts",
+    "write_dota_patches",
+]
+
+IOF_THRESHOLD = 0.7
+COVERAGE_THRESHOLD = 0.6
+_EPS = 1e-9
+
+
+class TilingError(ValueError):
+    """Invalid tiling parameters (size, gap, rates, thresholds)."""
+
+
+def window_starts(length: int, size: int, gap: int) -> list[int]:
+    """Start offsets of the sliding windows along one side of ``length`` pixels.
+
+    >>> window_starts(4000, 1024, 200)
+    [0, 824, 1648, 2472, 2976]
+    >>> window_starts(800, 1024, 200)
+    [0]
+
+    Raises:
+        TilingError: ``size < 1``, ``gap < 0`` or ``gap >= size``.
+    """
+    if size < 1 or gap < 0 or gap >= size:
+        raise TilingError(f"need size >= 1 and 0 <= gap < size, got size {size}, gap {gap}")
+    if length <= size:
+        return [0]
+    step = size - gap
+    count = math.ceil((length - size) / step + 1)
+    starts = [step * i for i in range(count)]
+    if starts[-1] + size > length:
+        starts[-1] = length - size
+    return starts
+
+
+def window_size(patch_size: int, gap: int, rate: float) -> tuple[int, int]:
+    """``(window, gap)`` in source pixels for a rate (mmrotate: ``int(size / rate)``)."""
+    if rate <= 0:
+        raise TilingError(f"rates must be positive, got {rate}")
+    return int(patch_size / rate), int(gap / rate)
+
+
+def image_windows(
+    width: int,
+    height: int,
+    size: int,
+    gap: int,
+    rate: float = 1.0,
+    coverage_threshold: float = COVERAGE_THRESHOLD,
+) -> list[Window]:
+    """Windows ``(x, y, w, h)`` of an image, row by row (y, then x).
+
+    Args:
+        width, height: image size in pixels.
+        size, gap: patch size and overlap in patch pixels.
+        rate: scale of the patches; the window is ``int(size / rate)`` source pixels.
+        coverage_threshold: windows whose fraction inside the image is at most this are
+            dropped, unless none passes (then the best covered are kept).
+    """
+    if width < 1 or height < 1:
+        raise TilingError(f"image size must be positive, got {width}x{height}")
+    win, win_gap = window_size(size, gap, rate)
+    windows = [
+        (x, y, win, win)
+        for y in window_starts(height, win, win_gap)
+        for x in window_starts(width, win, win_gap)
+    ]
+    coverage = [
+        (min(x + win, width) - x) * (min(y + win, height) - y) / float(win * win)
+        for x, y, _, _ in windows
+    ]
+    kept = [w for w, c in zip(windows, coverage, strict=True) if c > coverage_threshold]
+    if not kept:
+        best = max(coverage)
+        kept = [w for w, c in zip(windows, coverage, strict=True) if c >= best - _EPS]
+    return kept
+
+
+def tile_id(image_id: str, window: Window) -> str:
+    """``<image_id>__<window size>__<x>___<y>`` (mmrotate's patch name)."""
+    x, y, w, _ = window
+    return f"{image_id}__{w}__{x}___{y}"
+
+
+def _hboxes(objects: Sequence[ObjectAnnotation]) -> np.ndarray:
+    return np.asarray([obj.hbox for obj in objects], dtype=np.float64).reshape(-1, 4)
+
+
+def object_iof(obj: ObjectAnnotation, window: Window, hbox: Sequence[float] | None = None) -> float:
+    """iof of an object in a window; exact 0 or 1 without shapely when its box says so."""
+    x0, y0, x1, y1 = obj.hbox if hbox is None else hbox
+    x, y, w, h = window
+    if x1 <= x or y1 <= y or x0 >= x + w or y0 >= y + h:
+        return 0.0
+    if x0 >= x and y0 >= y and x1 <= x + w and y1 <= y + h:
+        return 1.0
+    return iof(obj.polygon, window)
+
+
+def assign_objects(
+    objects: Sequence[ObjectAnnotation],
+    window: Window,
+    iof_threshold: float = IOF_THRESHOLD,
+    clip: bool = False,
+    hboxes: np.ndarray | None = None,
+) -> list[tuple[int, ObjectAnnotation]]:
+    """Objects kept in a window, as ``(index in objects, object in window coordinates)``.
+
+    Kept when ``iof >= iof_threshold``; truncated when ``iof < 1``; with ``clip`` the corners
+    of cut objects are clamped into the window (flag ``clipped``).
+
+    Args:
+        objects: the image's objects, in image pixels.
+        window: ``(x, y, w, h)`` in image pixels.
+        iof_threshold: minimum fraction of an object's area inside the window.
+        clip: clamp the corners of cut objects into the window.
+        hboxes: the objects' horizontal boxes (N, 4), when already computed.
+    """
+    x, y, w, h = window
+    boxes = _hboxes(objects) if hboxes is None else hboxes
+    touching = np.nonzero(
+        (boxes[:, 2] > x) & (boxes[:, 3] > y) & (boxes[:, 0] < x + w) & (boxes[:, 1] < y + h)
+    )[0]
+    kept = []
+    for index in touching.tolist():
+        obj = objects[index]
+        overlap = object_iof(obj, window, boxes[index])
+        if overlap < iof_threshold - _EPS:
+            continue
+        polygon = tuple(v - (x if i % 2 == 0 else y) for i, v in enumerate(obj.polygon))
+        truncated = obj.truncated or overlap < 1.0 - _EPS
+        flags = obj.flags
+        if clip and overlap < 1.0 - _EPS:
+            polygon, moved = clip_polygon(polygon, (0.0, 0.0, float(w), float(h)))
+            if moved and "clipped" not in flags:
+                flags = (*flags, "clipped")
+        kept.append((index, obj.with_changes(polygon=polygon, truncated=truncated, flags=flags)))
+    return kept
+
+
+def tile_image(
+    image: ImageRecord,
+    patch_size: int,
+    gap: int,
+    rates: Sequence[float] = (1.0,),
+    iof_threshold: float = IOF_THRESHOLD,
+    clip: bool = False,
+    coverage_threshold: float = COVERAGE_THRESHOLD,
+) -> tuple[list[ImageRecord], list[ErrorRecord]]:
+    """The tiles of one image, and an error record for each object no tile kept.
+
+    ``image.width`` and ``image.height`` must be known (see :func:`tile_dataset`).
+    """
+    if image.window is not None:
+        raise TilingError(f"image {image.image_id} is already a tile (window {image.window})")
+    assert image.width is not None and image.height is not None
+    tiles: list[ImageRecord] = []
+    placed = [False] * len(image.objects)
+    seen: set[Window] = set()
+    boxes = _hboxes(image.objects)
+    for rate in rates:
+        for window in image_windows(
+            image.width, image.height, patch_size, gap, rate, coverage_threshold
+        ):
+            if window in seen:  # two rates with the same window size
+                continue
+            seen.add(window)
+            kept = assign_objects(image.objects, window, iof_threshold, clip, boxes)
+            for index, _ in kept:
+                placed[index] = True
+            tiles.append(
+                image.with_changes(
+                    image_id=tile_id(image.image_id, window),
+                    width=window[2],
+                    height=window[3],
+                    objects=tuple(obj for _, obj in kept),
+                    window=window,
+                    source_width=image.width,
+                    source_height=image.height,
+                )
+            )
+    errors = []
+    for obj, ok in zip(image.objects, placed, strict=True):
+        if ok:
+            continue
+        best = max((object_iof(obj, t.window) for t in tiles if t.window), default=0.0)
+        errors.append(
+            ErrorRecord(
+                source_file=obj.source_file or (image.annotation_file or image.image_path),
+                line=obj.source_line,
+                stage="tile",
+                message=(
+                    f"{obj.class_name} object fell below the iof threshold {iof_threshold:g} in "
+                    f"every {patch_size} px window (best iof {best:.3f}); not in any tile"
+                ),
+                image_id=image.image_id,
+                n_objects=1,
+            )
+        )
+    return tiles, errors
+
+
+def _check_params(patch_size: int, gap: int, rates: Sequence[float], iof_threshold: float) -> None:
+    if patch_size < 1 or gap < 0 or gap >= patch_size:
+        raise TilingError(
+            f"need patch size >= 1 and 0 <= gap < patch size, got {patch_size} and {gap}"
+        )
+    if not rates or any(r <= 0 for r in rates):
+        raise TilingError(f"rates must be positive numbers, got {list(rates)}")
+    for rate in rates:
+        win, win_gap = window_size(patch_size, gap, rate)
+        if win < 1 or win_gap >= win:
+            raise TilingError(f"rate {rate} gives an empty window for patch size {patch_size}")
+    if not 0.0 < iof_threshold <= 1.0:
+        raise TilingError(f"iof threshold must be in (0, 1], got {iof_threshold}")
+
+
+def tile_dataset(
+    dataset: Dataset,
+    patch_size: int,
+    gap: int,
+    rates: Sequence[float] = (1.0,),
+    iof_threshold: float = IOF_THRESHOLD,
+    clip: bool = False,
+    coverage_threshold: float = COVERAGE_THRESHOLD,
+) -> Dataset:
+    """One :class:`ImageRecord` per window of every image (see the module docstring).
+
+    Images without objects still give their windows. An image whose size is unknown and
+    whose header cannot be read gives an error record (stage ``tile``) accounting for its
+    objects. The dataset's own errors come first in the result, then the tiling errors.
+
+    Raises:
+        TilingError: invalid parameters.
+    """
+    from samrs.imageio import ImageReadError, image_size
+
+    _check_params(patch_size, gap, rates, iof_threshold)
+    images: list[ImageRecord] = []
+    errors: list[ErrorRecord] = list(dataset.errors)
+    for image in dataset.images:
+        if image.width is None or image.height is None:
+            try:
+                width, height = image_size(image.image_path)
+            except ImageReadError as exc:
+                errors.append(
+                    ErrorRecord(
+                        image.image_path,
+                        None,
+                        "tile",
+                        f"image size unknown, cannot tile: {exc}",
+                        image.image_id,
+                        len(image.objects),
+                    )
+                )
+                continue
+            image = image.with_changes(width=width, height=height)
+        tiles, tile_errors = tile_image(
+            image, patch_size, gap, rates, iof_threshold, clip, coverage_threshold
+        )
+        images.extend(tiles)
+        errors.extend(tile_errors)
+    return Dataset(dataset.source, dataset.version, images, errors)
+
+
+# --- writing patches ------------------------------------------------------------------------
+@dataclass
+class PatchSummary:
+    """What :func:`write_dota_patches` wrote."""
+
+    out: Path
+    patches: int = 0
+    objects: int = 0
+    source_images: int = 0
+    errors: list[ErrorRecord] = field(default_factory=list)
+    splits: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready summary (errors as ``{file, line, stage, message}``)."""
+        return {
+            "out": str(self.out),
+            "source_images": self.source_images,
+            "patches": self.patches,
+            "objects": self.objects,
+            "splits": dict(self.splits),
+            "errors": [
+                {
+                    "file": e.source_file,
+                    "line": e.line,
+                    "stage": e.stage,
+                    "message": e.message,
+                    "image_id": e.image_id,
+                    "n_objects": e.n_objects,
+                }
+                for e in self.errors
+            ],
+        }
+
+
+def _fmt(value: float) -> str:
+    text = f"{value:.3f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def dota_label_text(
+    objects: Iterable[ObjectAnnotation],
+    scale: float = 1.0,
+    gsd: float | None = None,
+    imagesource: str | None = None,
+) -> str:
+    """A DOTA labelTxt document: ``imagesource:``/``gsd:`` header, one object per line.
+
+    Coordinates are multiplied by ``scale`` and written with up to 3 decimals; spaces in class
+    names become ``-`` (the DOTA line format is space separated); ``difficult`` is 0/1.
+    """
+    lines = []
+    if imagesource:
+        lines.append(f"imagesource:{imagesource}")
+    lines.append(f"gsd:{'null' if gsd is None else repr(float(gsd))}")
+    for obj in objects:
+        coords = " ".join(_fmt(v * scale) for v in obj.polygon)
+        name = "-".join(obj.class_name.split())
+        lines.append(f"{coords} {name} {int(obj.difficult)}")
+    return "".join(line + "\n" for line in lines)
+
+
+def write_dota_patches(
+    tiles: Dataset,
+    out: str | os.PathLike[str],
+    patch_size: int,
+    progress: Callable[[ImageRecord], None] | None = None,
+) -> PatchSummary:
+    """Write tiles as DOTA patches: ``out/<split>/images/<id>.png`` and ``labelTxt/<id>.txt``.
+
+    Each tile's window is read from its source image (padded with the mmrotate value where
+    the window extends past the image) and resized to ``patch_size`` when its window is
+    another size (rates != 1); labels are scaled alike, and the gsd becomes ``gsd * w /
+    patch_size``. Consecutive tiles of one source image share one opened image (decoded once
+    for PNG/JPEG, windowed reads for TIFF). An unreadable image gives one error record (stage
+    ``image``) per tile, accounting for that tile's objects; the dataset's own errors are
+    carried into the summary. Images are written as deterministic PNGs; split ``None`` is
+    written as ``all``.
+    """
+    import cv2
+
+    from samrs.imageio import ImageReadError, open_image, write_png
+
+    out = Path(out)
+    summary = PatchSummary(out, errors=list(tiles.errors))
+
+    def failed(tile: ImageRecord, exc: Exception) -> None:
+        summary.errors.append(
+            ErrorRecord(tile.image_path, None, "image", str(exc), tile.image_id, len(tile.objects))
+        )
+
+    for path, group in itertools.groupby(tiles.images, key=lambda t: t.image_path):
+        summary.source_images += 1
+        group_tiles = list(group)
+        error: Exception | None = None
+        try:
+            source = open_image(path)
+        except ImageReadError as exc:
+            source, error = None, exc
+        try:
+            for tile in group_tiles:
+                if progress is not None:
+                    progress(tile)
+                if tile.window is None:
+                    raise TilingError(f"{tile.image_id} is not a tile (no window)")
+                if error is not None:
+                    failed(tile, error)
+                    continue
+                try:
+                    pixels = source.read(tile.window)  # type: ignore[union-attr]
+                except ImageReadError as exc:
+                    failed(tile, exc)
+                    if not source.windowed:  # type: ignore[union-attr]
+                        error = exc  # a whole-image decode failed: do not retry per tile
+                    continue
+                scale = patch_size / float(tile.window[2])
+                if pixels.shape[:2] != (patch_size, patch_size):
+                    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+                    pixels = cv2.resize(pixels, (patch_size, patch_size), interpolation=interp)
+                split = tile.split or "all"
+                write_png(out / split / "images" / f"{tile.image_id}.png", pixels)
+                gsd = None if tile.gsd is None else tile.gsd / scale
+                label_path = out / split / "labelTxt" / f"{tile.image_id}.txt"
+                label_path.parent.mkdir(parents=True, exist_ok=True)
+                label_path.write_bytes(dota_label_text(tile.objects, scale, gsd).encode("utf-8"))
+                summary.patches += 1
+                summary.objects += len(tile.objects)
+                summary.splits[split] = summary.splits.get(split, 0) + 1
+        finally:
+            if source is not None:
+                source.close()
+    return summary
