@@ -260,12 +260,12 @@ def compute_audit(
         entry: dict[str, Any] = {"values": int(finite.sum()), "missing": int((~finite).sum())}
         if not finite.any():
             entry["note"] = (
-                f"no {m} values (segmenter {config.get('segmenter')!r} gives none): skipped"
+                f"no {m} values (segmenter {config.get('segmenter')!r} gives none)"
                 if n
                 else "no instances"
             )
             if n:
-                notes.append(f"{m}: {entry['note']}")
+                notes.append(f"{m}: skipped, {entry['note']}")
             metrics[m] = entry
             continue
         if entry["missing"]:
@@ -388,7 +388,7 @@ def sheet_size(n: int) -> tuple[int, int]:
 
 
 def _fmt(v: float | None) -> str:
-    return "–" if v is None else f"{v:.3f}"
+    return "n/a" if v is None else f"{v:.3f}"
 
 
 def _crop_box(row: dict[str, Any], width: int, height: int) -> tuple[int, int, int, int]:
@@ -591,7 +591,7 @@ def summary_text(audit: dict[str, Any]) -> str:
                 f"q75 {q['q75']:.3f}  (n={q['count']:,})"
             )
         else:
-            lines.append(f"  {m:<16} {audit['metrics'][m].get('note', 'no values')}")
+            lines.append(f"  {m:<16} skipped ({audit['metrics'][m].get('note', 'no values')})")
     lines.append("  per class: see audit.json")
     if audit.get("sheets"):
         lines += ["", "Contact sheets of the worst masks:"]

@@ -123,8 +123,14 @@ def bright(color: Sequence[int]) -> Color:
     """A light, saturated variant of a colour, visible on dark imagery (for outlines, text)."""
     r, g, b = (int(v) / 255 for v in color)
     h, s, _ = colorsys.rgb_to_hsv(r, g, b)
-    r, g, b = colorsys.hsv_to_rgb(h, max(s, 0.6) if s > 0 else 0.0, 1.0)
+    r, g, b = colorsys.hsv_to_rgb(h, min(max(s, 0.6), 0.75) if s > 0 else 0.0, 1.0)
     return (round(r * 255), round(g * 255), round(b * 255))
+
+
+def text_color(background: Sequence[int]) -> Color:
+    """Black or white, whichever reads better on ``background`` (Rec. 601 luma)."""
+    r, g, b = (int(v) for v in background)
+    return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > 140 else (255, 255, 255)
 
 
 def mask_contours(mask: np.ndarray) -> list[np.ndarray]:

@@ -183,12 +183,11 @@ def test_compare_puts_builds_side_by_side(build: Path, stats: dict, tmp_path: Pa
     make_fake_build(other)
     other_stats = compute_stats(other)
     assert other_stats["instances"]["total"] == FAKE["n_instances"]
-    single = write_report(build, stats)["classes_instances"].read_bytes()
     written = write_report(build, stats, [("FAST", other_stats)])
     html = written["report"].read_text()
     assert "SOTA" in html and "FAST" in html and "SOTA vs FAST" in html
     assert len(_decoded_images(html)) == len(PLOTS)
-    assert written["classes_instances"].read_bytes() != single
+    assert "SOTA<br>instances" in html and "FAST<br>instances" in html  # side by side
     # stats.json keeps only the numbers of OUT itself
     assert json.loads(written["stats"].read_text()) == stats
 
@@ -230,3 +229,48 @@ def test_cli_stats_json_and_compare(build: Path, tmp_path: Path) -> None:
 
     bad = runner.invoke(main, ["stats", str(tmp_path)])
     assert bad.exit_code == 1 and "samrs.json" in bad.output
+
+
+def test_end_to_end_synthetic_build(tmp_path: Path) -> None:
+    """synth -> build (grabcut) -> stats equal counts made directly from the outputs."""
+    from samrs.audit import compute_audit
+    from samrs.build.config import BuildConfig
+    from samrs.build.run import run_build
+    from samrs.show import render_image
+    from samrs.synth import write_synthetic
+
+    synth = write_synthetic("dota", tmp_path / "src", 4, 0)
+    out = tmp_path / "out"
+    run_build(
+        BuildConfig(
+            source="dota", root=str(synth.root), out=str(out), segmenter="grabcut", progress=False
+        )
+    )
+    s = compute_stats(out)
+
+    inst = _frame(out, "instances")
+    images = _frame(out, "images")
+    assert s["instances"]["total"] == len(inst) == synth.n_objects
+    assert s["images"]["total"] == len(images) == synth.n_images
+    assert s["images"]["by_status"].get("empty", 0) == synth.n_empty
+    kept = inst[inst["kept"]]["class_name"].value_counts().to_dict()
+    assert {c["name"]: c["instances"] for c in s["classes"] if c["instances"]} == kept
+    assert sum(kept.values()) == s["instances"]["kept"]
+    pixels = np.zeros(256, dtype=np.int64)
+    for png in (out / "semantic").glob("*.png"):
+        pixels += np.bincount(np.asarray(Image.open(png)).ravel(), minlength=256)
+    assert [c["pixels"] for c in s["classes"]] == pixels[: len(s["classes"])].tolist()
+    assert s["pixels"]["unlabelled"] == pixels[255]
+    assert s["pixels"]["total"] == int((images["width"] * images["height"]).sum())
+    n_obj = {str(k): v for k, v in sorted(images["n_objects"].value_counts().items())}
+    assert s["objects_per_image"]["n_objects"] == n_obj
+    assert s["metrics"]["score"]["missing"] == len(inst)  # grabcut has no scores
+
+    audit = compute_audit(out, worst=4)
+    assert "score" not in audit["worst"] and len(audit["worst"]["rbox_iou"]) == 4
+    assert audit["worst"]["rbox_iou"][0]["rbox_iou"] == pytest.approx(
+        inst["rbox_iou"].min(), abs=1e-6
+    )
+    first = images.sort_values("image_id").iloc[0]
+    drawn = render_image(out, first["image_id"])
+    assert drawn.shape == (first["height"], first["width"], 3)
