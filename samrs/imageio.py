@@ -203,7 +203,14 @@ class ImageSource:
         self._array: np.ndarray | None = None
         self._dataset = None
         if _uses_rasterio(self.path):
-            self._dataset = _rasterio_open(self.path)
+            try:
+                self._dataset = _rasterio_open(self.path)
+            except ImageReadError as exc:
+                header = _pil_header_size(self.path)  # a TIFF GDAL rejects but Pillow reads?
+                if header is None:
+                    raise exc from None
+                self.width, self.height = header
+                return
             self.width, self.height = int(self._dataset.width), int(self._dataset.height)
         else:
             self.width, self.height = _pil_size(self.path)
@@ -268,11 +275,9 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     _check_exists(path)
     if not _uses_rasterio(path):
         return _pil_size(path)
-    try:
-        with Image.open(path) as img:
-            return (int(img.width), int(img.height))
-    except (OSError, UnidentifiedImageError, ValueError):
-        pass
+    header = _pil_header_size(path)
+    if header is not None:
+        return header
     with _rasterio_open(path) as ds:
         return (int(ds.width), int(ds.height))
 
@@ -298,6 +303,17 @@ def read_image(
 
 
 # --- Pillow backend ---------------------------------------------------------------------------
+
+
+def _pil_header_size(path: Path) -> tuple[int, int] | None:
+    """Size from Pillow's lazy open, or None when Pillow cannot parse the header."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                return (int(img.width), int(img.height))
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        return None
 
 
 def _pil_size(path: Path) -> tuple[int, int]:
