@@ -21,7 +21,8 @@ never by mask overlap alone:
    optimal (Hungarian) assignment only where several boxes of a class compete for one object.
 
 Ground truth left unmatched (iSAID labels far more objects than DOTA has boxes) and
-instances left unmatched are reported apart: they are not counted as generator misses.
+instances left unmatched are reported apart: they are not counted as generator misses. GT
+images that no build image maps to (another split, say) are not evaluated at all.
 
 Metrics over matched *kept* instances, overall, per class and per size bucket (by GT mask
 area in the evaluated frame: small < 32², medium < 96², large): mean IoU, area-weighted IoU
