@@ -465,3 +465,29 @@ def test_placed_masks_round_trip_through_rle() -> None:
         assert placed.area == full.sum()
         again = _encode_placed(placed, w, h)
         assert (rle.decode(again) == full).all()
+
+
+def test_build_without_instances(tmp_path: Path) -> None:
+    """Nothing generated: no metrics (null, not 0), every GT object unmatched, table prints."""
+    _, gt = make_case(tmp_path)
+    out = write_build(tmp_path / "empty", [{"image_id": "P0001", "width": W, "height": H}], [])
+    doc = evaluate(out, gt).to_dict()
+    assert doc["matched"] == 0 and doc["miou"] is None and doc["mask_ap"] is None
+    assert doc["unmatched_gt"] == len(OBJECTS_A) + 1
+    assert doc["matching"]["gt_images_evaluated"] == 1
+    assert "all (kept)" in format_result(doc)
+
+
+def test_cli_instances_file(tmp_path: Path) -> None:
+    out, gt = make_case(tmp_path)
+    target = tmp_path / "scores" / "instances.json"
+    res = CliRunner().invoke(
+        main, ["evaluate", "--pred", str(out), "--gt", str(gt), "--instances", str(target)]
+    )
+    assert res.exit_code == 0, res.output
+    doc = json.loads(target.read_text())
+    assert [s["iou"] for s in doc["instances"] if s["kept"]] == pytest.approx(KEPT_IOUS)
+    assert [u["reason"] for u in doc["unmatched_pred_instances"]] == [
+        "no GT object",
+        "no GT image",
+    ]
