@@ -13,7 +13,18 @@ from pathlib import Path
 
 MANIFEST_TABLES = ("errors", "instances", "images")  # commit order: images last
 STATE_DIR = ".samrs"
-MANAGED = ("samrs.json", "manifest", "semantic", "images", "coco", "geo", STATE_DIR)
+MANAGED = (
+    "samrs.json",
+    "manifest",
+    "semantic",
+    "images",
+    "coco",
+    "geo",
+    "stats",
+    "audit",
+    "show",
+    STATE_DIR,
+)
 """Everything a build writes directly under OUT (removed by ``--overwrite``)."""
 
 

@@ -78,15 +78,17 @@ def resolve_config(config: BuildConfig) -> BuildConfig:
                 "(or --random-weights for tests)"
             )
         if config.checkpoint:
-            from samrs.segmenters import CheckpointError, checkpoint_sha256, inspect_checkpoint
+            from samrs.segmenters import CheckpointError, checkpoint_sha256, validate_checkpoint
 
             try:
-                model = inspect_checkpoint(config.checkpoint, config.model, config.segmenter)
-            except CheckpointError as exc:
+                info = validate_checkpoint(
+                    config.segmenter, model=config.model, checkpoint=config.checkpoint
+                )
+            except (CheckpointError, ValueError) as exc:
                 raise BuildError(str(exc)) from exc
             config = replace(
                 config,
-                model=model,
+                model=info.model if info is not None else config.model,
                 checkpoint=str(Path(config.checkpoint).resolve()),
                 checkpoint_sha256=checkpoint_sha256(config.checkpoint),
             )
@@ -180,14 +182,16 @@ def count_outputs(out: Path) -> dict[str, Any]:
 
 def finalize(out: Path, config: BuildConfig, metadata: dict[str, Any]) -> dict[str, Any]:
     """Merge the COCO JSON, write counts into samrs.json and the completion marker."""
-    from samrs.outputs.coco import coco_from_manifest, write_json
+    from samrs.outputs.coco import write_coco
     from samrs.outputs.metadata import dumps, write_build_metadata
 
     layout = Layout(out)
-    coco = coco_from_manifest(
-        out, include_rejected=config.include_rejected, polygons=config.polygons
+    write_coco(
+        out,
+        out / "coco" / "instances.json",
+        include_rejected=config.include_rejected,
+        polygons=config.polygons,
     )
-    write_json(out / "coco" / "instances.json", coco)
     counts = count_outputs(out)
     write_build_metadata(out, {**metadata, "counts": counts})
     layout.state.mkdir(parents=True, exist_ok=True)

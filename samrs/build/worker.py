@@ -348,7 +348,7 @@ def _finish_image(
 ) -> _ImageOutput:
     """Quality, filters, RLE, semantic label and tile image of one segmented image."""
     from samrs import rle
-    from samrs.outputs.semantic import paint_semantic, write_semantic_png
+    from samrs.outputs.semantic import paint_semantic, semantic_palette, write_semantic_png
     from samrs.quality import apply_filters
 
     height, width = int(pixels.shape[0]), int(pixels.shape[1])
@@ -356,19 +356,24 @@ def _finish_image(
     paint_masks, paint_classes, paint_areas, paint_scores = [], [], [], []
     if image.objects:
         assert prompts is not None and masks is not None
-        polygons = prompts.polygons.reshape(-1, 8)
-        verdict = apply_filters(masks, polygons, config)
+        verdict = apply_filters(masks, prompts.polygons.reshape(-1, 8), config, config.on_reject)
+        precomputed = getattr(masks, "rles", None)
         for j, obj in enumerate(image.objects):
             mask = verdict.masks[j]
+            substituted = bool(verdict.substituted[j])
             encoded = (
-                masks.rles[j]
-                if getattr(masks, "rles", None) is not None and not verdict.substituted[j]
+                {"size": [height, width], "counts": precomputed[j]["counts"]}
+                if precomputed is not None and not substituted
                 else rle.encode(mask)
             )
             area = int(verdict.metrics["area"][j])
-            kept = verdict.reasons[j] is None
-            usable = kept or verdict.substituted[j]
-            if usable:
+            reason = None if substituted else verdict.reasons[j]
+            flags = (
+                [*obj.flags, f"substituted:{verdict.reasons[j]}"]
+                if substituted
+                else list(obj.flags)
+            )
+            if reason is None:
                 paint_masks.append(mask)
                 paint_classes.append(obj.class_id)
                 paint_areas.append(area)
@@ -385,12 +390,8 @@ def _finish_image(
                     "polygon": [float(v) for v in obj.polygon],
                     "hbox": [float(v) for v in obj.hbox],
                     "prompt": prompts.mode,
-                    "prompt_box": None
-                    if prompts.boxes is None
-                    else [float(v) for v in prompts.boxes[j]],
-                    "prompt_point": None
-                    if prompts.points is None
-                    else [float(v) for v in prompts.points[j]],
+                    "prompt_box": _floats(prompts.boxes, j),
+                    "prompt_point": _floats(prompts.points, j),
                     "segmentation": encoded["counts"],
                     "area": area,
                     "bbox": rle.bbox(encoded),
@@ -399,12 +400,12 @@ def _finish_image(
                     "rbox_iou": float(verdict.metrics["rbox_iou"][j]),
                     "inside_fraction": float(verdict.metrics["inside_fraction"][j]),
                     "n_components": int(verdict.metrics["n_components"][j]),
-                    "kept": kept,
-                    "reject_reason": verdict.reasons[j],
-                    "substituted": bool(verdict.substituted[j]),
+                    "kept": reason is None,
+                    "reject_reason": reason,
+                    "substituted": substituted,
                     "source_file": obj.source_file,
                     "source_line": obj.source_line,
-                    "flags": list(obj.flags),
+                    "flags": flags,
                 }
             )
     label = paint_semantic(
@@ -418,7 +419,8 @@ def _finish_image(
         background=config.background,
     )
     semantic_path = layout.semantic(image.image_id)
-    _write_atomic(semantic_path, lambda p: write_semantic_png(p, label, classes))
+    palette = semantic_palette(classes, config.background)
+    _write_atomic(semantic_path, lambda p: write_semantic_png(p, label, palette))
     if image.window is not None:
         from PIL import Image
 
@@ -438,6 +440,10 @@ def _finish_image(
         status="ok" if image.objects else "empty",
     )
     return _ImageOutput(row, instance_rows, [])
+
+
+def _floats(values: np.ndarray | None, j: int) -> list[float] | None:
+    return None if values is None else [float(v) for v in values[j]]
 
 
 def _opt(value: float) -> float | None:

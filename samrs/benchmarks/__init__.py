@@ -1,0 +1,1 @@
+"""Benchmarks behind ``samrs bench``: the model alone, the samrs pipeline, the SAMRS loop."""

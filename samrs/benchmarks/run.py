@@ -1,0 +1,237 @@
+"""``samrs bench``: the model alone, the samrs pipeline and the SAMRS reference loop, measured
+on the same images with the same weights in one run.
+
+- ``model_only``: encoder + decoder on pre-loaded, preprocessed tensors (the ceiling).
+- ``pipeline``: ``samrs build`` from files on disk to committed outputs.
+- ``reference``: :func:`samrs.benchmarks.reference.run_reference_loop` (fp32, eager attention).
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from samrs.classes import DOTA_V1_0, class_table
+
+
+def make_bench_dataset(
+    root: Path, n_images: int, objects_per_image: int, image_size: int, seed: int = 0
+) -> None:
+    """A DOTA-layout dataset of textured images with rotated ellipses and their boxes."""
+    rng = np.random.default_rng(seed)
+    images, labels = root / "train" / "images", root / "train" / "labelTxt"
+    images.mkdir(parents=True, exist_ok=True)
+    labels.mkdir(parents=True, exist_ok=True)
+    for i in range(n_images):
+        noise = rng.integers(60, 140, (image_size // 8, image_size // 8, 3), dtype=np.uint8)
+        img = cv2.resize(noise, (image_size, image_size), interpolation=cv2.INTER_CUBIC)
+        lines = ["imagesource:bench", "gsd:null"]
+        for _ in range(objects_per_image):
+            w = float(rng.uniform(12, image_size / 6))
+            h = float(rng.uniform(0.3, 1.0) * w)
+            cx = float(rng.uniform(w, image_size - w))
+            cy = float(rng.uniform(w, image_size - w))
+            angle = float(rng.uniform(0, 180))
+            color = tuple(int(c) for c in rng.integers(150, 255, 3))
+            cv2.ellipse(img, ((cx, cy), (w, h), angle), color, -1)
+            corners = cv2.boxPoints(((cx, cy), (w, h), angle))
+            coords = " ".join(f"{v:.1f}" for v in np.clip(corners, 0, image_size).ravel())
+            lines.append(f"{coords} {DOTA_V1_0[int(rng.integers(len(DOTA_V1_0)))]} 0")
+        cv2.imwrite(str(images / f"P{i:05d}.png"), img[:, :, ::-1])
+        (labels / f"P{i:05d}.txt").write_text("\n".join(lines) + "\n")
+
+
+def _peak_host_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _sync(device: Any) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _mask_agreement(out: Path, ref_dir: Path) -> dict[str, Any]:
+    """Per-mask IoU between the pipeline's masks and the reference loop's."""
+    import pickle
+
+    from samrs import rle
+    from samrs.geometry import mask_iou
+    from samrs.outputs.manifest import read_table
+
+    images = {r["image_id"]: r for r in read_table(out, "images").to_pylist()}
+    ious = []
+    for row in read_table(out, "instances").to_pylist():
+        image = images[row["image_id"]]
+        ref_file = ref_dir / "ins" / f"{Path(image['source_file']).stem}.pkl"
+        with open(ref_file, "rb") as fh:
+            ref = pickle.load(fh)[row["object_index"]]["segmentation"]
+        ours = rle.decode(
+            {"size": [image["height"], image["width"]], "counts": row["segmentation"]}
+        )
+        theirs = rle.decode(ref)
+        ious.append(1.0 if not ours.any() and not theirs.any() else mask_iou(ours, theirs))
+    arr = np.asarray(ious) if ious else np.zeros(1)
+    return {
+        "n": len(ious),
+        "min": float(arr.min()),
+        "p01": float(np.quantile(arr, 0.01)),
+        "p05": float(np.quantile(arr, 0.05)),
+        "median": float(np.median(arr)),
+        "share_at_least_0.98": float(np.mean(arr >= 0.98)),
+    }
+
+
+def run_benchmark(
+    *,
+    device: str | None = None,
+    model: str = "tiny",
+    checkpoint: str | None = None,
+    random_weights: bool = True,
+    images: int = 16,
+    objects_per_image: int = 20,
+    image_size: int = 1024,
+    batch_size: int = 4,
+    workers: int = 1,
+    compile: bool = False,
+    repeats: int = 1,
+    workdir: str | None = None,
+    skip_reference: bool = False,
+) -> dict[str, Any]:
+    """Measure ``model_only``, ``pipeline`` and ``reference`` and return one JSON-ready dict."""
+    import torch
+
+    from samrs.build import BuildConfig, run_build
+    from samrs.build.worker import get_segmenter
+    from samrs.imageio import read_image
+    from samrs.prompts import build_prompts
+    from samrs.segmenters import create_segmenter
+
+    tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="samrs-bench-"))
+    root = tmp / "data"
+    if root.exists():
+        shutil.rmtree(root)
+    make_bench_dataset(root, images, objects_per_image, image_size)
+    config = BuildConfig(
+        source="dota", root=str(root), out=str(tmp / "pipeline"), segmenter="sam", model=model,
+        checkpoint=checkpoint, random_weights=random_weights and checkpoint is None,
+        device=device, batch_size=batch_size, workers=workers, compile=compile, progress=False,
+        shard_size=max(1, math.ceil(images / max(workers, 1))), overwrite=True, resume=False,
+        threads=None if workers == 1 else max(1, (torch.get_num_threads() or 1) // workers),
+    )  # fmt: skip
+    segmenter = get_segmenter(config)  # the pipeline reuses this model in-process
+    sam = segmenter.inner if hasattr(segmenter, "inner") else segmenter
+    dev = sam.device
+    result: dict[str, Any] = {
+        "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "torch_threads": torch.get_num_threads(),
+        "model": sam.model_name,
+        "dtype": sam.precision,
+        "random_weights": checkpoint is None,
+        "images": images,
+        "objects_per_image": objects_per_image,
+        "image_size": image_size,
+        "batch_size": batch_size,
+        "workers": workers,
+    }
+    if compile:
+        result["compile_seconds"] = sam.warmup()
+
+    # model only: pre-loaded tensors, encoder + decoder, nothing else
+    pixels_np = [read_image(p) for p in sorted((root / "train" / "images").glob("*.png"))]
+    from samrs.sources import read_dataset
+
+    dataset = read_dataset("dota", root)
+    prompt_sets = [
+        build_prompts(np.array([o.polygon for o in im.objects]).reshape(-1, 8), "rhbox")
+        for im in dataset.images
+    ]
+    batches = []
+    with torch.inference_mode():
+        for start in range(0, images, batch_size):
+            chunk = pixels_np[start : start + batch_size]
+            pixels, sizes = sam.preprocess(chunk)
+            boxes = []
+            for k, (h, _w) in enumerate(sizes):
+                scale = h / chunk[k].shape[0]
+                boxes.append(
+                    torch.as_tensor(prompt_sets[start + k].boxes * scale, dtype=torch.float32)
+                )
+            batches.append((pixels, torch.stack(boxes).to(dev)))
+    sam.model_forward(*batches[0])  # warm-up
+    _sync(dev)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for pixels, boxes in batches:
+            sam.model_forward(pixels, boxes)
+        _sync(dev)
+        best = min(best, time.perf_counter() - start)
+    del batches
+    result["model_only"] = {"seconds": best, "images_per_s": images / best}
+
+    # pipeline: files on disk -> committed outputs
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        summary = run_build(config)
+        _sync(dev)
+        best = min(best, time.perf_counter() - start)
+        assert summary.ok, summary.failed_shards
+    masks = images * objects_per_image
+    result["pipeline"] = {
+        "seconds": best,
+        "images_per_s": images / best,
+        "masks_per_s": masks / best,
+    }
+
+    if not skip_reference:
+        eager = create_segmenter(
+            "sam", model=model, checkpoint=checkpoint, random_weights=checkpoint is None,
+            device=str(dev), attention="eager", precision="fp32",
+        )  # fmt: skip
+        palette = class_table("dota").full_palette()
+        paths = sorted((root / "train" / "images").glob("*.png"))
+        boxes_np = [p.boxes for p in prompt_sets]
+        classes = [np.array([o.class_id for o in im.objects]) for im in dataset.images]
+        from samrs.benchmarks.reference import run_reference_loop
+
+        best = math.inf
+        for _ in range(repeats):
+            ref_dir = tmp / "reference"
+            shutil.rmtree(ref_dir, ignore_errors=True)
+            start = time.perf_counter()
+            run_reference_loop(eager.model, paths, boxes_np, classes, ref_dir, palette)
+            _sync(dev)
+            best = min(best, time.perf_counter() - start)
+        result["reference"] = {
+            "seconds": best,
+            "images_per_s": images / best,
+            "masks_per_s": masks / best,
+        }
+        result["pipeline_over_reference"] = (
+            result["pipeline"]["images_per_s"] / result["reference"]["images_per_s"]
+        )
+        result["mask_agreement"] = _mask_agreement(Path(config.out), tmp / "reference")
+    result["pipeline_over_model_only"] = (
+        result["pipeline"]["images_per_s"] / result["model_only"]["images_per_s"]
+    )
+    result["masks_per_s"] = result["pipeline"]["masks_per_s"]
+    result["peak_host_mb"] = _peak_host_mb()
+    if dev.type == "cuda":
+        result["peak_device_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
+    if not workdir:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return result

@@ -1,0 +1,5 @@
+"""``python -m samrs.cli``."""
+
+from samrs.cli import main
+
+main()

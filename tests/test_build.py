@@ -1,0 +1,412 @@
+"""End-to-end builds on synthetic data with the weight-free grabcut segmenter."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from samrs.build import BuildConfig, BuildError, run_build
+from samrs.build.layout import Layout
+from samrs.cli import main
+from samrs.outputs.manifest import read_table
+from samrs.synth import write_synthetic
+
+
+@pytest.fixture(scope="module")
+def dota(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("data") / "dota"
+    write_synthetic("dota", root, 6, 7)
+    return root
+
+
+def config(root: Path, out: Path, **options: object) -> BuildConfig:
+    values: dict[str, object] = {
+        "source": "dota",
+        "root": str(root),
+        "out": str(out),
+        "segmenter": "grabcut",
+        "shard_size": 2,
+        "progress": False,
+    }
+    values.update(options)
+    return BuildConfig(**values)  # type: ignore[arg-type]
+
+
+def output_files(out: Path) -> dict[str, bytes]:
+    """Every data file of a build (what must be byte-identical between equal builds)."""
+    files = {}
+    for sub in ("manifest", "semantic", "images", "coco"):
+        for path in sorted((out / sub).rglob("*")):
+            if path.is_file():
+                files[str(path.relative_to(out))] = path.read_bytes()
+    return files
+
+
+def source_object_count(root: Path) -> int:
+    from samrs.sources import read_dataset
+
+    dataset = read_dataset("dota", root)
+    return dataset.n_objects + sum(e.n_objects for e in dataset.errors)
+
+
+@pytest.fixture(scope="module")
+def reference(dota: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ref") / "out"
+    summary = run_build(config(dota, out))
+    assert summary.state == "complete" and summary.ok
+    return out
+
+
+def test_every_object_appears_exactly_once(reference: Path, dota: Path) -> None:
+    instances = read_table(reference, "instances")
+    errors = read_table(reference, "errors")
+    images = read_table(reference, "images")
+    ids = instances.column("instance_id").to_pylist()
+    assert len(ids) == len(set(ids)) and ids == sorted(ids)
+    assert len(set(images.column("image_id").to_pylist())) == images.num_rows
+    # each (image, object) pair once
+    pairs = list(
+        zip(
+            instances.column("image_id").to_pylist(),
+            instances.column("object_index").to_pylist(),
+            strict=True,
+        )
+    )
+    assert len(pairs) == len(set(pairs))
+    # planned objects = instance rows + objects inside error rows
+    n_planned = sum(images.column("n_objects").to_pylist())
+    in_image_errors = sum(
+        n
+        for n, s in zip(
+            errors.column("n_objects").to_pylist(), errors.column("stage").to_pylist(), strict=True
+        )
+        if s not in ("read", "skip", "tile")
+    )
+    assert instances.num_rows + in_image_errors == n_planned
+    statuses = set(images.column("status").to_pylist())
+    assert "empty" in statuses and "ok" in statuses
+    meta = json.loads((reference / "samrs.json").read_text())
+    assert meta["counts"]["instances"] == instances.num_rows
+    assert meta["segmenter"]["name"] == "grabcut"
+    assert len(meta["fingerprint"]) == 64 and meta["config"]["segmenter"] == "grabcut"
+    assert sum(meta["counts"]["images"].values()) == images.num_rows
+
+
+def test_whole_images_keep_all_source_objects(dota: Path, tmp_path: Path) -> None:
+    out = tmp_path / "whole"
+    run_build(config(dota, out))
+    instances = read_table(out, "instances")
+    errors = read_table(out, "errors")
+    assert instances.num_rows + sum(errors.column("n_objects").to_pylist()) == source_object_count(
+        dota
+    )
+
+
+def test_outputs_readable(reference: Path) -> None:
+    from pycocotools.coco import COCO
+
+    coco = COCO(str(reference / "coco" / "instances.json"))
+    assert coco.getAnnIds()
+    meta = json.loads((reference / "samrs.json").read_text())
+    n_classes = len(meta["class_table"]["classes"])
+    images = read_table(reference, "images")
+    for row in images.to_pylist():
+        label = np.asarray(Image.open(reference / row["semantic_file"]))
+        assert label.shape == (row["height"], row["width"])
+        assert set(np.unique(label)) <= set(range(n_classes)) | {255}
+        if row["status"] == "empty":
+            assert (label == 255).all()
+        if row["window"] is not None:
+            assert (reference / row["file_name"]).is_file()
+    # kept instances are painted: their pixels carry a class id
+    assert any(
+        (np.asarray(Image.open(reference / r["semantic_file"])) != 255).any()
+        for r in images.to_pylist()
+    )
+
+
+def test_same_inputs_same_bytes(reference: Path, dota: Path, tmp_path: Path) -> None:
+    out = tmp_path / "again"
+    run_build(config(dota, out))
+    assert output_files(out) == output_files(reference)
+
+
+def test_two_workers_same_bytes(reference: Path, dota: Path, tmp_path: Path) -> None:
+    out = tmp_path / "two"
+    summary = run_build(config(dota, out, workers=2, threads=1))
+    assert summary.ok
+    assert output_files(out) == output_files(reference)
+
+
+def test_killed_worker_is_retried(
+    reference: Path, dota: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SAMRS_FAULT_INJECT", "kill:1")
+    out = tmp_path / "killed-worker"
+    summary = run_build(config(dota, out, workers=2, threads=1))
+    assert summary.ok
+    assert (Layout(out).state / "fault-00001").is_file()  # the worker really died once
+    assert output_files(out) == output_files(reference)
+
+
+def _cli_build(dota: Path, out: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    args = [
+        sys.executable,
+        "-m",
+        "samrs.cli",
+        "build",
+        "--source",
+        "dota",
+        "--root",
+        str(dota),
+        "--out",
+        str(out),
+        "--segmenter",
+        "grabcut",
+        "--shard-size",
+        "1",
+        "--gpus",
+        "0",
+    ]
+    return subprocess.Popen(
+        args, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
+def test_sigkill_then_resume_gives_identical_outputs(dota: Path, tmp_path: Path) -> None:
+    ref = tmp_path / "ref1"
+    assert _cli_build(dota, ref).wait(timeout=300) == 0
+    out = tmp_path / "killed"
+    proc = _cli_build(dota, out)
+    layout = Layout(out)
+    deadline = time.time() + 120
+    while time.time() < deadline and not layout.committed_shards():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not layout.complete_marker.exists()
+    resumed = _cli_build(dota, out)
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err.decode()
+    assert output_files(out) == output_files(ref)
+    again = _cli_build(dota, out)
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0 and b"nothing to do" in err
+
+
+def test_process_death_mid_build_then_resume(reference: Path, dota: Path, tmp_path: Path) -> None:
+    out = tmp_path / "died"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from samrs.cli import main; main()",
+            "build",
+            "--source",
+            "dota",
+            "--root",
+            str(dota),
+            "--out",
+            str(out),
+            "--segmenter",
+            "grabcut",
+            "--shard-size",
+            "2",
+            "--gpus",
+            "0",
+        ],
+        env={**os.environ, "SAMRS_FAULT_INJECT": "kill:1"},
+        capture_output=True,
+    )
+    assert proc.returncode == 77  # died inside shard 1
+    assert Layout(out).committed_shards() == {0}
+    summary = run_build(config(dota, out))
+    assert summary.state == "complete"
+    assert output_files(out) == output_files(reference)
+
+
+def test_write_failure_fails_the_shard_only(
+    reference: Path, dota: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import samrs.outputs.manifest as manifest
+
+    original = manifest.write_part
+
+    def full_disk(path, table, rows):  # type: ignore[no-untyped-def]
+        if rows and table == "images" and rows[0]["shard"] == 1:
+            raise OSError(28, "No space left on device", str(path))
+        return original(path, table, rows)
+
+    monkeypatch.setattr(manifest, "write_part", full_disk)
+    out = tmp_path / "full"
+    summary = run_build(config(dota, out))
+    assert summary.state == "failed"
+    assert [f["shard"] for f in summary.failed_shards] == [1]
+    assert "No space left on device" in summary.failed_shards[0]["cause"]
+    layout = Layout(out)
+    assert 1 not in layout.committed_shards() and 0 in layout.committed_shards()
+    assert not layout.part("instances", 1).exists()
+    assert layout.failure(1).is_file()
+    monkeypatch.setattr(manifest, "write_part", original)
+    assert run_build(config(dota, out)).state == "complete"
+    assert output_files(out) == output_files(reference)
+
+
+def test_bad_input_is_recorded_not_fatal(tmp_path: Path) -> None:
+    root = tmp_path / "bad"
+    write_synthetic("dota", root, 4, 3)
+    images = sorted((root / "train" / "images").glob("*.png"))
+    labels = sorted((root / "train" / "labelTxt").glob("*.txt"))
+    images[0].write_bytes(images[0].read_bytes()[:200])  # truncated image
+    with labels[1].open("a") as fh:
+        fh.write("1 2 3 not-a-number\n")
+    result = CliRunner().invoke(
+        main,
+        [
+            "build",
+            "--source",
+            "dota",
+            "--root",
+            str(root),
+            "--out",
+            str(tmp_path / "out"),
+            "--segmenter",
+            "grabcut",
+            "--gpus",
+            "0",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    errors = read_table(tmp_path / "out", "errors").to_pylist()
+    files = {Path(e["source_file"]).name: e for e in errors}
+    assert images[0].name in files and files[images[0].name]["stage"] == "image"
+    assert labels[1].name in files and files[labels[1].name]["line"] is not None
+    assert "error rows" in result.output
+    images_table = read_table(tmp_path / "out", "images").to_pylist()
+    assert {r["status"] for r in images_table if Path(r["source_file"]).name == images[0].name} == {
+        "error"
+    }
+
+
+def test_incompatible_out_refused(reference: Path, dota: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cfg"
+    run_build(config(dota, out))
+    with pytest.raises(BuildError, match="prompt"):
+        run_build(config(dota, out, prompt="hbox"))
+    summary = run_build(config(dota, out, prompt="hbox", overwrite=True, resume=False))
+    assert summary.state == "complete"
+    assert json.loads((out / "samrs.json").read_text())["config"]["prompt"] == "hbox"
+
+
+def test_dry_run_writes_nothing(dota: Path, tmp_path: Path) -> None:
+    out = tmp_path / "dry"
+    result = CliRunner().invoke(
+        main,
+        [
+            "build",
+            "--source",
+            "dota",
+            "--root",
+            str(dota),
+            "--out",
+            str(out),
+            "--segmenter",
+            "grabcut",
+            "--dry-run",
+            "--gpus",
+            "0",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "shards" in result.output and "objects" in result.output and "plane" in result.output
+    assert not out.exists()
+    as_json = CliRunner().invoke(
+        main,
+        [
+            "build",
+            "--source",
+            "dota",
+            "--root",
+            str(dota),
+            "--out",
+            str(out),
+            "--segmenter",
+            "grabcut",
+            "--dry-run",
+            "--json",
+            "--gpus",
+            "0",
+        ],
+    )
+    plan = json.loads(as_json.stdout)["plan"]
+    assert plan["objects"] > 0 and plan["images"] == 6
+
+
+def test_sam_without_weights_stops_at_once(dota: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["build", "--source", "dota", "--root", str(dota), "--out", str(tmp_path / "x")]
+    )
+    assert result.exit_code != 0
+    assert "--checkpoint" in result.output and "grabcut" in result.output
+    assert not (tmp_path / "x").exists()
+    result = CliRunner().invoke(
+        main,
+        [
+            "build",
+            "--source",
+            "dota",
+            "--root",
+            str(tmp_path / "nope"),
+            "--out",
+            str(tmp_path / "x"),
+            "--segmenter",
+            "grabcut",
+        ],
+    )
+    assert result.exit_code != 0 and "nope" in result.output
+
+
+def test_recipe_file_with_overrides(dota: Path, tmp_path: Path) -> None:
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        '[build]\nsource = "dota"\nprompt = "hbox"\nsegmenter = "box"\nshard-size = 3\n'
+    )
+    out = tmp_path / "recipe"
+    result = CliRunner().invoke(
+        main,
+        [
+            "build",
+            "--config",
+            str(recipe),
+            "--root",
+            str(dota),
+            "--out",
+            str(out),
+            "--segmenter",
+            "grabcut",
+            "--gpus",
+            "0",
+            "--dry-run",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    cfg = json.loads(result.stdout)["config"]
+    assert cfg["prompt"] == "hbox" and cfg["segmenter"] == "grabcut" and cfg["shard_size"] == 3
+
+
+def test_parts_have_schema_metadata(reference: Path) -> None:
+    part = next((reference / "manifest" / "instances").glob("part-*.parquet"))
+    schema = pq.read_schema(part)
+    assert schema.metadata[b"samrs_manifest_version"] == b"1.0"
