@@ -63,7 +63,7 @@ import numpy as np
 
 from samrs import rle
 from samrs.classes import class_table, distinct_palette
-from samrs.geometry import polygon_area, rasterize_polygon, rbox_polygon
+from samrs.geometry import rasterize_polygon, rbox_polygon
 from samrs.imageio import write_image, write_png
 
 __all__ = ["FORMATS", "SynthSummary", "write_synthetic"]
@@ -910,7 +910,3 @@ def write_synthetic(
         n_bytes=sum((out / f).stat().st_size for f in files),
     )
 
-
-def polygon_fill(annotation: dict[str, object]) -> float:
-    """Mask area over oriented-box area of a GT annotation (a check that shapes are not boxes)."""
-    return float(annotation["area"]) / max(polygon_area(annotation["polygon"]), 1e-9)  # type: ignore[arg-type]
