@@ -909,4 +909,3 @@ def write_synthetic(
         files=files,
         n_bytes=sum((out / f).stat().st_size for f in files),
     )
-
