@@ -138,26 +138,36 @@ def rasterize_polygon(
     return mask
 
 
-def rasterize_geometry(geom: object, height: int, width: int) -> np.ndarray:
-    """Boolean mask of a shapely (multi)polygon, holes included."""
+def rasterize_geometry(
+    geom: object, height: int, width: int, offset: tuple[float, float] = (0.0, 0.0)
+) -> np.ndarray:
+    """Boolean mask of a shapely (multi)polygon, holes included (``offset`` as in
+    :func:`rasterize_polygon`)."""
     mask = np.zeros((height, width), dtype=bool)
     for part in getattr(geom, "geoms", [geom]):
         if getattr(part, "geom_type", "") != "Polygon" or part.is_empty:
             continue
-        mask |= rasterize_polygon(np.asarray(part.exterior.coords)[:-1], height, width)
+        mask |= rasterize_polygon(np.asarray(part.exterior.coords)[:-1], height, width, offset)
         for hole in part.interiors:
-            mask &= ~rasterize_polygon(np.asarray(hole.coords)[:-1], height, width)
+            mask &= ~rasterize_polygon(np.asarray(hole.coords)[:-1], height, width, offset)
     return mask
 
 
 def dilated_polygon_mask(
-    polygon: Sequence[float], pixels: float, height: int, width: int
+    polygon: Sequence[float],
+    pixels: float,
+    height: int,
+    width: int,
+    offset: tuple[float, float] = (0.0, 0.0),
 ) -> np.ndarray:
-    """Mask of the polygon grown by ``pixels`` (mitred corners, so a box stays a box)."""
+    """Mask of the polygon grown by ``pixels`` (mitred corners, so a box stays a box).
+
+    ``offset`` ``(x, y)`` is subtracted from the coordinates first (a window's origin).
+    """
     geom = to_shapely(polygon)
     if pixels > 0:
         geom = geom.buffer(pixels, join_style="mitre")
-    return rasterize_geometry(geom, height, width)
+    return rasterize_geometry(geom, height, width, offset)
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -36,6 +36,33 @@ class PromptSet:
     def __len__(self) -> int:
         return int(self.polygons.shape[0])
 
+    def subset(self, index: Sequence[int] | np.ndarray) -> PromptSet:
+        """The prompts at ``index`` (in that order), same mode."""
+        idx = np.asarray(index, dtype=np.int64)
+        return replace(
+            self,
+            polygons=self.polygons[idx],
+            boxes=None if self.boxes is None else self.boxes[idx],
+            points=None if self.points is None else self.points[idx],
+        )
+
+    def shifted(self, dx: float, dy: float) -> PromptSet:
+        """The same prompts in a frame whose origin is ``(dx, dy)`` here (e.g. a crop)."""
+        off = np.asarray([dx, dy], dtype=np.float32)
+        return replace(
+            self,
+            polygons=self.polygons - off,
+            boxes=None if self.boxes is None else self.boxes - np.tile(off, 2),
+            points=None if self.points is None else self.points - off,
+        )
+
+    def enclosing_boxes(self) -> np.ndarray:
+        """(N, 4) float32 ``xyxy``: the box prompts, else the polygons' enclosing boxes."""
+        if self.boxes is not None:
+            return np.asarray(self.boxes, dtype=np.float32)
+        pts = np.asarray(self.polygons, dtype=np.float32).reshape(-1, 4, 2)
+        return np.concatenate([pts.min(axis=1), pts.max(axis=1)], axis=1)
+
 
 @dataclass
 class MaskSet:
@@ -45,14 +72,51 @@ class MaskSet:
         masks: (N, H, W) bool, full image resolution.
         scores: (N,) float32 predicted IoU; NaN for segmenters without one.
         stability: (N,) float32 stability score; NaN for segmenters without one.
+        rles: optional precomputed COCO RLEs of ``masks`` (``{"size", "counts"}`` with ASCII
+            counts, e.g. run lengths computed on the GPU), one per mask; None when absent.
+            Whoever changes ``masks`` afterwards must drop or recompute them.
+        fallback: optional (N,) bool, True where the segmenter could not segment the object
+            (e.g. GrabCut on a box of a few pixels) and returned its prompt's mask instead;
+            None means no fallback happened.
     """
 
     masks: np.ndarray
     scores: np.ndarray
     stability: np.ndarray
+    rles: list[dict[str, object]] | None = None
+    fallback: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.masks.shape[0])
+
+
+def empty_maskset(height: int, width: int) -> MaskSet:
+    """A :class:`MaskSet` without masks for an image of this size."""
+    return MaskSet(
+        masks=np.zeros((0, height, width), dtype=bool),
+        scores=np.zeros(0, dtype=np.float32),
+        stability=np.zeros(0, dtype=np.float32),
+    )
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """An (H, W, 3) uint8 view or copy of an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) uint8 image.
+
+    Grey levels are repeated over the three channels and alpha is dropped. Other bit depths
+    are the image reader's job (it scales them to 8 bits): they raise ``ValueError`` here.
+    """
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        raise ValueError(f"segmenters take uint8 images, got {arr.dtype}")
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got {arr.shape}")
+    if arr.shape[2] == 1:
+        return np.repeat(arr, 3, axis=2)
+    if arr.shape[2] == 4:
+        return np.ascontiguousarray(arr[:, :, :3])
+    return arr
 
 
 class Segmenter(ABC):

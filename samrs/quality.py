@@ -1,0 +1,286 @@
+"""Per-instance mask quality metrics, thresholds and the reject policy.
+
+Metrics (one value per mask, see :func:`instance_metrics`):
+
+- ``score``: the segmenter's predicted IoU (NaN for segmenters without one).
+- ``stability``: SAM's stability score (NaN for segmenters without one).
+- ``rbox_iou``: IoU of the mask with the rasterized object polygon (the rotated box).
+- ``inside_fraction``: share of the mask's pixels inside the polygon dilated by
+  ``INSIDE_DILATION_PX`` (3) pixels; 0 for an empty mask.
+- ``area``: mask pixels.
+- ``n_components``: 8-connected components of the mask (0 when empty).
+
+Masks are full images, but the polygon work happens on the polygon's bounding window only,
+and areas are counted once for all masks of the image.
+
+:func:`judge` gives each instance the first failing reason of ``empty``, ``score``,
+``stability``, ``rbox_iou``, ``inside_fraction``, ``area`` (None when kept). NaN metrics never
+fail a threshold. The default :class:`QualityThresholds` keep every non-empty mask.
+
+:func:`apply_reject_policy`: ``keep-rejected`` keeps the segmenter's mask of a rejected
+instance (it stays rejected); ``box`` substitutes the rasterized polygon (the box mask).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from samrs.geometry import dilated_polygon_mask, rasterize_polygon
+
+INSIDE_DILATION_PX = 3.0
+"""Dilation (pixels) of the polygon within which mask pixels count as inside."""
+
+REJECT_REASONS = ("empty", "score", "stability", "rbox_iou", "inside_fraction", "area")
+ON_REJECT = ("keep-rejected", "box")
+METRICS = ("score", "stability", "rbox_iou", "inside_fraction", "area", "n_components")
+
+
+@dataclass(frozen=True)
+class QualityThresholds:
+    """Minimum values an instance must reach to be kept (conservative: keep all non-empty).
+
+    Attributes:
+        min_score: SAM predicted IoU (0 = off).
+        min_stability: SAM stability score (0 = off).
+        min_rbox_iou: IoU with the rasterized polygon (0 = off).
+        min_inside_fraction: share of the mask inside the dilated polygon (0 = off).
+        min_area: mask pixels (1 = reject only empty masks, which ``empty`` already does).
+    """
+
+    min_score: float = 0.0
+    min_stability: float = 0.0
+    min_rbox_iou: float = 0.0
+    min_inside_fraction: float = 0.0
+    min_area: int = 1
+
+    @classmethod
+    def from_config(cls, config: Any) -> QualityThresholds:
+        """The thresholds of any object with these attribute names (e.g. a BuildConfig)."""
+        defaults = cls()
+        return cls(
+            **{
+                name: getattr(config, name, getattr(defaults, name))
+                for name in (
+                    "min_score",
+                    "min_stability",
+                    "min_rbox_iou",
+                    "min_inside_fraction",
+                    "min_area",
+                )
+            }
+        )
+
+
+def polygon_window(
+    polygon: Sequence[float] | np.ndarray, pixels: float, height: int, width: int
+) -> tuple[slice, slice]:
+    """``(rows, cols)`` slices of the image covering the polygon grown by ``pixels``
+    (possibly empty when it lies outside the image)."""
+    pts = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
+    grow = max(float(pixels), 0.0) * math.sqrt(2.0) + 1.0  # mitred corners reach further
+    x0 = int(np.clip(math.floor(pts[:, 0].min() - grow), 0, width))
+    x1 = int(np.clip(math.ceil(pts[:, 0].max() + grow), 0, width))
+    y0 = int(np.clip(math.floor(pts[:, 1].min() - grow), 0, height))
+    y1 = int(np.clip(math.ceil(pts[:, 1].max() + grow), 0, height))
+    return slice(y0, max(y0, y1)), slice(x0, max(x0, x1))
+
+
+def polygon_window_mask(
+    polygon: Sequence[float] | np.ndarray, pixels: float, height: int, width: int
+) -> tuple[tuple[slice, slice], np.ndarray]:
+    """The polygon grown by ``pixels`` (0: the polygon itself) rasterized on its window only:
+    ``((rows, cols), mask)`` with ``mask`` the size of the window."""
+    rows, cols = polygon_window(polygon, pixels, height, width)
+    h, w = rows.stop - rows.start, cols.stop - cols.start
+    offset = (float(cols.start), float(rows.start))
+    flat = np.asarray(polygon, dtype=np.float64).reshape(-1)
+    if pixels > 0:
+        mask = dilated_polygon_mask(flat, pixels, h, w, offset)
+    else:
+        mask = rasterize_polygon(flat, h, w, offset)
+    return (rows, cols), mask
+
+
+def _components(mask: np.ndarray) -> int:
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return 0
+    cols = np.flatnonzero(mask.any(axis=0))
+    crop = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].astype(np.uint8)
+    n, _ = cv2.connectedComponents(crop, connectivity=8)
+    return int(n) - 1
+
+
+def instance_metrics(
+    masks: np.ndarray,
+    polygons: np.ndarray,
+    scores: np.ndarray | None = None,
+    stability: np.ndarray | None = None,
+    dilation: float = INSIDE_DILATION_PX,
+) -> dict[str, np.ndarray]:
+    """Metrics of every mask of one image (see the module docstring).
+
+    Args:
+        masks: (N, H, W) bool.
+        polygons: (N, 8) or (N, 4, 2) polygons in image pixels.
+        scores, stability: (N,) from the segmenter (NaN when absent).
+        dilation: pixels by which the polygon grows for ``inside_fraction``.
+
+    Returns:
+        ``{name: (N,) array}`` for every name of :data:`METRICS` (``area`` and
+        ``n_components`` int64, the rest float64).
+    """
+    masks = np.asarray(masks, dtype=bool)
+    n, height, width = masks.shape
+    polys = np.asarray(polygons, dtype=np.float64).reshape(n, 8)
+    nan = np.full(n, np.nan)
+    area = np.count_nonzero(masks.reshape(n, -1), axis=1).astype(np.int64)
+    rbox_iou = np.zeros(n)
+    inside = np.zeros(n)
+    components = np.zeros(n, dtype=np.int64)
+    for i in range(n):
+        if area[i] == 0:
+            continue
+        (rows, cols), poly = polygon_window_mask(polys[i], 0.0, height, width)
+        window = masks[i, rows, cols]
+        inter = np.count_nonzero(window & poly)
+        union = area[i] + np.count_nonzero(poly) - inter
+        rbox_iou[i] = inter / union if union else 0.0
+        (drows, dcols), grown = polygon_window_mask(polys[i], dilation, height, width)
+        inside[i] = np.count_nonzero(masks[i, drows, dcols] & grown) / area[i]
+        components[i] = _components(masks[i])
+    return {
+        "score": nan.copy() if scores is None else np.asarray(scores, dtype=np.float64).copy(),
+        "stability": nan.copy()
+        if stability is None
+        else np.asarray(stability, dtype=np.float64).copy(),
+        "rbox_iou": rbox_iou,
+        "inside_fraction": inside,
+        "area": area,
+        "n_components": components,
+    }
+
+
+def _fails(values: np.ndarray, minimum: float) -> np.ndarray:
+    """``values < minimum``, never for NaN."""
+    v = np.asarray(values, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return ~np.isnan(v) & (v < minimum)
+
+
+def judge(metrics: dict[str, np.ndarray], thresholds: QualityThresholds) -> list[str | None]:
+    """The reject reason of each instance (None: kept), checked in :data:`REJECT_REASONS`
+    order; an empty mask is ``empty`` whatever the thresholds."""
+    area = np.asarray(metrics["area"])
+    checks = [
+        ("empty", area <= 0),
+        ("score", _fails(metrics["score"], thresholds.min_score)),
+        ("stability", _fails(metrics["stability"], thresholds.min_stability)),
+        ("rbox_iou", _fails(metrics["rbox_iou"], thresholds.min_rbox_iou)),
+        ("inside_fraction", _fails(metrics["inside_fraction"], thresholds.min_inside_fraction)),
+        ("area", _fails(area, thresholds.min_area)),
+    ]
+    reasons: list[str | None] = [None] * len(area)
+    for reason, failed in reversed(checks):  # earlier checks overwrite later ones
+        for i in np.flatnonzero(failed):
+            reasons[i] = reason
+    return reasons
+
+
+def apply_reject_policy(
+    masks: np.ndarray, polygons: np.ndarray, reasons: Sequence[str | None], policy: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Masks after the ``on_reject`` policy, and which instances were substituted.
+
+    ``keep-rejected``: masks unchanged. ``box``: each rejected instance's mask is replaced by
+    its rasterized polygon (a copy of ``masks`` is made when anything changes).
+
+    Returns:
+        ``(masks, substituted)`` with ``substituted`` an (N,) bool array.
+    """
+    if policy not in ON_REJECT:
+        raise ValueError(
+            f"unknown on_reject policy {policy!r}; expected one of {', '.join(ON_REJECT)}"
+        )
+    n = len(reasons)
+    substituted = np.zeros(n, dtype=bool)
+    if policy == "keep-rejected" or all(r is None for r in reasons):
+        return masks, substituted
+    out = np.array(masks, dtype=bool, copy=True)
+    height, width = out.shape[1:]
+    polys = np.asarray(polygons, dtype=np.float64).reshape(n, 8)
+    for i, reason in enumerate(reasons):
+        if reason is None:
+            continue
+        out[i] = False
+        (rows, cols), poly = polygon_window_mask(polys[i], 0.0, height, width)
+        out[i, rows, cols] = poly
+        substituted[i] = True
+    return out, substituted
+
+
+@dataclass
+class FilterResult:
+    """The outcome of :func:`apply_filters` for one image.
+
+    Attributes:
+        masks: (N, H, W) bool, the masks to write (after the reject policy).
+        metrics: :func:`instance_metrics` of the segmenter's masks, except ``area``, which is
+            the area of the mask to write (it differs for substituted instances).
+        reasons: reject reason per instance, None when kept.
+        substituted: (N,) bool, True where the reject policy replaced the mask.
+    """
+
+    masks: np.ndarray
+    metrics: dict[str, np.ndarray]
+    reasons: list[str | None]
+    substituted: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+    @property
+    def kept(self) -> np.ndarray:
+        """(N,) bool: instances without a reject reason."""
+        return np.array([r is None for r in self.reasons], dtype=bool)
+
+
+def apply_filters(
+    masks: Any,
+    polygons: np.ndarray,
+    thresholds: Any = None,
+    on_reject: str | None = None,
+    dilation: float = INSIDE_DILATION_PX,
+) -> FilterResult:
+    """Metrics, verdicts and reject policy for one image's masks.
+
+    Args:
+        masks: a :class:`~samrs.segmenters.base.MaskSet` (scores and stability are taken from
+            it) or an (N, H, W) bool array.
+        polygons: (N, 8) polygons.
+        thresholds: :class:`QualityThresholds`, or any object with the same attribute names
+            and optionally ``on_reject`` (e.g. a BuildConfig); None: defaults.
+        on_reject: the policy; None: ``thresholds.on_reject`` if present, else
+            ``keep-rejected``.
+        dilation: see :func:`instance_metrics`.
+    """
+    if hasattr(masks, "masks"):
+        arr, scores, stability = masks.masks, masks.scores, masks.stability
+    else:
+        arr, scores, stability = np.asarray(masks, dtype=bool), None, None
+    limits = (
+        thresholds
+        if isinstance(thresholds, QualityThresholds)
+        else QualityThresholds.from_config(thresholds)
+    )
+    policy = on_reject or getattr(thresholds, "on_reject", None) or "keep-rejected"
+    metrics = instance_metrics(arr, polygons, scores, stability, dilation)
+    reasons = judge(metrics, limits)
+    out, substituted = apply_reject_policy(arr, polygons, reasons, policy)
+    if substituted.any():
+        idx = np.flatnonzero(substituted)
+        metrics["area"][idx] = np.count_nonzero(out[idx].reshape(len(idx), -1), axis=1)
+    return FilterResult(out, metrics, reasons, substituted)

@@ -1,0 +1,166 @@
+"""Segmenters: images plus prompts in, one mask and its scores per prompt out.
+
+- ``sam``: segment-anything (:mod:`.sam`), models ``vit_b``, ``vit_l``, ``vit_h``, ``tiny``.
+- ``sam-hq``: HQ-SAM (:mod:`.sam_hq`), same options plus ``hq_token_only``.
+- ``box``: the rasterized prompt (:mod:`.classic`), the baseline.
+- ``grabcut``: OpenCV GrabCut from the box (:mod:`.classic`), needs no weights.
+
+Any of them can be wrapped by :class:`~.wrappers.SmallObjectZoom` and
+:class:`~.wrappers.ClipToPolygon` (``create_segmenter`` does it from its options).
+"""
+
+from __future__ import annotations
+
+import os
+
+from samrs.segmenters.base import MaskSet, PromptSet, Segmenter
+from samrs.segmenters.checkpoints import (
+    CheckpointError,
+    CheckpointInfo,
+    checkpoint_sha256,
+    inspect_checkpoint,
+)
+from samrs.segmenters.models import MODEL_NAMES, SAM_MODELS
+
+__all__ = [
+    "MODEL_NAMES",
+    "SAM_MODELS",
+    "SEGMENTERS",
+    "CheckpointError",
+    "CheckpointInfo",
+    "MaskSet",
+    "PromptSet",
+    "Segmenter",
+    "checkpoint_sha256",
+    "create_segmenter",
+    "needs_weights",
+    "validate_checkpoint",
+]
+
+SEGMENTERS = ("sam", "sam-hq", "box", "grabcut")
+_WEIGHTED = ("sam", "sam-hq")
+
+
+def needs_weights(name: str) -> bool:
+    """Whether a segmenter needs a checkpoint (or ``random_weights``)."""
+    return name in _WEIGHTED
+
+
+def validate_checkpoint(
+    name: str,
+    *,
+    model: str | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    random_weights: bool = False,
+) -> CheckpointInfo | None:
+    """Check the weight options of a segmenter before any work starts.
+
+    Loads the checkpoint's tensors (memory-mapped: fast even for ViT-H) and checks that they
+    are a SAM (``sam``) or HQ-SAM (``sam-hq``) state dict of the requested model.
+
+    Returns:
+        The checkpoint's facts, or None when no checkpoint is involved.
+
+    Raises:
+        ValueError: unknown segmenter or model, or contradictory options.
+        CheckpointError: a missing, unreadable, truncated, foreign or mismatching checkpoint,
+            or no weights at all for ``sam``/``sam-hq`` (one line naming the path or option).
+    """
+    if name not in SEGMENTERS:
+        raise ValueError(f"unknown segmenter {name!r}; expected one of {', '.join(SEGMENTERS)}")
+    if model is not None and model not in SAM_MODELS:
+        raise ValueError(f"unknown model {model!r}; expected one of {', '.join(SAM_MODELS)}")
+    if not needs_weights(name):
+        return None
+    if checkpoint is not None and random_weights:
+        raise ValueError("give either a checkpoint or random weights, not both")
+    if checkpoint is None:
+        if random_weights:
+            return None
+        raise CheckpointError(
+            f"the {name} segmenter needs weights: pass --checkpoint PATH (or --random-weights "
+            "for tests); --segmenter grabcut needs no weights"
+        )
+    info, _ = inspect_checkpoint(checkpoint, model, hq=name == "sam-hq")
+    return info
+
+
+def create_segmenter(
+    name: str,
+    *,
+    model: str | None = None,
+    checkpoint: str | None = None,
+    random_weights: bool = False,
+    device: str | None = None,
+    seed: int = 0,
+    batch_size: int = 4,
+    chunk_size: int = 64,
+    hq_token_only: bool = False,
+    multimask: bool = False,
+    compile: bool = False,
+    clip_to_rbox: float | None = None,
+    small_object_zoom: int | None = None,
+    **options: object,
+) -> Segmenter:
+    """Build a segmenter by name, with its wrappers.
+
+    Args:
+        name: one of :data:`SEGMENTERS`.
+        model, checkpoint, random_weights, device, batch_size, chunk_size, multimask,
+        compile: SAM options (see :class:`~.sam.SamSegmenter`); ignored by ``box``/``grabcut``.
+        seed: random-weights seed (SAM) or OpenCV RNG seed (GrabCut).
+        hq_token_only: ``sam-hq`` only.
+        clip_to_rbox: intersect masks with the polygon dilated by this many pixels.
+        small_object_zoom: segment objects smaller than this many pixels on zoomed crops.
+        **options: extra keyword arguments of the segmenter class (e.g. ``precision``,
+            ``attention``, ``device_rle`` for SAM; ``iterations`` for GrabCut).
+
+    Raises:
+        ValueError: unknown name or bad option values.
+        CheckpointError: weight problems, before any image work.
+    """
+    if name not in SEGMENTERS:
+        raise ValueError(f"unknown segmenter {name!r}; expected one of {', '.join(SEGMENTERS)}")
+    if model is not None and model not in SAM_MODELS:
+        raise ValueError(f"unknown model {model!r}; expected one of {', '.join(SAM_MODELS)}")
+    segmenter: Segmenter
+    if name in ("sam", "sam-hq"):
+        sam_args: dict[str, object] = {
+            "model": model,
+            "checkpoint": checkpoint,
+            "random_weights": random_weights,
+            "device": device,
+            "seed": seed,
+            "batch_size": batch_size,
+            "chunk_size": chunk_size,
+            "multimask": multimask,
+            "compile": compile,
+            **options,
+        }
+        if name == "sam":
+            from samrs.segmenters.sam import SamSegmenter
+
+            segmenter = SamSegmenter(**sam_args)  # type: ignore[arg-type]
+        else:
+            from samrs.segmenters.sam_hq import SamHQSegmenter
+
+            segmenter = SamHQSegmenter(hq_token_only=hq_token_only, **sam_args)  # type: ignore[arg-type]
+    elif name == "box":
+        from samrs.segmenters.classic import BoxSegmenter
+
+        segmenter = BoxSegmenter()
+    elif name == "grabcut":
+        from samrs.segmenters.classic import GrabCutSegmenter
+
+        segmenter = GrabCutSegmenter(seed=seed, **options)  # type: ignore[arg-type]
+    else:  # pragma: no cover - names checked above
+        raise AssertionError(name)
+    if small_object_zoom:
+        from samrs.segmenters.wrappers import SmallObjectZoom
+
+        segmenter = SmallObjectZoom(segmenter, int(small_object_zoom))
+    if clip_to_rbox is not None:
+        from samrs.segmenters.wrappers import ClipToPolygon
+
+        segmenter = ClipToPolygon(segmenter, float(clip_to_rbox))
+    return segmenter

@@ -1,0 +1,216 @@
+"""Reading and checking SAM / HQ-SAM checkpoints, before any image work starts.
+
+A checkpoint is a ``torch.save`` of the model's ``state_dict`` (the official
+``sam_vit_*.pth`` and ``sam_hq_vit_*.pth`` files), optionally wrapped in ``{"model": ...}``
+or ``{"state_dict": ...}`` and/or with a ``module.`` prefix (DDP). It is loaded with
+``torch.load(..., map_location="cpu", weights_only=True)``, memory-mapped when the file is in
+the zip format, so checking even a 2.5 GB ViT-H file takes a moment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from samrs.segmenters.models import SAM_MODELS, SamConfig
+
+
+class CheckpointError(Exception):
+    """A checkpoint is missing, unreadable, truncated, foreign or of another architecture.
+
+    The message is one line naming the path and the cause.
+    """
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What a checkpoint holds.
+
+    Attributes:
+        path: the file.
+        model: registry name of its architecture (``vit_b``, ``vit_l``, ``vit_h``, ``tiny``).
+        hq: whether it is an HQ-SAM checkpoint (has the HQ output token).
+        n_tensors: number of tensors in its state dict.
+    """
+
+    path: str
+    model: str
+    hq: bool
+    n_tensors: int
+
+
+_PATCH_KEY = "image_encoder.patch_embed.proj.weight"
+_HQ_KEY = "mask_decoder.hf_token.weight"
+_BLOCK_RE = re.compile(r"^image_encoder\.blocks\.(\d+)\.")
+
+
+def checkpoint_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The state dict stored at ``path`` (CPU tensors, memory-mapped where possible).
+
+    Raises:
+        CheckpointError: missing, not a regular file, unreadable, truncated or not a
+            ``torch.save`` of a dict of tensors.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"{p}: checkpoint not found")
+    if not p.is_file():
+        raise CheckpointError(f"{p}: checkpoint is not a regular file")
+    if not os.access(p, os.R_OK):
+        raise CheckpointError(f"{p}: checkpoint is not readable (permission denied)")
+    if p.stat().st_size == 0:
+        raise CheckpointError(f"{p}: checkpoint is empty (0 bytes)")
+    try:
+        try:
+            obj = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            obj = torch.load(p, map_location="cpu", weights_only=True)  # legacy format
+    except Exception as exc:  # torch raises many types for corrupt or foreign files
+        raise CheckpointError(
+            f"{p}: not a readable PyTorch checkpoint (truncated or foreign file?): {_one_line(exc)}"
+        ) from exc
+    return _unwrap(obj, p)
+
+
+def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, Mapping):
+        for key in ("model", "state_dict"):
+            inner = obj.get(key)
+            if isinstance(inner, Mapping) and _PATCH_KEY not in obj:
+                obj = inner
+                break
+    if not isinstance(obj, Mapping) or not obj:
+        raise CheckpointError(
+            f"{path}: not a SAM checkpoint (expected a state dict, found {type(obj).__name__})"
+        )
+    state = {str(k): v for k, v in obj.items()}
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: not a SAM checkpoint (entry {bad[0]!r} is not a tensor)")
+    return state
+
+
+def detect_model(
+    state: Mapping[str, torch.Tensor], path: str | os.PathLike[str] = ""
+) -> tuple[str, bool]:
+    """``(model name, is_hq)`` of a SAM / HQ-SAM state dict, from its tensors' shapes.
+
+    Raises:
+        CheckpointError: not a SAM state dict, or an architecture not in the registry.
+    """
+    if _PATCH_KEY not in state:
+        if any(k.startswith("image_encoder.layers.") for k in state):
+            raise CheckpointError(
+                f"{path}: a TinyViT (MobileSAM / Light HQ-SAM vit_tiny) checkpoint; samrs "
+                "supports the ViT encoders vit_b, vit_l, vit_h and tiny"
+            )
+        raise CheckpointError(f"{path}: not a SAM checkpoint (no tensor {_PATCH_KEY!r})")
+    embed_dim = int(state[_PATCH_KEY].shape[0])
+    depth = len({int(m.group(1)) for k in state if (m := _BLOCK_RE.match(k))})
+    prompt = state.get("prompt_encoder.no_mask_embed.weight")
+    prompt_dim = int(prompt.shape[1]) if prompt is not None else -1
+    pos = state.get("image_encoder.pos_embed")
+    grid = int(pos.shape[1]) if pos is not None else -1
+    for name, cfg in SAM_MODELS.items():
+        if (cfg.encoder_embed_dim, cfg.encoder_depth, cfg.prompt_embed_dim, cfg.embedding_size) == (
+            embed_dim,
+            depth,
+            prompt_dim,
+            grid,
+        ):
+            return name, _HQ_KEY in state
+    raise CheckpointError(
+        f"{path}: unknown SAM architecture (encoder width {embed_dim}, {depth} blocks, "
+        f"prompt width {prompt_dim}, embedding grid {grid}); known: {', '.join(SAM_MODELS)}"
+    )
+
+
+def inspect_checkpoint(
+    path: str | os.PathLike[str], model: str | None = None, hq: bool = False
+) -> tuple[CheckpointInfo, dict[str, torch.Tensor]]:
+    """Load a checkpoint and check it against the expected model and family.
+
+    Args:
+        path: the file.
+        model: expected architecture, or None to accept the detected one.
+        hq: whether an HQ-SAM checkpoint is expected (segmenter ``sam-hq``) or a SAM one.
+
+    Returns:
+        The facts and the state dict.
+
+    Raises:
+        CheckpointError: any problem, with a one-line cause naming the path.
+    """
+    state = load_state_dict(path)
+    detected, is_hq = detect_model(state, path)
+    if model is not None and model not in SAM_MODELS:
+        raise CheckpointError(f"{path}: unknown model {model!r}; known: {', '.join(SAM_MODELS)}")
+    if model is not None and model != detected:
+        raise CheckpointError(
+            f"{path}: checkpoint holds a {detected} model, not the requested {model}"
+        )
+    if is_hq and not hq:
+        raise CheckpointError(f"{path}: an HQ-SAM checkpoint; use the sam-hq segmenter for it")
+    if hq and not is_hq:
+        raise CheckpointError(
+            f"{path}: a plain SAM checkpoint (no HQ output token); use the sam segmenter for it"
+        )
+    info = CheckpointInfo(str(path), detected, is_hq, len(state))
+    return info, state
+
+
+def load_into(
+    model: torch.nn.Module, state: Mapping[str, torch.Tensor], path: str | os.PathLike[str]
+) -> None:
+    """``model.load_state_dict(state, strict=True)``, errors turned into :class:`CheckpointError`."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing tensors (e.g. {missing[0]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]})")
+    if wrong:
+        k = wrong[0]
+        problems.append(
+            f"{len(wrong)} tensors of another shape (e.g. {k}: {tuple(state[k].shape)} "
+            f"instead of {tuple(own[k].shape)})"
+        )
+    if problems:
+        raise CheckpointError(f"{path}: does not fit the model: {'; '.join(problems)}")
+    model.load_state_dict(state, strict=True)
+
+
+def config_of(model: str) -> SamConfig:
+    """The registry entry of a model name (``ValueError`` naming the known ones otherwise)."""
+    try:
+        return SAM_MODELS[model]
+    except KeyError:
+        raise ValueError(f"unknown model {model!r}; known: {', '.join(SAM_MODELS)}") from None

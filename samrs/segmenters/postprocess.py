@@ -1,0 +1,109 @@
+"""Device-side helpers of the SAM pipeline: input geometry, mask postprocessing, stability
+score and run-length encoding. Everything here runs on whatever device its tensors are on."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from samrs import rle
+
+
+def resize_longest_side(height: int, width: int, long_side: int) -> tuple[int, int]:
+    """``(new_h, new_w)`` of an image resized so its longest side is ``long_side``.
+
+    The rule of segment-anything's ``ResizeLongestSide.get_preprocess_shape`` (round half up).
+    """
+    scale = long_side * 1.0 / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def upscale_logits(
+    low_res: torch.Tensor,
+    image_size: int,
+    input_size: tuple[int, int],
+    original_size: tuple[int, int],
+) -> torch.Tensor:
+    """SAM's ``postprocess_masks``: low-res logits (N, s, s) -> (N, H, W) float32 logits.
+
+    Upsample (bilinear) to the padded model input, crop the padding, resize (bilinear) to the
+    original image size. A resize to the size a tensor already has is skipped (it is exact).
+    """
+    x = low_res.float()[:, None]
+    if x.shape[-1] != image_size or x.shape[-2] != image_size:
+        x = F.interpolate(x, (image_size, image_size), mode="bilinear", align_corners=False)
+    x = x[..., : input_size[0], : input_size[1]]
+    if tuple(x.shape[-2:]) != tuple(original_size):
+        x = F.interpolate(x, original_size, mode="bilinear", align_corners=False)
+    return x[:, 0]
+
+
+def stability_score(
+    logits: torch.Tensor, threshold: float = 0.0, offset: float = 1.0
+) -> torch.Tensor:
+    """SAM's stability score of (N, H, W) logits: IoU of the masks thresholded at
+    ``threshold + offset`` and ``threshold - offset``; 0 where both are empty. Returns (N,)."""
+    if logits.device.type == "cpu":  # numpy's comparisons and counts are several times faster
+        x = logits.numpy()
+        inter = torch.from_numpy(np.count_nonzero(x > threshold + offset, axis=(1, 2)))
+        union = torch.from_numpy(np.count_nonzero(x > threshold - offset, axis=(1, 2)))
+    else:
+        inter = torch.count_nonzero(logits > threshold + offset, dim=(1, 2))
+        union = torch.count_nonzero(logits > threshold - offset, dim=(1, 2))
+    score = inter.double() / union.clamp(min=1).double()
+    return score.float()
+
+
+def threshold_logits(logits: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
+    """Boolean masks ``logits > threshold`` (numpy's faster comparison on the CPU)."""
+    if logits.device.type == "cpu":
+        return torch.from_numpy(logits.numpy() > threshold)
+    return logits > threshold
+
+
+def masks_to_rle_runs(masks: torch.Tensor) -> list[list[int]]:
+    """COCO (column-major) uncompressed run lengths of (N, H, W) boolean masks.
+
+    Computed on the masks' device: only the run lengths are copied to the host. Each list
+    starts with the length of the first run of zeros (0 when the first pixel is set) and
+    sums to ``H * W``; feed it to :func:`samrs.rle.from_run_lengths`.
+    """
+    n, h, w = masks.shape
+    total = h * w
+    if n == 0:
+        return []
+    if total == 0:
+        return [[0] for _ in range(n)]
+    flat = masks.bool().transpose(1, 2).reshape(n, total)  # column-major order
+    change = torch.empty_like(flat)
+    change[:, 0] = flat[:, 0]
+    change[:, 1:] = flat[:, 1:] != flat[:, :-1]
+    rows, cols = torch.nonzero(change, as_tuple=True)
+    prev = torch.zeros_like(cols)
+    if cols.numel():
+        prev[1:] = cols[:-1]
+        first = torch.ones_like(rows, dtype=torch.bool)
+        first[1:] = rows[1:] != rows[:-1]
+        prev = torch.where(first, torch.zeros_like(prev), prev)
+    runs = (cols - prev).cpu().numpy()
+    counts = torch.bincount(rows, minlength=n).cpu().numpy()
+    last = np.full(n, total, dtype=np.int64)
+    ends = np.cumsum(counts)
+    has = counts > 0
+    cols_host = cols.cpu().numpy()
+    last[has] = total - cols_host[ends[has] - 1]
+    out: list[list[int]] = []
+    start = 0
+    for i in range(n):
+        stop = int(ends[i])
+        out.append([*runs[start:stop].tolist(), int(last[i])])
+        start = stop
+    return out
+
+
+def masks_to_rles(masks: torch.Tensor) -> list[dict[str, object]]:
+    """COCO RLEs (ASCII counts, as :func:`samrs.rle.encode`) of (N, H, W) boolean masks,
+    with the run lengths computed on the masks' device."""
+    h, w = int(masks.shape[1]), int(masks.shape[2])
+    return [rle.from_run_lengths(runs, h, w) for runs in masks_to_rle_runs(masks)]
