@@ -410,3 +410,37 @@ def test_parts_have_schema_metadata(reference: Path) -> None:
     part = next((reference / "manifest" / "instances").glob("part-*.parquet"))
     schema = pq.read_schema(part)
     assert schema.metadata[b"samrs_manifest_version"] == b"1.0"
+
+
+def test_geotiff_sources_keep_their_georeferencing(tmp_path: Path) -> None:
+    import rasterio
+    from rasterio.transform import from_origin
+
+    root = tmp_path / "geo"
+    write_synthetic("dota", root, 3, 5)
+    png = sorted((root / "train" / "images").glob("*.png"))[0]
+    pixels = np.asarray(Image.open(png).convert("RGB"))
+    transform = from_origin(500000.0, 4000000.0, 0.5, 0.5)
+    with rasterio.open(png.with_suffix(".tif"), "w", driver="GTiff", width=pixels.shape[1],
+                       height=pixels.shape[0], count=3, dtype="uint8", crs="EPSG:32633",
+                       transform=transform) as dst:  # fmt: skip
+        dst.write(pixels.transpose(2, 0, 1))
+    png.unlink()
+    out = tmp_path / "out"
+    assert run_build(config(root, out, patch_size=512, gap=100)).ok
+    rows = [r for r in read_table(out, "images").to_pylist() if r["source_file"].endswith(".tif")]
+    assert rows and all(r["crs"] == "EPSG:32633" for r in rows)
+    plain = [
+        r for r in read_table(out, "images").to_pylist() if not r["source_file"].endswith(".tif")
+    ]
+    assert all(r["crs"] is None and r["transform"] is None for r in plain)
+    for row in rows:
+        x, y = row["window"][:2]
+        assert row["transform"][2] == pytest.approx(500000.0 + 0.5 * x)
+        assert row["transform"][5] == pytest.approx(4000000.0 - 0.5 * y)
+        with rasterio.open(out / "semantic" / f"{row['image_id']}.tif") as label:
+            assert label.crs.to_string() == "EPSG:32633"
+            assert label.transform.c == pytest.approx(row["transform"][2])
+            np.testing.assert_array_equal(
+                label.read(1), np.asarray(Image.open(out / row["semantic_file"]))
+            )

@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -58,6 +60,56 @@ class _ImageOutput:
     image_row: dict[str, object]
     instance_rows: list[dict[str, object]]
     error_rows: list[dict[str, object]]
+
+
+class _SourceCache:
+    """Open images shared by the reader threads, so the tiles of one image decode it once.
+
+    Tiles of an image are consecutive in the plan; a few sources are kept open (least
+    recently used first out) and each is read under its own lock.
+    """
+
+    def __init__(self, size: int = 3) -> None:
+        self.size = size
+        self.lock = threading.Lock()
+        self.sources: OrderedDict[str, tuple[Any, threading.Lock]] = OrderedDict()
+
+    def read(self, image: ImageRecord) -> tuple[np.ndarray, tuple[str, tuple[float, ...]] | None]:
+        """Pixels of the image (or its window) and its georeferencing, if any."""
+        from samrs.imageio import georeference, open_image, window_transform
+
+        with self.lock:
+            entry = self.sources.get(image.image_path)
+            if entry is None:
+                entry = (None, threading.Lock())
+                self.sources[image.image_path] = entry
+                while len(self.sources) > self.size:
+                    _, (old, old_lock) = self.sources.popitem(last=False)
+                    if old is not None:
+                        with old_lock:
+                            old.close()
+            self.sources.move_to_end(image.image_path)
+        source_lock = entry[1]
+        with source_lock:
+            source = self.sources.get(image.image_path, entry)[0]
+            if source is None:
+                source = open_image(image.image_path)
+                with self.lock:
+                    self.sources[image.image_path] = (source, source_lock)
+            pixels = source.read(image.window)
+        geo = georeference(image.image_path) if source.windowed else None
+        if geo is not None and image.window is not None:
+            geo = (geo[0], window_transform(geo[1], image.window))
+        return pixels, geo
+
+    def close(self) -> None:
+        """Close every open source."""
+        with self.lock:
+            for source, lock in self.sources.values():
+                if source is not None:
+                    with lock:
+                        source.close()
+            self.sources.clear()
 
 
 def segmenter_options(config: BuildConfig) -> dict[str, object]:
@@ -185,8 +237,7 @@ def _process_images(
     layout: Layout,
 ) -> Iterator[_ImageOutput]:
     """Outputs of the shard's images, in order, with decoding and writing overlapped."""
-    from samrs.imageio import read_image
-
+    cache = _SourceCache()
     io_threads = max(2, min(8, (os.cpu_count() or 2)))
     batch_size = max(1, config.batch_size)
     instance_ids = _instance_ids(shard)
@@ -201,17 +252,18 @@ def _process_images(
                 if i is None:
                     return
                 image = shard.images[i]
-                loads.append((i, pool.submit(read_image, image.image_path, image.window)))
+                loads.append((i, pool.submit(cache.read, image)))
 
         top_up()
         while loads:
             batch = [loads.popleft() for _ in range(min(batch_size, len(loads)))]
             top_up()
             pixels: dict[int, np.ndarray] = {}
+            geos: dict[int, Any] = {}
             failures: dict[int, str] = {}
             for i, future in batch:
                 try:
-                    pixels[i] = future.result()
+                    pixels[i], geos[i] = future.result()
                 except Exception as exc:  # a corrupt image is a record error, not a crash
                     failures[i] = str(exc)
             todo = [i for i in pixels if shard.images[i].objects]
@@ -245,6 +297,7 @@ def _process_images(
                             _finish_image,
                             image,
                             pixels.pop(i),
+                            geos.pop(i),
                             prompts.get(i),
                             masks.get(i),
                             instance_ids[i],
@@ -258,6 +311,7 @@ def _process_images(
                 yield finishing.popleft().result()
         while finishing:
             yield finishing.popleft().result()
+    cache.close()
 
 
 def _instance_ids(shard: Shard) -> list[int]:
@@ -338,6 +392,7 @@ def _write_atomic(path: Path, write) -> None:  # type: ignore[no-untyped-def]
 def _finish_image(
     image: ImageRecord,
     pixels: np.ndarray,
+    geo: tuple[str, tuple[float, ...]] | None,
     prompts: PromptSet | None,
     masks: MaskSet | None,
     first_id: int,
@@ -421,13 +476,15 @@ def _finish_image(
     semantic_path = layout.semantic(image.image_id)
     palette = semantic_palette(classes, config.background)
     _write_atomic(semantic_path, lambda p: write_semantic_png(p, label, palette))
-    if image.window is not None:
-        from PIL import Image
+    if geo is not None:
+        from samrs.outputs.geo import write_semantic_geotiff
 
-        _write_atomic(
-            layout.tile_image(image.image_id),
-            lambda p: Image.fromarray(pixels).save(p, format="PNG"),
-        )
+        geotiff = semantic_path.with_suffix(".tif")
+        _write_atomic(geotiff, lambda p: write_semantic_geotiff(p, label, geo[0], geo[1], palette))
+    if image.window is not None:
+        from samrs.imageio import write_png
+
+        write_png(layout.tile_image(image.image_id), pixels)  # temporary name, then rename
     n_kept = sum(1 for row in instance_rows if row["kept"])
     row = _image_row(
         image,
@@ -438,6 +495,8 @@ def _finish_image(
         n_kept=n_kept,
         semantic_file=str(semantic_path.relative_to(layout.out)),
         status="ok" if image.objects else "empty",
+        crs=geo[0] if geo else None,
+        transform=list(geo[1]) if geo else None,
     )
     return _ImageOutput(row, instance_rows, [])
 
