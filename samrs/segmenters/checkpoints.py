@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,17 +83,23 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     if p.stat().st_size == 0:
         raise CheckpointError(f"{p}: checkpoint is empty (0 bytes)")
     try:
-        try:
-            obj = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):
-                raise
-            obj = torch.load(p, map_location="cpu", weights_only=True)  # legacy format
+        with warnings.catch_warnings():  # foreign pickles make torch warn before failing
+            warnings.simplefilter("ignore", UserWarning)
+            obj = _torch_load(p)
     except Exception as exc:  # torch raises many types for corrupt or foreign files
         raise CheckpointError(
             f"{p}: not a readable PyTorch checkpoint (truncated or foreign file?): {_one_line(exc)}"
         ) from exc
     return _unwrap(obj, p)
+
+
+def _torch_load(p: Path) -> object:
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as exc:
+        if "mmap" not in str(exc):
+            raise
+        return torch.load(p, map_location="cpu", weights_only=True)  # legacy format
 
 
 def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:

@@ -1,0 +1,150 @@
+"""Quality metrics on hand-made masks with known answers, judge reasons, reject policy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from samrs.build.config import BuildConfig
+from samrs.geometry import (
+    box_polygon,
+    dilated_polygon_mask,
+    mask_iou,
+    rasterize_polygon,
+    rbox_polygon,
+)
+from samrs.quality import (
+    INSIDE_DILATION_PX,
+    QualityThresholds,
+    apply_filters,
+    apply_reject_policy,
+    instance_metrics,
+    judge,
+    polygon_window_mask,
+)
+from samrs.segmenters.base import MaskSet
+
+H, W = 40, 50
+BOX = box_polygon((2, 3, 7, 9))  # 5 x 6 = 30 pixels
+
+
+def _box_mask(x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+    m = np.zeros((H, W), dtype=bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def _metrics(*masks: np.ndarray, polygon=BOX, **kw) -> dict[str, np.ndarray]:
+    polys = np.array([polygon] * len(masks), dtype=np.float64)
+    return instance_metrics(np.stack(masks), polys, **kw)
+
+
+def test_exact_mask() -> None:
+    m = _metrics(_box_mask(2, 3, 7, 9))
+    assert m["area"][0] == 30
+    assert m["rbox_iou"][0] == 1.0
+    assert m["inside_fraction"][0] == 1.0
+    assert m["n_components"][0] == 1
+    assert np.isnan(m["score"][0]) and np.isnan(m["stability"][0])
+
+
+def test_half_mask_and_blob_outside() -> None:
+    half = _box_mask(2, 3, 7, 6)  # 15 pixels, all inside
+    blob = _box_mask(2, 3, 7, 9) | _box_mask(30, 30, 35, 32)  # 30 inside + 10 far outside
+    near = _box_mask(2, 3, 7, 9) | _box_mask(7, 3, 9, 9)  # 12 pixels within 2 px of the box
+    m = _metrics(half, blob, near)
+    np.testing.assert_allclose(m["rbox_iou"], [0.5, 30 / 40, 30 / 42])
+    np.testing.assert_allclose(m["inside_fraction"], [1.0, 30 / 40, 1.0])
+    np.testing.assert_array_equal(m["n_components"], [1, 2, 1])
+    np.testing.assert_array_equal(m["area"], [15, 40, 42])
+    assert INSIDE_DILATION_PX >= 2
+
+
+def test_empty_mask_and_polygon_outside_image() -> None:
+    far = (100.0, 100.0, 110.0, 100.0, 110.0, 110.0, 100.0, 110.0)
+    m = instance_metrics(
+        np.stack([np.zeros((H, W), bool), _box_mask(0, 0, 3, 3)]),
+        np.array([BOX, far]),
+        scores=np.array([0.9, 0.8]),
+        stability=np.array([0.95, np.nan]),
+    )
+    np.testing.assert_array_equal(m["area"], [0, 9])
+    np.testing.assert_array_equal(m["rbox_iou"], [0, 0])
+    np.testing.assert_array_equal(m["inside_fraction"], [0, 0])
+    np.testing.assert_array_equal(m["n_components"], [0, 1])
+    np.testing.assert_allclose(m["score"], [0.9, 0.8])
+    assert judge(m, QualityThresholds()) == ["empty", None]
+
+
+def test_metrics_match_full_image_computation() -> None:
+    """Windowed metrics equal the straightforward full-image formulas on random shapes."""
+    rng = np.random.default_rng(7)
+    n, h, w = 12, 60, 70
+    polys = np.array(
+        [
+            rbox_polygon(*rng.uniform(-5, 75, 2), *rng.uniform(1, 40, 2), rng.uniform(0, 3))
+            for _ in range(n)
+        ]
+    )
+    masks = rng.random((n, h, w)) < rng.uniform(0.001, 0.05, (n, 1, 1))
+    for i in range(n):
+        masks[i] |= rasterize_polygon(rbox_polygon(*rng.uniform(0, 70, 2), 10, 6, 0.3), h, w)
+    m = instance_metrics(masks, polys)
+    for i in range(n):
+        poly = rasterize_polygon(polys[i], h, w)
+        grown = dilated_polygon_mask(polys[i], INSIDE_DILATION_PX, h, w)
+        assert m["rbox_iou"][i] == pytest.approx(mask_iou(masks[i], poly))
+        assert m["inside_fraction"][i] == pytest.approx((masks[i] & grown).sum() / masks[i].sum())
+        (rows, cols), window = polygon_window_mask(polys[i], INSIDE_DILATION_PX, h, w)
+        full = np.zeros((h, w), bool)
+        full[rows, cols] = window
+        np.testing.assert_array_equal(full, grown)
+
+
+def test_judge_reasons_in_order_and_nan_never_fails() -> None:
+    metrics = {
+        "score": np.array([np.nan, 0.2, 0.9, 0.9, 0.9, 0.9, 0.9, 0.1]),
+        "stability": np.array([np.nan, 0.9, 0.5, 0.9, 0.9, 0.9, 0.9, 0.1]),
+        "rbox_iou": np.array([0.9, 0.9, 0.9, 0.1, 0.9, 0.9, 0.9, 0.9]),
+        "inside_fraction": np.array([1.0, 1, 1, 1, 0.3, 1, 1, 1]),
+        "area": np.array([100, 100, 100, 100, 100, 5, 100, 0]),
+        "n_components": np.ones(8, dtype=np.int64),
+    }
+    limits = QualityThresholds(
+        min_score=0.5, min_stability=0.8, min_rbox_iou=0.5, min_inside_fraction=0.8, min_area=10
+    )
+    assert judge(metrics, limits) == [
+        None, "score", "stability", "rbox_iou", "inside_fraction", "area", None, "empty",
+    ]  # fmt: skip
+    # the defaults keep everything but empty masks
+    assert judge(metrics, QualityThresholds()) == [None] * 7 + ["empty"]
+
+
+def test_reject_policy_box_substitutes_the_polygon() -> None:
+    masks = np.stack([_box_mask(2, 3, 4, 4), _box_mask(2, 3, 7, 9)])
+    polys = np.array([BOX, BOX])
+    out, sub = apply_reject_policy(masks, polys, ["rbox_iou", None], "box")
+    np.testing.assert_array_equal(sub, [True, False])
+    np.testing.assert_array_equal(out[0], rasterize_polygon(BOX, H, W))
+    np.testing.assert_array_equal(out[1], masks[1])
+    assert masks[0].sum() == 2  # input untouched
+    same, sub2 = apply_reject_policy(masks, polys, ["rbox_iou", None], "keep-rejected")
+    assert same is masks and not sub2.any()
+    with pytest.raises(ValueError, match="on_reject"):
+        apply_reject_policy(masks, polys, [None, None], "drop")
+
+
+def test_apply_filters_with_a_build_config() -> None:
+    masks = np.stack([_box_mask(2, 3, 4, 4), _box_mask(2, 3, 7, 9), np.zeros((H, W), bool)])
+    ms = MaskSet(masks, np.array([0.9, 0.9, 0.9], np.float32), np.full(3, np.nan, np.float32))
+    config = BuildConfig(source="dota", root="r", out="o", min_rbox_iou=0.5, on_reject="box")
+    result = apply_filters(ms, np.array([BOX, BOX, BOX]), config)
+    assert result.reasons == ["rbox_iou", None, "empty"]
+    np.testing.assert_array_equal(result.substituted, [True, False, True])
+    np.testing.assert_array_equal(result.kept, [False, True, False])
+    # metrics describe the segmenter's masks, except the area of the written mask
+    assert result.metrics["rbox_iou"][0] == pytest.approx(2 / 30)
+    np.testing.assert_array_equal(result.metrics["area"], [30, 30, 30])
+    kept = apply_filters(ms, np.array([BOX, BOX, BOX]))
+    assert kept.reasons == [None, None, "empty"] and not kept.substituted.any()
+    np.testing.assert_array_equal(kept.metrics["area"], [2, 30, 0])
