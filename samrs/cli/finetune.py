@@ -199,23 +199,27 @@ def command(
     progress = None if as_json else (lambda msg: click.echo(msg, err=True))
     try:
         if eval_only:
-            split = options["val_splits"][0] if options["val_splits"] else "val"  # type: ignore[index]
+            val_splits = tuple(options["val_splits"])  # type: ignore[call-overload]
             report = evaluate_run(
-                out, data, split=str(split), device=str(options["device"]),
-                num_workers=int(options["num_workers"]), progress=progress,  # type: ignore[call-overload]
-            )  # fmt: skip
+                out,
+                data,
+                split=val_splits[0] if val_splits else "val",
+                device=str(options["device"]),
+                num_workers=int(options["num_workers"]),  # type: ignore[call-overload]
+                progress=progress,
+            )
             click.echo(json.dumps(report, sort_keys=True) if as_json else format_report(report))
             return
         if checkpoint is None and not random_weights and not options["resume"]:
             raise click.UsageError("give --checkpoint (a SAM .pth file) or --random-weights")
         if checkpoint is not None and random_weights:
             raise click.UsageError("--checkpoint and --random-weights exclude each other")
-        if model is None:
-            model = "vit_b"
-            if checkpoint is not None:
-                from samrs.segmenters.checkpoints import inspect_checkpoint
+        if checkpoint is not None:  # fail fast: unreadable file or another SAM size
+            from samrs.segmenters.checkpoints import inspect_checkpoint
 
-                model = inspect_checkpoint(checkpoint, None)[0].model
+            model = inspect_checkpoint(checkpoint, model)[0].model
+        elif model is None:
+            model = "vit_b"
         cfg = TrainConfig(
             data=str(data),
             out=str(out),

@@ -1,0 +1,120 @@
+"""``samrs finetune`` / ``predict`` / ``evaluate-seg`` on small build outputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from mesam_fixture import make_seg_build
+from outputs_fixture import make_fake_build
+from PIL import Image
+
+from samrs.cli import main
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+TRAIN = ["--model", "tiny", "--random-weights", "--epochs", "2", "--batch-size", "2",
+         "--image-size", "64", "--warmup-steps", "1", "--log-every", "1"]  # fmt: skip
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A build without a background class and a run trained on it with worker processes."""
+    root = tmp_path_factory.mktemp("cli")
+    facts = make_seg_build(root / "build", n_train=4, n_val=2, background=False)
+    result = run("finetune", "--data", str(root / "build"), "--out", str(root / "run"),
+                 *TRAIN, "--num-workers", "1", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return root, facts, json.loads(result.stdout)
+
+
+def test_finetune_json_summary(trained):
+    root, _, summary = trained
+    assert summary["step"] == 4 and summary["finished"] is True
+    assert summary["train_images"] == 4 and summary["val_images"] == 2
+    assert (root / "run" / "best.pt").is_file() and (root / "run" / "curves.png").is_file()
+
+
+def test_predict_writes_palettized_labels(trained, tmp_path):
+    root, facts, _ = trained
+    result = run("predict", "--run", str(root / "run"), "--images", str(root / "build" / "images"),
+                 "--out", str(tmp_path / "pred"), "--device", "cpu")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in (tmp_path / "pred").iterdir())
+    assert names == [f"{i}.png" for i in facts["ids"]]
+    with Image.open(tmp_path / "pred" / names[0]) as img:
+        assert img.mode == "P" and img.size == (64, 64)
+        assert img.getpalette() == facts["palette"]
+        values = set(np.unique(np.asarray(img)).tolist())
+    # without a background class the ids are class ids or 255, never a shifted id
+    assert values <= set(range(15)) | {255}
+    # the sliding mode covers the image with windows and gives a label of the same size
+    result = run("predict", "--run", str(root / "run"), "--images",
+                 str(root / "build" / "images" / "S0000.png"), "--out", str(tmp_path / "slide"),
+                 "--mode", "slide", "--tile", "32", "--overlap", "8", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["written"] == 1 and doc["failed"] == []
+    with Image.open(tmp_path / "slide" / "S0000.png") as img:
+        assert img.size == (64, 64)
+
+
+def test_evaluate_seg_reports(trained):
+    root, _, _ = trained
+    result = run("evaluate-seg", "--run", str(root / "run"), "--data", str(root / "build"),
+                 "--json", "--num-workers", "0")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)  # one JSON document, nothing else on stdout
+    assert report["images"] == 2 and report["split"] == "val"
+    assert [c["name"] for c in report["classes"]][:2] == ["plane", "baseball-diamond"]
+    assert len(report["confusion_matrix"]["matrix"]) == 16
+    total = sum(map(sum, report["confusion_matrix"]["matrix"]))
+    assert total == report["pixels"] > 0
+    human = run("finetune", "--data", str(root / "build"), "--out", str(root / "run"),
+                "--eval-only", "--num-workers", "0")  # fmt: skip
+    assert human.exit_code == 0, human.output
+    assert "mIoU" in human.stdout and "plane" in human.stdout
+
+
+def test_finetune_on_the_shared_fake_build(tmp_path):
+    """Images of different sizes and a tile under OUT/images (tests/outputs_fixture.py)."""
+    make_fake_build(tmp_path / "fake")
+    result = run("finetune", "--data", str(tmp_path / "fake"), "--out", str(tmp_path / "run"),
+                 *TRAIN, "--num-workers", "0", "--classes", "plane,small-vehicle")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["label_space"]["names"] == ["unlabelled", "plane", "small-vehicle"]
+    assert config["data"]["train_images"] == 2 and config["data"]["val_images"] == 1
+
+
+def test_cli_errors(trained, tmp_path):
+    root, _, _ = trained
+    data = str(root / "build")
+    result = run("finetune", "--data", data, "--out", str(tmp_path / "r"), "--model", "tiny")
+    assert result.exit_code != 0 and "--checkpoint" in result.output
+    result = run("finetune", "--data", data, "--out", str(root / "run"), *TRAIN)
+    assert result.exit_code != 0 and "--resume" in result.output
+    result = run("finetune", "--data", data, "--out", str(tmp_path / "r"), *TRAIN,
+                 "--classes", "airplane")  # fmt: skip
+    assert result.exit_code != 0 and "unknown class" in result.output
+    result = run("finetune", "--data", str(tmp_path), "--out", str(tmp_path / "r"), *TRAIN)
+    assert result.exit_code != 0 and "samrs.json" in result.output
+    result = run("finetune", "--data", data, "--out", str(tmp_path / "r2"), "--model", "tiny",
+                 "--checkpoint", str(tmp_path / "missing.pth"))  # fmt: skip
+    assert result.exit_code != 0 and "missing.pth" in result.output
+    result = run("predict", "--run", str(tmp_path), "--images", data, "--out", str(tmp_path / "p"))
+    assert result.exit_code != 0 and "last.pt" in result.output
