@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,6 +17,8 @@ from outputs_fixture import make_fake_build
 from PIL import Image
 
 from samrs.cli import main
+from samrs.segmenters.checkpoints import checkpoint_sha256
+from samrs.segmenters.models import SAM_MODELS, build_random_model
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -118,3 +124,50 @@ def test_cli_errors(trained, tmp_path):
     assert result.exit_code != 0 and "missing.pth" in result.output
     result = run("predict", "--run", str(tmp_path), "--images", data, "--out", str(tmp_path / "p"))
     assert result.exit_code != 0 and "last.pt" in result.output
+
+
+def test_ddp_with_torchrun(trained, tmp_path):
+    """Two CPU processes (gloo) through ``torchrun -m samrs.mesam.train``."""
+    root, _, _ = trained
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "samrs.mesam.train", "--data", str(root / "build"), "--out",
+           str(tmp_path / "ddp"), *TRAIN, "--batch-size", "1", "--num-workers", "0",
+           "--device", "cpu"]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    config = json.loads((tmp_path / "ddp" / "config.json").read_text())
+    assert config["world_size"] == 2
+    rows = list(csv.DictReader((tmp_path / "ddp" / "metrics.csv").open()))
+    # 4 images, 1 per process and step: 2 steps per epoch
+    assert [int(r["step"]) for r in rows if r["loss"]] == [1, 2, 3, 4]
+    assert proc.stderr.count("trainable parameters") == 1  # only rank 0 reports
+    assert "Grad strides" not in proc.stderr
+
+
+def test_finetune_from_a_sam_checkpoint(trained, tmp_path):
+    """Base weights from a (tiny) SAM checkpoint; the run finds them again, or is told where."""
+    root, _, _ = trained
+    ckpt = tmp_path / "sam_tiny.pth"
+    torch.save(build_random_model(SAM_MODELS["tiny"], seed=3).state_dict(), ckpt)
+    result = run("finetune", "--data", str(root / "build"), "--out", str(tmp_path / "run"),
+                 "--checkpoint", str(ckpt), *TRAIN[3:], "--num-workers", "0")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "loaded tiny checkpoint" in result.output and "pos_embed" not in result.output
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["base"]["random_weights"] is False
+    assert config["base"]["sha256"] == checkpoint_sha256(ckpt)
+    assert config["model_config"]["model"] == "tiny"  # detected from the checkpoint
+    predict = ["predict", "--run", str(tmp_path / "run"), "--images",
+               str(root / "build" / "images" / "S0000.png")]  # fmt: skip
+    assert run(*predict, "--out", str(tmp_path / "p1")).exit_code == 0
+    moved = ckpt.rename(tmp_path / "moved.pth")
+    result = run(*predict, "--out", str(tmp_path / "p2"))
+    assert result.exit_code != 0 and "pass --checkpoint" in result.output
+    assert run(*predict, "--out", str(tmp_path / "p2"), "--checkpoint", str(moved)).exit_code == 0
+    a = np.asarray(Image.open(tmp_path / "p1" / "S0000.png"))
+    b = np.asarray(Image.open(tmp_path / "p2" / "S0000.png"))
+    assert np.array_equal(a, b)
+    result = run("finetune", "--data", str(root / "build"), "--out", str(tmp_path / "r3"),
+                 "--checkpoint", str(moved), "--model", "vit_b")  # fmt: skip
+    assert result.exit_code != 0 and "not the requested vit_b" in result.output

@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
@@ -54,6 +53,7 @@ from samrs.mesam.data import (
 from samrs.mesam.metrics import ConfusionMatrix
 from samrs.mesam.model import MeSAM
 from samrs.mesam.train import TrainConfig, autocast, base_model, resolve_device
+from samrs.outputs.semantic import write_semantic_png
 
 log = logging.getLogger(__name__)
 
@@ -202,13 +202,9 @@ class Predictor:
 
 
 def write_label_png(path: str | Path, ids: np.ndarray, palette: list[int]) -> None:
-    """A palettized PNG with all 256 palette entries (indices are written unchanged)."""
-    if len(palette) != 768:
-        raise ValueError("the palette must have 256 RGB entries")
-    img = Image.fromarray(np.ascontiguousarray(ids, dtype=np.uint8), mode="L")
-    img.putpalette(palette)
+    """A palettized label PNG (all 256 palette entries; :mod:`samrs.outputs.semantic`)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    img.save(path, optimize=False)
+    write_semantic_png(path, np.ascontiguousarray(ids, dtype=np.uint8), palette)
 
 
 def list_images(images: str | Path, exclude: str | Path | None = None) -> list[Path]:

@@ -37,6 +37,7 @@ import math
 import os
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -220,16 +221,24 @@ def resize_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def base_model(
-    mcfg: MeSAMConfig, seed: int, checkpoint: str | None, progress: Progress | None = None
+    mcfg: MeSAMConfig,
+    seed: int,
+    checkpoint: str | None,
+    progress: Progress | None = None,
+    record_sha256: bool = False,
 ) -> tuple[MeSAM, dict[str, Any]]:
-    """The model with its frozen weights: seeded random init, then the SAM checkpoint if any."""
+    """The model with its frozen weights: seeded random init, then the SAM checkpoint if any.
+
+    Returns the model and facts about its base weights (checkpoint path, its sha256 when
+    ``record_sha256``, skipped and resized tensors, seed).
+    """
     model = build_mesam(mcfg, seed=seed)
     info: dict[str, Any] = {"checkpoint": None, "sha256": None, "random_weights": True}
     if checkpoint:
         report = load_sam_checkpoint(model, checkpoint)
         info = {
             "checkpoint": str(Path(checkpoint).resolve()),
-            "sha256": checkpoint_sha256(checkpoint),
+            "sha256": checkpoint_sha256(checkpoint) if record_sha256 else None,
             "random_weights": False,
             "skipped": report.skipped,
             "resized": sorted(report.resized),
@@ -396,7 +405,7 @@ def _train(
             cfg.model, label_space.num_classes, cfg.image_size, cfg.lora_rank
         )
     model, base_info = base_model(
-        mcfg, cfg.seed, None if cfg.random_weights else cfg.checkpoint, say
+        mcfg, cfg.seed, None if cfg.random_weights else cfg.checkpoint, say, dist_info.main
     )
     base_info["fingerprint"] = frozen_fingerprint(model)
     summary_params = configure_trainable(model)
@@ -411,8 +420,14 @@ def _train(
     model.to(device)
     net: nn.Module = model
     if dist_info.world > 1:
+        # Depthwise-conv weight gradients of shape (C, 1, k, k) come back from the backward
+        # kernels with another stride on their size-1 dimension; DDP copies them into its
+        # buckets and warns on every step. The layouts are equivalent.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view")
         net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            gradient_as_bucket_view=True,
         )
 
     batches_per_epoch = len(train_sampler.indices()) // cfg.batch_size + bool(
@@ -572,6 +587,11 @@ def _train(
             steps_this_call += 1
             batch_in_epoch = micro
             if step % cfg.log_every == 0 or step == total_steps:
+                if dist_info.world > 1:  # log the mean over all processes
+                    import torch.distributed as dist
+
+                    dist.all_reduce(window)
+                    window /= dist_info.world
                 loss, ce, dice = (window / max(window_batches, 1)).tolist()
                 elapsed = time.perf_counter() - t_window
                 rate = window_images / elapsed if elapsed > 0 else 0.0
