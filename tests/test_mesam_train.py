@@ -163,3 +163,13 @@ def test_resume_continues_from_the_saved_step(build, tmp_path):
         torch.testing.assert_close(b["trained"][key], value, rtol=1e-5, atol=1e-6)
     with pytest.raises(RunError, match="nothing to resume"):
         train(_cfg(build, tmp_path / "none", resume=True))
+
+
+def test_gradient_accumulation_and_max_steps(build, tmp_path):
+    # 4 images, 1 per micro-batch, 3 micro-batches per step: groups of 3 and 1 -> 2 steps/epoch
+    out = train(_cfg(build, tmp_path / "acc", batch_size=1, grad_accum=3, epochs=2, val_every=99))
+    assert out["step"] == out["total_steps"] == 4
+    capped = train(_cfg(build, tmp_path / "cap", epochs=50, max_steps=3, val_every=99))
+    assert capped["step"] == capped["total_steps"] == 3 and capped["finished"]
+    ck = read_run_checkpoint(tmp_path / "cap" / "last.pt")
+    assert ck["scheduler"]["_last_lr"][0] == 0.0  # the poly schedule ends at max_steps
