@@ -7,7 +7,7 @@ run can be rebuilt without the command line that trained it.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
@@ -191,6 +191,3 @@ class MeSAMConfig:
         values = dict(data)
         values["global_attn_indexes"] = tuple(values["global_attn_indexes"])  # type: ignore[arg-type]
         return cls(**values)  # type: ignore[arg-type]
-
-    def with_image_size(self, image_size: int) -> MeSAMConfig:
-        return replace(self, image_size=image_size)

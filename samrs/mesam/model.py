@@ -26,7 +26,6 @@ learned "no mask" embedding.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -459,18 +458,6 @@ def configure_trainable(model: nn.Module) -> TrainableSummary:
     return TrainableSummary(groups, sum(groups.values()), total)
 
 
-def trainable_summary(model: nn.Module) -> TrainableSummary:
-    """Counts of the parameters that currently require gradients, by group."""
-    groups: dict[str, int] = dict.fromkeys(PARAM_GROUPS, 0)
-    total = 0
-    for name, p in model.named_parameters():
-        total += p.numel()
-        if p.requires_grad:
-            group = param_group(name) or "other"
-            groups[group] = groups.get(group, 0) + p.numel()
-    return TrainableSummary(groups, sum(groups.values()), total)
-
-
 def trained_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Only the trained parameters (what a run checkpoint stores), detached on the CPU."""
     return {
@@ -478,8 +465,3 @@ def trained_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
         for name, p in model.named_parameters()
         if param_group(name) is not None
     }
-
-
-def frozen_names(model: nn.Module) -> Iterable[str]:
-    """Names of the frozen tensors (parameters and persistent buffers)."""
-    return (name for name in model.state_dict() if param_group(name) is None)
