@@ -253,6 +253,17 @@ def test_sam_model_forward_for_benchmarks() -> None:
     low, iou = seg.model_forward(pixels, boxes)
     assert low.shape == (2, 4, 256, 256) and iou.shape == (2, 4)
     assert seg.warmup(batch_size=1, n_boxes=2) > 0
+    assert seg.compile_seconds is None
+    # the CUDA path: one batched encoder call, padded to batch_size for a compiled encoder
+    padded = SamSegmenter(random_weights=True, device="cpu", batch_size=3)
+    padded._per_sample, padded.compile = False, True
+    seen = []
+    original = padded._encode_batch
+    padded._encode_batch = lambda pixels: seen.append(pixels.shape[0]) or original(pixels)
+    emb, _ = padded._run_encoder(pixels)
+    assert seen == [3] and emb.shape[0] == 2 and padded.compile_seconds is not None
+    ref, _ = seg._run_encoder(pixels)
+    torch.testing.assert_close(emb, ref, rtol=1e-5, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- device helpers
