@@ -16,10 +16,12 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from samrs.segmenters.models import SAM_MODELS, SamConfig
+
+if TYPE_CHECKING:
+    import torch
 
 
 class CheckpointError(Exception):
@@ -94,6 +96,8 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
 
 def _torch_load(p: Path) -> object:
+    import torch
+
     try:
         return torch.load(p, map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError as exc:
@@ -116,6 +120,8 @@ def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
     state = {str(k): v for k, v in obj.items()}
     if all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
+    import torch
+
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"{path}: not a SAM checkpoint (entry {bad[0]!r} is not a tensor)")

@@ -36,9 +36,10 @@ import types
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
@@ -154,6 +155,8 @@ def build_model(config: SamConfig, hq: bool = False) -> torch.nn.Module:
         config: the architecture.
         hq: build HQ-SAM (``MaskDecoderHQ``, encoder returning intermediate embeddings).
     """
+    import torch
+
     m: Any = hq_modules() if hq else sam_modules()
     emb = config.embedding_size
     encoder = m.ImageEncoderViT(
@@ -208,6 +211,8 @@ def build_random_model(config: SamConfig, hq: bool = False, seed: int = 0) -> to
 
     The global torch RNG is left as it was; the same seed gives the same weights everywhere.
     """
+    import torch
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build_model(config, hq=hq)
