@@ -36,7 +36,16 @@ from samrs.geometry import dilated_polygon_mask, rasterize_polygon
 INSIDE_DILATION_PX = 3.0
 """Dilation (pixels) of the polygon within which mask pixels count as inside."""
 
-REJECT_REASONS = ("empty", "score", "stability", "rbox_iou", "inside_fraction", "area")
+THRESHOLD_REASONS = {
+    "min_score": "low-score",
+    "min_stability": "low-stability",
+    "min_rbox_iou": "low-rbox-iou",
+    "min_inside_fraction": "low-inside-fraction",
+    "min_area": "small-area",
+}
+"""``reject_reason`` written for each threshold (the one place these names are defined)."""
+
+REJECT_REASONS = ("empty", *THRESHOLD_REASONS.values())
 ON_REJECT = ("keep-rejected", "box")
 METRICS = ("score", "stability", "rbox_iou", "inside_fraction", "area", "n_components")
 
@@ -168,8 +177,11 @@ def instance_metrics(
 
 
 def _fails(values: np.ndarray, minimum: float) -> np.ndarray:
-    """``values < minimum``, never for NaN."""
+    """``values < minimum``, never for NaN, and never when ``minimum <= 0`` (threshold off:
+    random-weight SAM can predict slightly negative IoUs, which must not reject by default)."""
     v = np.asarray(values, dtype=np.float64)
+    if minimum <= 0:
+        return np.zeros(v.shape, dtype=bool)
     with np.errstate(invalid="ignore"):
         return ~np.isnan(v) & (v < minimum)
 
@@ -180,11 +192,15 @@ def judge(metrics: dict[str, np.ndarray], thresholds: QualityThresholds) -> list
     area = np.asarray(metrics["area"])
     checks = [
         ("empty", area <= 0),
-        ("score", _fails(metrics["score"], thresholds.min_score)),
-        ("stability", _fails(metrics["stability"], thresholds.min_stability)),
-        ("rbox_iou", _fails(metrics["rbox_iou"], thresholds.min_rbox_iou)),
-        ("inside_fraction", _fails(metrics["inside_fraction"], thresholds.min_inside_fraction)),
-        ("area", _fails(area, thresholds.min_area)),
+        *(
+            (
+                reason,
+                _fails(
+                    area if name == "min_area" else metrics[name[4:]], getattr(thresholds, name)
+                ),
+            )
+            for name, reason in THRESHOLD_REASONS.items()
+        ),
     ]
     reasons: list[str | None] = [None] * len(area)
     for reason, failed in reversed(checks):  # earlier checks overwrite later ones

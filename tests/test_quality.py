@@ -114,7 +114,8 @@ def test_judge_reasons_in_order_and_nan_never_fails() -> None:
         min_score=0.5, min_stability=0.8, min_rbox_iou=0.5, min_inside_fraction=0.8, min_area=10
     )
     assert judge(metrics, limits) == [
-        None, "score", "stability", "rbox_iou", "inside_fraction", "area", None, "empty",
+        None, "low-score", "low-stability", "low-rbox-iou", "low-inside-fraction", "small-area",
+        None, "empty",
     ]  # fmt: skip
     # the defaults keep everything but empty masks
     assert judge(metrics, QualityThresholds()) == [None] * 7 + ["empty"]
@@ -123,12 +124,12 @@ def test_judge_reasons_in_order_and_nan_never_fails() -> None:
 def test_reject_policy_box_substitutes_the_polygon() -> None:
     masks = np.stack([_box_mask(2, 3, 4, 4), _box_mask(2, 3, 7, 9)])
     polys = np.array([BOX, BOX])
-    out, sub = apply_reject_policy(masks, polys, ["rbox_iou", None], "box")
+    out, sub = apply_reject_policy(masks, polys, ["low-rbox-iou", None], "box")
     np.testing.assert_array_equal(sub, [True, False])
     np.testing.assert_array_equal(out[0], rasterize_polygon(BOX, H, W))
     np.testing.assert_array_equal(out[1], masks[1])
     assert masks[0].sum() == 2  # input untouched
-    same, sub2 = apply_reject_policy(masks, polys, ["rbox_iou", None], "keep-rejected")
+    same, sub2 = apply_reject_policy(masks, polys, ["low-rbox-iou", None], "keep-rejected")
     assert same is masks and not sub2.any()
     with pytest.raises(ValueError, match="on_reject"):
         apply_reject_policy(masks, polys, [None, None], "drop")
@@ -139,7 +140,7 @@ def test_apply_filters_with_a_build_config() -> None:
     ms = MaskSet(masks, np.array([0.9, 0.9, 0.9], np.float32), np.full(3, np.nan, np.float32))
     config = BuildConfig(source="dota", root="r", out="o", min_rbox_iou=0.5, on_reject="box")
     result = apply_filters(ms, np.array([BOX, BOX, BOX]), config)
-    assert result.reasons == ["rbox_iou", None, "empty"]
+    assert result.reasons == ["low-rbox-iou", None, "empty"]
     np.testing.assert_array_equal(result.substituted, [True, False, True])
     np.testing.assert_array_equal(result.kept, [False, True, False])
     # metrics describe the segmenter's masks, except the area of the written mask
@@ -148,3 +149,17 @@ def test_apply_filters_with_a_build_config() -> None:
     kept = apply_filters(ms, np.array([BOX, BOX, BOX]))
     assert kept.reasons == [None, None, "empty"] and not kept.substituted.any()
     np.testing.assert_array_equal(kept.metrics["area"], [2, 30, 0])
+
+
+def test_zero_thresholds_are_off_even_for_negative_scores() -> None:
+    # random-weight SAM predicts slightly negative IoUs: the default filter must keep them
+    metrics = {
+        "score": np.array([-0.02, 0.3]),
+        "stability": np.array([-0.5, 0.9]),
+        "rbox_iou": np.array([0.4, 0.9]),
+        "inside_fraction": np.array([0.5, 1.0]),
+        "area": np.array([12, 40]),
+        "n_components": np.ones(2, dtype=np.int64),
+    }
+    assert judge(metrics, QualityThresholds()) == [None, None]
+    assert judge(metrics, QualityThresholds(min_score=0.1)) == ["low-score", None]

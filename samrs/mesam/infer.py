@@ -316,6 +316,9 @@ def evaluate_run(
         collate_fn=first_item,
         num_workers=num_workers,
         worker_init_fn=worker_init if num_workers > 0 else None,
+        # spawned, not forked: a fork after torch/OpenMP or Dask threads ran can deadlock
+        multiprocessing_context="spawn" if num_workers > 0 else None,
+        persistent_workers=num_workers > 0,
     )
     cm = ConfusionMatrix(space.num_channels, device=loaded.device)
     every = max(1, math.ceil(len(samples) / 20))

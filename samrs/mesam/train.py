@@ -307,6 +307,9 @@ def _loader(
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
         worker_init_fn=worker_init if num_workers > 0 else None,
+        # spawned, not forked: a fork after torch/OpenMP or Dask threads ran can deadlock
+        multiprocessing_context="spawn" if num_workers > 0 else None,
+        persistent_workers=num_workers > 0,
         drop_last=False,
     )
 

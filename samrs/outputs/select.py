@@ -20,12 +20,11 @@ from samrs import rle
 from samrs.classes import ClassTable
 from samrs.geometry import rasterize_polygon
 from samrs.outputs.manifest import ManifestError, part_paths, schema_of
+from samrs.quality import THRESHOLD_REASONS
 
 REJECT_REASONS = {
-    "min_score": "low-score",
-    "min_stability": "low-stability",
-    "min_rbox_iou": "low-rbox-iou",
-    "min_area": "small-area",
+    name: THRESHOLD_REASONS[name]
+    for name in ("min_score", "min_stability", "min_rbox_iou", "min_area")
 }
 """``reject_reason`` written by re-thresholding, per threshold (checked in this order)."""
 
