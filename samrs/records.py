@@ -123,6 +123,18 @@ class ErrorRecord:
     image_id: str | None = None
     n_objects: int = 0
 
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready row: ``file``, ``line``, ``stage``, ``message``, ``image_id``,
+        ``n_objects`` (what ``samrs inspect --json`` and ``split.json`` list)."""
+        return {
+            "file": self.source_file,
+            "line": self.line,
+            "stage": self.stage,
+            "message": self.message,
+            "image_id": self.image_id,
+            "n_objects": self.n_objects,
+        }
+
 
 @dataclass
 class Dataset:

@@ -339,17 +339,7 @@ class PatchSummary:
             "patches": self.patches,
             "objects": self.objects,
             "splits": dict(self.splits),
-            "errors": [
-                {
-                    "file": e.source_file,
-                    "line": e.line,
-                    "stage": e.stage,
-                    "message": e.message,
-                    "image_id": e.image_id,
-                    "n_objects": e.n_objects,
-                }
-                for e in self.errors
-            ],
+            "errors": [e.to_dict() for e in self.errors],
         }
 
 

@@ -173,6 +173,38 @@ def index_images(folder: Path | None, exclude: Callable[[Path], bool] | None = N
     return index
 
 
+def label_files(folder: Path | None, suffix: str) -> dict[str, Path]:
+    """The files directly inside ``folder`` with ``suffix`` (case-insensitive), by stem."""
+    if folder is None or not folder.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() == suffix}
+
+
+SPLIT_LISTS = ("train", "val", "test", "trainval")
+"""The split list files of an ``ImageSets`` folder, in the order a stem takes its split."""
+
+
+def split_lists(folder: Path) -> dict[str, str] | None:
+    """Image stem -> split from ``folder/ImageSets[/Main]/{train,val,test,trainval}.txt``.
+
+    A stem takes the first list that names it (``trainval`` only for stems in no other list);
+    a line may name the file (``00001.jpg``). None when ``folder`` has no ``ImageSets``.
+    """
+    sets = child(folder, "ImageSets")
+    if sets is None or not sets.is_dir():
+        return None
+    sets = child(sets, "Main") or sets
+    splits: dict[str, str] = {}
+    for name in SPLIT_LISTS:
+        path = child(sets, f"{name}.txt")
+        if path is None:
+            continue
+        for line in path.read_text(encoding="utf-8-sig", errors="replace").splitlines():
+            if line.strip():
+                splits.setdefault(Path(line.split()[0]).stem, name)
+    return splits
+
+
 def parse_float(text: str | None) -> float | None:
     """A finite float, or None for missing/non-numeric/inf/nan text."""
     if text is None:
@@ -190,6 +222,25 @@ def parse_int(text: str | None) -> int | None:
     if value is None or value != int(value):
         return None
     return int(value)
+
+
+@dataclass(frozen=True)
+class ObjectFields:
+    """What a label file says about one object, before :meth:`ReadContext.make_object` checks
+    it: 4 corners (8 numbers), the class name as spelled in the file, and flags."""
+
+    coords: Sequence[float]
+    class_name: str
+    difficult: bool = False
+    truncated: bool = False
+    flags: tuple[str, ...] = ()
+
+
+ParsedObject = tuple[int, str | None, "ObjectFields | str"]
+"""One object of a label file: ``(line, element or None, its fields or what was wrong)``."""
+
+ElementParser = Callable[[ET.Element], "ObjectFields | str"]
+"""A reader's ``object_fields``: the fields of one XML object element, or what was wrong."""
 
 
 # --- the reading context ------------------------------------------------------------------
@@ -263,8 +314,7 @@ class ReadContext:
 
     def make_object(
         self,
-        coords: Sequence[float],
-        class_name: str,
+        fields: ObjectFields,
         *,
         width: int | None,
         height: int | None,
@@ -272,50 +322,38 @@ class ReadContext:
         line: int | None,
         element: str | None = None,
         image_id: str | None = None,
-        difficult: bool = False,
-        truncated: bool = False,
-        flags: Iterable[str] = (),
     ) -> ObjectAnnotation | None:
-        """An object from 4 corners and a class name, or None after recording why not.
+        """The object a label file describes, or None after recording why not.
 
-        Checks the class (unknown -> ``error``/``skip`` row), the area (zero -> degenerate), and
-        clips corners outside ``[0, width] x [0, height]`` (flags ``clipped``, truncated=True).
+        Checks the class (unknown -> ``error``/``skip`` row), the corner count, the area
+        (zero -> degenerate), and clips corners outside ``[0, width] x [0, height]`` (flag
+        ``clipped``, truncated=True; entirely outside -> error row).
         """
-        where = f"{element}: " if element else ""
+        class_name, flags, truncated = fields.class_name, fields.flags, fields.truncated
+
+        def reject(problem: str, stage: str = "read") -> None:
+            where = f"{element}: " if element else ""
+            self.error(
+                source_file, line, where + problem, image_id=image_id, n_objects=1, stage=stage
+            )
+
         if class_name not in self._class_ids:
             self._class_ids[class_name] = self.table.lookup(class_name)
         class_id = self._class_ids[class_name]
         if class_id is None:
-            self.error(
-                source_file,
-                line,
-                f"{where}unknown class {class_name!r}; expected one of the {self.source} "
+            reject(
+                f"unknown class {class_name!r}; expected one of the {self.source} "
                 f"{self.version} classes: {', '.join(self.table.names)}",
-                image_id=image_id,
-                n_objects=1,
                 stage="skip" if self.on_unknown_class == "skip" else "read",
             )
             return None
-        polygon: Polygon = tuple(float(v) for v in coords)  # type: ignore[assignment]
+        polygon: Polygon = tuple(float(v) for v in fields.coords)  # type: ignore[assignment]
         if len(polygon) != 8:
-            self.error(
-                source_file,
-                line,
-                f"{where}expected 4 corners, got {len(polygon) // 2}",
-                image_id=image_id,
-                n_objects=1,
-            )
+            reject(f"expected 4 corners, got {len(polygon) // 2}")
             return None
         if polygon_area(polygon) <= 0:
-            self.error(
-                source_file,
-                line,
-                f"{where}degenerate polygon (zero area): {_fmt(polygon)}",
-                image_id=image_id,
-                n_objects=1,
-            )
+            reject(f"degenerate polygon (zero area): {_fmt(polygon)}")
             return None
-        flags = tuple(flags)
         xs, ys = polygon[0::2], polygon[1::2]
         if (
             width is not None
@@ -325,25 +363,172 @@ class ReadContext:
             clipped, moved = clip_polygon(polygon, (0.0, 0.0, float(width), float(height)))
             if moved:
                 if polygon_area(clipped) <= 0:
-                    self.error(
-                        source_file,
-                        line,
-                        f"{where}polygon lies outside the {width}x{height} image: {_fmt(polygon)}",
-                        image_id=image_id,
-                        n_objects=1,
-                    )
+                    reject(f"polygon lies outside the {width}x{height} image: {_fmt(polygon)}")
                     return None
                 polygon, truncated, flags = clipped, True, (*flags, "clipped")
         return ObjectAnnotation(
             polygon=polygon,
             class_name=self.table.names[class_id],
             class_id=class_id,
-            difficult=bool(difficult),
+            difficult=bool(fields.difficult),
             truncated=bool(truncated),
             source_file=str(source_file),
             source_line=line,
             source_element=element,
             flags=flags,
+        )
+
+    def make_objects(
+        self,
+        path: Path,
+        parsed: Iterable[ParsedObject],
+        *,
+        image_id: str,
+        width: int | None,
+        height: int | None,
+    ) -> list[ObjectAnnotation]:
+        """The objects of one label file, from its ``(line, element, fields or problem)``
+        items: a problem is an error row naming the file, the line and the element (prefix
+        of the message); fields go through :meth:`make_object`."""
+        objects = []
+        for line, element, fields in parsed:
+            if isinstance(fields, str):
+                where = f"{element}: " if element else ""
+                self.error(path, line, where + fields, image_id=image_id, n_objects=1)
+                continue
+            made = self.make_object(
+                fields,
+                width=width,
+                height=height,
+                source_file=path,
+                line=line,
+                element=element,
+                image_id=image_id,
+            )
+            if made is not None:
+                objects.append(made)
+        return objects
+
+    def image_record(
+        self,
+        image_id: str,
+        split: str | None,
+        image: Path | None,
+        *,
+        label: Path | None = None,
+        parse: Callable[[int | None, int | None], Sequence[ObjectAnnotation]] | None = None,
+        stated_size: tuple[int, int] | None = None,
+        gsd: float | None = None,
+        expected_label: Path | str | None = None,
+        images_in: Path | str | None = None,
+        stem: str | None = None,
+    ) -> ImageRecord | None:
+        """The record of one image and its (already loaded) label, or None for a label
+        without image; the missing side is an error row.
+
+        Args:
+            image_id: the image's id.
+            split: its split.
+            image: the image file; None when only the label exists: an error row naming
+                ``label`` accounts for the objects ``parse(None, None)`` finds, and None is
+                returned.
+            label: the label file the objects come from (None: the image has none).
+            parse: ``(width, height) -> objects`` of the loaded label (None: no objects).
+            stated_size: ``(width, height)`` the label states, used when the image header
+                cannot be read.
+            gsd: ground sample distance, if the source says.
+            expected_label: where the label of an image without one was expected; an error
+                row when ``label`` is None (the image is kept, without objects). None: the
+                split has no labels at all (a test split), no error.
+            images_in: where the image of a label was looked for (for the error row).
+            stem: the image file stem looked for (default: ``label``'s stem).
+        """
+        if image is None:
+            if label is None:
+                raise ValueError("image_record needs an image or a label file")
+            objects = parse(None, None) if parse is not None else ()
+            self.error(
+                label,
+                None,
+                f"no image for label file (looked for {stem or label.stem}.* in {images_in})",
+                image_id=image_id,
+                n_objects=len(objects),
+            )
+            return None
+        width, height = self.size_of(image, image_id, stated_size)
+        objects = parse(width, height) if parse is not None else ()
+        if label is None and expected_label is not None:
+            self.error(
+                image, None, f"missing label file: expected {expected_label}", image_id=image_id
+            )
+        return ImageRecord(
+            image_id=image_id,
+            image_path=str(image),
+            width=width,
+            height=height,
+            source=self.source,
+            version=self.version,
+            split=split,
+            gsd=gsd,
+            objects=tuple(objects),
+            annotation_file=str(label) if label is not None else None,
+            source_width=width,
+            source_height=height,
+        )
+
+    def xml_image_record(
+        self,
+        image_id: str,
+        split: str | None,
+        image: Path | None,
+        label: Path | None,
+        object_tag: str,
+        object_fields: ElementParser,
+        *,
+        size_tags: tuple[str, str],
+        gsd_tag: str | None = None,
+        expected_label: Path | None = None,
+        images_in: Path | str | None = None,
+        stem: str | None = None,
+    ) -> ImageRecord | None:
+        """:meth:`image_record` for an XML label: None also when the XML is unreadable (an
+        error row; the image is not returned).
+
+        Args:
+            object_tag: path of the object elements; object ``k`` (1-based) is line ``k`` and
+                element ``<object_tag>[k]``.
+            object_fields: the format's fields of one object element (or what was wrong).
+            size_tags: paths of the width and height elements (the stated size).
+            gsd_tag: path of the gsd element, if the format has one (non-positive: None).
+            image_id, split, image, label, expected_label, images_in, stem: as in
+                :meth:`image_record`.
+        """
+        if label is None:
+            return self.image_record(
+                image_id, split, image, expected_label=expected_label, images_in=images_in
+            )
+        root = self.parse_xml(label, image_id)
+        if root is None:
+            return None
+        gsd = parse_float(root.findtext(gsd_tag)) if gsd_tag else None
+
+        def parse(width: int | None, height: int | None) -> list[ObjectAnnotation]:
+            parsed = (
+                (k, f"{object_tag}[{k}]", object_fields(obj))
+                for k, obj in enumerate(root.findall(object_tag), start=1)
+            )
+            return self.make_objects(label, parsed, image_id=image_id, width=width, height=height)
+
+        return self.image_record(
+            image_id,
+            split,
+            image,
+            label=label,
+            parse=parse,
+            stated_size=xml_size(root, *size_tags),
+            gsd=gsd if gsd is not None and gsd > 0 else None,
+            images_in=images_in,
+            stem=stem,
         )
 
     def parse_xml(self, path: Path, image_id: str | None) -> ET.Element | None:

@@ -36,17 +36,19 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from samrs.geometry import box_polygon
-from samrs.records import ImageRecord, ObjectAnnotation
+from samrs.records import ImageRecord
 from samrs.sources.common import (
+    ObjectFields,
     ReadContext,
     SourceError,
     child,
     find_leaves,
     index_images,
+    label_files,
     natural_key,
     parse_int,
+    split_lists,
     xml_number,
-    xml_size,
 )
 
 HBB_DIRS = ("Horizontal Bounding Boxes", "Horizontal_Bounding_Boxes", "HorizontalBoundingBoxes")
@@ -102,25 +104,6 @@ def _images_of(folder: Path) -> Path:
     return subs[0] if len(subs) == 1 else folder
 
 
-def split_lists(top: Path) -> dict[str, str]:
-    """Image id -> split from ``ImageSets/Main/{train,val,test,trainval}.txt``."""
-    sets = child(top, "ImageSets")
-    folder = child(sets, "Main") if sets is not None else None
-    folder = folder or sets
-    splits: dict[str, str] = {}
-    if folder is None:
-        return splits
-    for name in ("train", "val", "test", "trainval"):
-        path = child(folder, f"{name}.txt")
-        if path is None:
-            continue
-        for line in path.read_text(encoding="utf-8-sig", errors="replace").splitlines():
-            stem = line.strip().split()[0] if line.strip() else ""
-            if stem:
-                splits.setdefault(stem, name)
-    return splits
-
-
 def label_dir(top: Path, variant: str | None) -> Path | None:
     """The annotation folder to read (None: no annotations at all)."""
     ann = child(top, "Annotations")
@@ -138,70 +121,39 @@ def label_dir(top: Path, variant: str | None) -> Path | None:
     return obb or hbb
 
 
-def parse_objects(
-    root: ET.Element,
-    path: Path,
-    ctx: ReadContext,
-    *,
-    image_id: str,
-    width: int | None,
-    height: int | None,
-) -> list[ObjectAnnotation]:
-    """Objects of one parsed DIOR/DIOR-R XML file; bad objects become error rows."""
-    objects = []
-    for k, obj in enumerate(root.findall("object"), start=1):
-        element = f"object[{k}]"
-        name = (obj.findtext("name") or "").strip()
-        box = obj.find("robndbox")
-        if box is None:
-            box = obj.find("bndbox")
-        fields = None
-        if box is not None:
-            if box.find(CORNER_FIELDS[0]) is not None:
-                fields = CORNER_FIELDS
-            elif box.find(BOX_FIELDS[0]) is not None:
-                fields = BOX_FIELDS
-        problem = None
-        if not name:
-            problem = "missing <name>: expected a class name"
-        elif box is None or fields is None:
-            problem = (
-                "expected bndbox/{xmin,ymin,xmax,ymax} or robndbox/{x_left_top,...,y_left_bottom}"
-            )
-        else:
-            values = [xml_number(box, f) for f in fields]
-            bad = [f for f, v in zip(fields, values, strict=True) if v is None]
-            if bad:
-                problem = f"missing or non-numeric {box.tag}/{bad[0]}: expected a number"
-        if problem is not None:
-            ctx.error(path, k, f"{element}: {problem}", image_id=image_id, n_objects=1)
-            continue
-        coords = values if fields is CORNER_FIELDS else box_polygon(values)  # type: ignore[arg-type]
-        made = ctx.make_object(
-            coords,  # type: ignore[arg-type]
-            name,
-            width=width,
-            height=height,
-            source_file=path,
-            line=k,
-            element=element,
-            image_id=image_id,
-            difficult=parse_int(obj.findtext("difficult")) == 1,
-            truncated=parse_int(obj.findtext("truncated")) == 1,
-        )
-        if made is not None:
-            objects.append(made)
-    return objects
+def object_fields(obj: ET.Element) -> ObjectFields | str:
+    """The fields of one ``object`` element, or what is wrong with it."""
+    name = (obj.findtext("name") or "").strip()
+    box = obj.find("robndbox")
+    if box is None:
+        box = obj.find("bndbox")
+    fields = None
+    if box is not None:
+        if box.find(CORNER_FIELDS[0]) is not None:
+            fields = CORNER_FIELDS
+        elif box.find(BOX_FIELDS[0]) is not None:
+            fields = BOX_FIELDS
+    if not name:
+        return "missing <name>: expected a class name"
+    if box is None or fields is None:
+        return "expected bndbox/{xmin,ymin,xmax,ymax} or robndbox/{x_left_top,...,y_left_bottom}"
+    values = [xml_number(box, f) for f in fields]
+    bad = [f for f, v in zip(fields, values, strict=True) if v is None]
+    if bad:
+        return f"missing or non-numeric {box.tag}/{bad[0]}: expected a number"
+    coords = values if fields is CORNER_FIELDS else box_polygon(values)  # type: ignore[arg-type]
+    return ObjectFields(
+        coords,  # type: ignore[arg-type]
+        name,
+        difficult=parse_int(obj.findtext("difficult")) == 1,
+        truncated=parse_int(obj.findtext("truncated")) == 1,
+    )
 
 
 def _read_top(top: Path, ctx: ReadContext, only: Path | None) -> list[ImageRecord]:
     labels_in = label_dir(top, ctx.variant)
-    labels = (
-        {p.stem: p for p in sorted(labels_in.iterdir()) if p.suffix.lower() == ".xml"}
-        if labels_in is not None
-        else {}
-    )
-    lists = split_lists(top)
+    labels = label_files(labels_in, ".xml")
+    lists = split_lists(top) or {}
     found: dict[str, tuple[Path, str | None]] = {}
     for folder in [only] if only is not None else _image_dirs(top):
         index = index_images(_images_of(folder))
@@ -223,49 +175,19 @@ def _read_top(top: Path, ctx: ReadContext, only: Path | None) -> list[ImageRecor
         split = lists.get(stem, folder_split)
         if not ctx.wants(split):
             continue
-        label = labels.get(stem)
-        xml = ctx.parse_xml(label, stem) if label is not None else None
-        if label is not None and xml is None:
-            continue  # unreadable: recorded, image not returned
-        if image_path is None:
-            assert label is not None and xml is not None
-            objects = parse_objects(xml, label, ctx, image_id=stem, width=None, height=None)
-            ctx.error(
-                label,
-                None,
-                f"no image for label file (looked for {stem}.* in "
-                f"{', '.join(p.name for p in _image_dirs(top)) or 'JPEGImages-*'})",
-                image_id=stem,
-                n_objects=len(objects),
-            )
-            continue
-        stated = xml_size(xml, "size/width", "size/height") if xml is not None else None
-        width, height = ctx.size_of(image_path, stem, stated)
-        objects = []
-        if xml is not None:
-            objects = parse_objects(xml, label, ctx, image_id=stem, width=width, height=height)  # type: ignore[arg-type]
-        elif labels_in is not None:
-            ctx.error(
-                image_path,
-                None,
-                f"missing label file: expected {labels_in / (stem + '.xml')}",
-                image_id=stem,
-            )
-        images.append(
-            ImageRecord(
-                image_id=stem,
-                image_path=str(image_path),
-                width=width,
-                height=height,
-                source=ctx.source,
-                version=ctx.version,
-                split=split,
-                objects=tuple(objects),
-                annotation_file=str(label) if label is not None else None,
-                source_width=width,
-                source_height=height,
-            )
+        record = ctx.xml_image_record(
+            stem,
+            split,
+            image_path,
+            labels.get(stem),
+            "object",
+            object_fields,
+            size_tags=("size/width", "size/height"),
+            expected_label=labels_in / f"{stem}.xml" if labels_in is not None else None,
+            images_in=", ".join(p.name for p in _image_dirs(top)) or "JPEGImages-*",
         )
+        if record is not None:
+            images.append(record)
     return images
 
 

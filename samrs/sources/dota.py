@@ -23,16 +23,19 @@ from pathlib import Path
 
 from samrs.records import ImageRecord, ObjectAnnotation
 from samrs.sources.common import (
+    ObjectFields,
     ReadContext,
     SourceError,
     child,
     find_leaves,
     index_images,
+    label_files,
     parse_float,
     parse_int,
 )
 
 HEADER = re.compile(r"^\s*(imagesource|gsd)\s*:(.*)$", re.IGNORECASE)
+LINE_END = re.compile(r"\r\n|\r|\n")
 EXPECTED = "'x1 y1 x2 y2 x3 y3 x4 y4 class [difficult]'"
 
 
@@ -70,82 +73,90 @@ def find_label_dir(leaf: Path, version: str) -> Path | None:
     return top
 
 
-def parse_label_file(
-    path: Path,
-    ctx: ReadContext,
-    *,
-    image_id: str | None,
-    width: int | None,
-    height: int | None,
-) -> tuple[list[ObjectAnnotation], float | None] | None:
-    """Objects and gsd of one labelTxt file; bad lines become error rows in ``ctx``.
-
-    None (after an error row) when the file cannot be read at all.
-    """
+def read_label_lines(path: Path, ctx: ReadContext, image_id: str | None) -> list[str] | None:
+    """The lines of a labelTxt file (CRLF, CR or LF ends; UTF-8, BOM dropped), or None after
+    an error row when it cannot be read."""
     try:
         text = path.read_bytes().decode("utf-8-sig", errors="replace")
     except OSError as exc:
         ctx.error(path, None, f"cannot read label file: {exc}; image skipped", image_id=image_id)
         return None
-    objects: list[ObjectAnnotation] = []
-    gsd: float | None = None
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line:
-            continue
+    return LINE_END.split(text)
+
+
+def label_gsd(lines: list[str]) -> float | None:
+    """The ``gsd:`` header value (None when absent, ``null`` or not a number)."""
+    gsd = None
+    for line in lines:
         header = HEADER.match(line)
-        if header:
-            if header.group(1).lower() == "gsd":
-                gsd = parse_float(header.group(2))
-            continue
-        tokens = line.split()
-        if len(tokens) < 9 or len(tokens) > 10:
-            ctx.error(
-                path,
-                number,
-                f"malformed object line: expected {EXPECTED}, got {len(tokens)} fields",
-                image_id=image_id,
-                n_objects=1,
-            )
-            continue
-        coords = [parse_float(t) for t in tokens[:8]]
-        if any(c is None for c in coords):
-            bad = next(t for t, c in zip(tokens, coords, strict=False) if c is None)
-            ctx.error(
-                path,
-                number,
-                f"non-numeric coordinate {bad!r}: expected {EXPECTED}",
-                image_id=image_id,
-                n_objects=1,
-            )
-            continue
-        difficult, truncated = 0, False
-        if len(tokens) == 10:
-            flag = parse_int(tokens[9])
-            if flag not in (0, 1, 2):
-                ctx.error(
-                    path,
-                    number,
-                    f"difficult must be 0 or 1 (2: cut by a patch), got {tokens[9]!r}",
-                    image_id=image_id,
-                    n_objects=1,
-                )
-                continue
-            difficult, truncated = (0, True) if flag == 2 else (flag, False)
-        obj = ctx.make_object(
-            coords,  # type: ignore[arg-type]
-            tokens[8],
-            width=width,
-            height=height,
-            source_file=path,
-            line=number,
-            image_id=image_id,
-            difficult=bool(difficult),
-            truncated=truncated,
+        if header and header.group(1).lower() == "gsd":
+            gsd = parse_float(header.group(2))
+    return gsd
+
+
+def line_fields(line: str) -> ObjectFields | str | None:
+    """The fields of one object line, what is wrong with it, or None for a blank or header
+    line."""
+    line = line.strip()
+    if not line or HEADER.match(line):
+        return None
+    tokens = line.split()
+    if len(tokens) < 9 or len(tokens) > 10:
+        return f"malformed object line: expected {EXPECTED}, got {len(tokens)} fields"
+    coords = [parse_float(t) for t in tokens[:8]]
+    bad = next((t for t, c in zip(tokens, coords, strict=False) if c is None), None)
+    if bad is not None:
+        return f"non-numeric coordinate {bad!r}: expected {EXPECTED}"
+    flag = parse_int(tokens[9]) if len(tokens) == 10 else 0
+    if flag not in (0, 1, 2):
+        return f"difficult must be 0 or 1 (2: cut by a patch), got {tokens[9]!r}"
+    # 2: mmrotate's marker of an object cut by a patch -> truncated, not difficult
+    return ObjectFields(coords, tokens[8], difficult=flag == 1, truncated=flag == 2)  # type: ignore[arg-type]
+
+
+def parse_label_lines(
+    lines: list[str],
+    path: Path,
+    ctx: ReadContext,
+    *,
+    image_id: str,
+    width: int | None,
+    height: int | None,
+) -> list[ObjectAnnotation]:
+    """Objects of a labelTxt file's lines (item ``k`` is line ``k + 1``); bad lines become
+    error rows in ``ctx``."""
+    parsed = (
+        (number, None, fields)
+        for number, raw in enumerate(lines, start=1)
+        if (fields := line_fields(raw)) is not None
+    )
+    return ctx.make_objects(path, parsed, image_id=image_id, width=width, height=height)
+
+
+def _read_image(
+    ctx: ReadContext,
+    stem: str,
+    split: str | None,
+    image: Path | None,
+    label: Path | None,
+    expected_label: Path | None,
+    images_in: Path,
+) -> ImageRecord | None:
+    """The record of one image/label pair (None: unreadable label, or no image)."""
+    if label is None:
+        return ctx.image_record(
+            stem, split, image, expected_label=expected_label, images_in=images_in
         )
-        if obj is not None:
-            objects.append(obj)
-    return objects, gsd
+    lines = read_label_lines(label, ctx, stem)
+    if lines is None:
+        return None  # unreadable: recorded, image not returned
+
+    def parse(width: int | None, height: int | None) -> list[ObjectAnnotation]:
+        return parse_label_lines(lines, label, ctx, image_id=stem, width=width, height=height)
+
+    return ctx.image_record(
+        stem, split, image, label=label, parse=parse, gsd=label_gsd(lines), images_in=images_in
+    )
 
 
 def read(root: Path, ctx: ReadContext) -> list[ImageRecord]:
@@ -160,58 +171,13 @@ def read(root: Path, ctx: ReadContext) -> list[ImageRecord]:
         label_dir = find_label_dir(leaf, ctx.version)
         index = index_images(child(leaf, "images"))
         ctx.note_duplicates(index, lambda stem: stem)
-        labels = (
-            {p.stem: p for p in sorted(label_dir.iterdir()) if p.suffix.lower() == ".txt"}
-            if label_dir is not None
-            else {}
-        )
+        labels = label_files(label_dir, ".txt")
+        images_in = child(leaf, "images") or leaf / "images"
         for stem in sorted(set(index.by_stem) | set(labels)):
-            image_path = index.by_stem.get(stem)
-            label_path = labels.get(stem)
-            if image_path is None:
-                assert label_path is not None
-                parsed = parse_label_file(label_path, ctx, image_id=stem, width=None, height=None)
-                if parsed is None:
-                    continue
-                ctx.error(
-                    label_path,
-                    None,
-                    f"no image for label file (looked for {stem}.* in "
-                    f"{child(leaf, 'images') or leaf / 'images'})",
-                    image_id=stem,
-                    n_objects=len(parsed[0]),
-                )
-                continue
-            width, height = ctx.size_of(image_path, stem)
-            objects, gsd = [], None
-            if label_path is not None:
-                parsed = parse_label_file(
-                    label_path, ctx, image_id=stem, width=width, height=height
-                )
-                if parsed is None:
-                    continue
-                objects, gsd = parsed
-            elif label_dir is not None:
-                ctx.error(
-                    image_path,
-                    None,
-                    f"missing label file: expected {label_dir / (stem + '.txt')}",
-                    image_id=stem,
-                )
-            images.append(
-                ImageRecord(
-                    image_id=stem,
-                    image_path=str(image_path),
-                    width=width,
-                    height=height,
-                    source=ctx.source,
-                    version=ctx.version,
-                    split=split,
-                    gsd=gsd,
-                    objects=tuple(objects),
-                    annotation_file=str(label_path) if label_path else None,
-                    source_width=width,
-                    source_height=height,
-                )
+            expected = label_dir / f"{stem}.txt" if label_dir is not None else None
+            record = _read_image(
+                ctx, stem, split, index.by_stem.get(stem), labels.get(stem), expected, images_in
             )
+            if record is not None:
+                images.append(record)
     return images

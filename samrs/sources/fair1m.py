@@ -26,18 +26,20 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from samrs.records import ImageRecord, ObjectAnnotation
+from samrs.records import ImageRecord
 from samrs.sources.common import (
+    ObjectFields,
     ReadContext,
     SourceError,
     child,
     find_leaves,
     index_images,
+    label_files,
     natural_key,
     parse_float,
-    xml_size,
 )
 
+OBJECT_TAG = "objects/object"
 LABEL_DIRS = ("labelXml", "labelxmls", "label_xml", "labels")
 RING_TOLERANCE = 1e-3
 """Largest distance (pixels) between the 1st and 5th point of a closed ring."""
@@ -75,39 +77,15 @@ def parse_points(obj: ET.Element) -> tuple[list[float] | None, str | None]:
     return None, f"{len(texts)} points: expected 5 (4 corners and the 1st repeated)"
 
 
-def parse_objects(
-    root: ET.Element,
-    path: Path,
-    ctx: ReadContext,
-    *,
-    image_id: str,
-    width: int | None,
-    height: int | None,
-) -> list[ObjectAnnotation]:
-    """Objects of one parsed FAIR1M XML file; bad objects become error rows."""
-    objects = []
-    for k, obj in enumerate(root.findall("objects/object"), start=1):
-        element = f"objects/object[{k}]"
-        name = (obj.findtext("possibleresult/name") or "").strip()
-        coords, problem = parse_points(obj)
-        if not name:
-            problem = "missing possibleresult/name: expected a class name"
-        if problem is not None:
-            ctx.error(path, k, f"{element}: {problem}", image_id=image_id, n_objects=1)
-            continue
-        made = ctx.make_object(
-            coords,  # type: ignore[arg-type]
-            name,
-            width=width,
-            height=height,
-            source_file=path,
-            line=k,
-            element=element,
-            image_id=image_id,
-        )
-        if made is not None:
-            objects.append(made)
-    return objects
+def object_fields(obj: ET.Element) -> ObjectFields | str:
+    """The fields of one ``objects/object`` element, or what is wrong with it."""
+    name = (obj.findtext("possibleresult/name") or "").strip()
+    coords, problem = parse_points(obj)
+    if not name:
+        return "missing possibleresult/name: expected a class name"
+    if coords is None:
+        return problem or "no points"
+    return ObjectFields(coords, name)
 
 
 def read(root: Path, ctx: ReadContext) -> list[ImageRecord]:
@@ -122,60 +100,20 @@ def read(root: Path, ctx: ReadContext) -> list[ImageRecord]:
         label_dir = child(leaf, *LABEL_DIRS)
         index = index_images(child(leaf, "images"))
         ctx.note_duplicates(index, lambda stem, split=split: image_id_for(split, stem))
-        labels = (
-            {p.stem: p for p in sorted(label_dir.iterdir()) if p.suffix.lower() == ".xml"}
-            if label_dir is not None
-            else {}
-        )
+        labels = label_files(label_dir, ".xml")
         for stem in sorted(set(index.by_stem) | set(labels), key=natural_key):
-            image_id = image_id_for(split, stem)
-            image_path, label = index.by_stem.get(stem), labels.get(stem)
-            xml = ctx.parse_xml(label, image_id) if label is not None else None
-            if label is not None and xml is None:
-                continue  # unreadable: recorded, image not returned
-            if image_path is None:
-                assert label is not None and xml is not None
-                objects = parse_objects(xml, label, ctx, image_id=image_id, width=None, height=None)
-                ctx.error(
-                    label,
-                    None,
-                    f"no image for label file (looked for {stem}.* in {leaf / 'images'})",
-                    image_id=image_id,
-                    n_objects=len(objects),
-                )
-                continue
-            stated = xml_size(xml, "size/width", "size/height") if xml is not None else None
-            width, height = ctx.size_of(image_path, image_id, stated)
-            objects = []
-            if xml is not None:
-                objects = parse_objects(
-                    xml,
-                    label,  # type: ignore[arg-type]
-                    ctx,
-                    image_id=image_id,
-                    width=width,
-                    height=height,
-                )
-            elif label_dir is not None:
-                ctx.error(
-                    image_path,
-                    None,
-                    f"missing label file: expected {label_dir / (stem + '.xml')}",
-                    image_id=image_id,
-                )
-            images.append(
-                ImageRecord(
-                    image_id=image_id,
-                    image_path=str(image_path),
-                    width=width,
-                    height=height,
-                    source=ctx.source,
-                    version=ctx.version,
-                    split=split,
-                    objects=tuple(objects),
-                    annotation_file=str(label) if label is not None else None,
-                    source_width=width,
-                    source_height=height,
-                )
+            record = ctx.xml_image_record(
+                image_id_for(split, stem),
+                split,
+                index.by_stem.get(stem),
+                labels.get(stem),
+                OBJECT_TAG,
+                object_fields,
+                size_tags=("size/width", "size/height"),
+                expected_label=label_dir / f"{stem}.xml" if label_dir is not None else None,
+                images_in=leaf / "images",
+                stem=stem,
             )
+            if record is not None:
+                images.append(record)
     return images

@@ -28,6 +28,8 @@ import numpy as np
 from samrs.geometry import box_polygon
 from samrs.records import ImageRecord, ObjectAnnotation, Polygon
 from samrs.sources.common import (
+    ImageIndex,
+    ObjectFields,
     ReadContext,
     SourceError,
     child,
@@ -120,74 +122,42 @@ def _pick_json(leaf: Path, split: str | None, ctx: ReadContext) -> Path | None:
     return chosen
 
 
-def parse_object(
-    ann: dict[str, Any],
-    k: int,
-    names: dict[Any, str],
-    path: Path,
-    ctx: ReadContext,
-    *,
-    image_id: str,
-    width: int | None,
-    height: int | None,
-) -> ObjectAnnotation | None:
-    """One COCO annotation as an object (None after recording why not)."""
-    element = f"annotations[{k}]"
+def annotation_fields(
+    ann: dict[str, Any], names: dict[Any, str], width: int | None, height: int | None
+) -> ObjectFields | str:
+    """The fields of one COCO annotation, or what is wrong with it."""
     name = names.get(ann.get("category_id"))
     if name is None:
-        ctx.error(
-            path,
-            k,
-            f"{element}: category_id {ann.get('category_id')!r} is not among the file's "
-            "categories: expected the id of one of its categories",
-            image_id=image_id,
-            n_objects=1,
+        return (
+            f"category_id {ann.get('category_id')!r} is not among the file's categories: "
+            "expected the id of one of its categories"
         )
-        return None
-    flags = [f"coco_id={ann['id']}"] if "id" in ann else []
+    flags = (f"coco_id={ann['id']}",) if "id" in ann else ()
     segmentation = ann.get("segmentation")
     try:
         if segmentation:
-            polygon = min_area_rect(segmentation_points(segmentation, height, width))
-        else:
-            box = [parse_float(str(v)) for v in ann.get("bbox") or []]
-            if len(box) != 4 or any(v is None for v in box):
-                raise ValueError("no segmentation and no bbox [x, y, w, h]")
-            x, y, w, h = box  # type: ignore[misc]
-            polygon, flags = box_polygon((x, y, x + w, y + h)), [*flags, "bbox_only"]
+            return ObjectFields(
+                min_area_rect(segmentation_points(segmentation, height, width)), name, flags=flags
+            )
+        box = [parse_float(str(v)) for v in ann.get("bbox") or []]
+        if len(box) != 4 or any(v is None for v in box):
+            raise ValueError("no segmentation and no bbox [x, y, w, h]")
     except (ValueError, TypeError, KeyError) as exc:
-        ctx.error(path, k, f"{element}: bad segmentation: {exc}", image_id=image_id, n_objects=1)
-        return None
-    return ctx.make_object(
-        polygon,
-        name,
-        width=width,
-        height=height,
-        source_file=path,
-        line=k,
-        element=element,
-        image_id=image_id,
-        flags=flags,
-    )
+        return f"bad segmentation: {exc}"
+    x, y, w, h = box  # type: ignore[misc]
+    return ObjectFields(box_polygon((x, y, x + w, y + h)), name, flags=(*flags, "bbox_only"))
 
 
-def _read_leaf(split: str | None, leaf: Path, ctx: ReadContext) -> list[ImageRecord]:
-    image_dir = child(leaf, "images") or leaf
-    index = index_images(image_dir, exclude=_is_mask_png)
-    ctx.note_duplicates(index, lambda stem: stem)
-    path = _pick_json(leaf, split, ctx)
-    if path is None:  # test split: images only
-        return [
-            _record(ctx, split, stem, p, None, [], *ctx.size_of(p, stem))
-            for stem, p in index.by_stem.items()
-        ]
+def _load_coco(path: Path, ctx: ReadContext) -> tuple[list[Any], list[Any], dict[Any, str]] | None:
+    """``(images, annotations, category id -> name)`` of a COCO file, or None after an error
+    row."""
     try:
         coco = json.loads(path.read_text(encoding="utf-8-sig"))
-        images_json, anns = coco["images"], coco.get("annotations", [])
+        images_json, anns = list(coco["images"]), list(coco.get("annotations", []))
         names = {c["id"]: str(c["name"]) for c in coco["categories"]}
     except json.JSONDecodeError as exc:
         ctx.error(path, exc.lineno, f"unreadable COCO JSON ({exc}); split skipped")
-        return []
+        return None
     except (OSError, KeyError, TypeError) as exc:
         ctx.error(
             path,
@@ -195,81 +165,77 @@ def _read_leaf(split: str | None, leaf: Path, ctx: ReadContext) -> list[ImageRec
             f"not a COCO instances file ({exc!r}): expected images, annotations and "
             "categories; split skipped",
         )
-        return []
-    by_image: dict[Any, list[tuple[int, dict[str, Any]]]] = {}
-    for k, ann in enumerate(anns, start=1):
-        by_image.setdefault(ann.get("image_id"), []).append((k, ann))
-    records, listed = [], set()
-    for entry in images_json:
-        file_name = str(entry.get("file_name", ""))
-        stem = Path(file_name).stem
-        listed.add(stem)
-        image_path = index.by_stem.get(stem)
-        entries = by_image.pop(entry.get("id"), [])
-        if image_path is None:
-            count = 0
-            for k, ann in entries:
-                obj = parse_object(ann, k, names, path, ctx, image_id=stem, width=None, height=None)
-                count += obj is not None
-            ctx.error(
-                path,
-                None,
-                f"no image for the COCO image {file_name!r} (looked in {image_dir})",
-                image_id=stem,
-                n_objects=count,
-            )
-            continue
-        stated = (parse_int(str(entry.get("width"))), parse_int(str(entry.get("height"))))
-        width, height = ctx.size_of(
-            image_path,
-            stem,
-            stated if stated[0] and stated[1] else None,  # type: ignore[arg-type]
-        )
-        objects = []
-        for k, ann in entries:
-            obj = parse_object(ann, k, names, path, ctx, image_id=stem, width=width, height=height)
-            if obj is not None:
-                objects.append(obj)
-        records.append(_record(ctx, split, stem, image_path, path, objects, width, height))
-    for image_key, entries in sorted(by_image.items(), key=lambda kv: str(kv[0])):
-        ctx.error(
-            path,
-            entries[0][0],
-            f"{len(entries)} annotation(s) of image_id {image_key!r}, which is not among the "
-            "file's images",
-            n_objects=len(entries),
-        )
-    for stem, image_path in index.by_stem.items():
-        if stem not in listed:
-            ctx.error(image_path, None, f"missing label: image not listed in {path}", image_id=stem)
-            size = ctx.size_of(image_path, stem)
-            records.append(_record(ctx, split, stem, image_path, None, [], *size))
-    return records
+        return None
+    return images_json, anns, names
 
 
-def _record(
+def _coco_image(
     ctx: ReadContext,
     split: str | None,
-    stem: str,
-    image_path: Path,
-    annotation: Path | None,
-    objects: list[ObjectAnnotation],
-    width: int | None,
-    height: int | None,
-) -> ImageRecord:
-    return ImageRecord(
-        image_id=stem,
-        image_path=str(image_path),
-        width=width,
-        height=height,
-        source=ctx.source,
-        version=ctx.version,
-        split=split,
-        objects=tuple(objects),
-        annotation_file=str(annotation) if annotation is not None else None,
-        source_width=width,
-        source_height=height,
+    entry: dict[str, Any],
+    annotations: list[tuple[int, dict[str, Any]]],
+    names: dict[Any, str],
+    path: Path,
+    index: ImageIndex,
+    image_dir: Path,
+) -> ImageRecord | None:
+    """The record of one COCO image entry with its ``(k, annotation)`` pairs."""
+    stem = Path(str(entry.get("file_name", ""))).stem
+
+    def parse(width: int | None, height: int | None) -> list[ObjectAnnotation]:
+        parsed = (
+            (k, f"annotations[{k}]", annotation_fields(ann, names, width, height))
+            for k, ann in annotations
+        )
+        return ctx.make_objects(path, parsed, image_id=stem, width=width, height=height)
+
+    width, height = parse_int(str(entry.get("width"))), parse_int(str(entry.get("height")))
+    return ctx.image_record(
+        stem,
+        split,
+        index.by_stem.get(stem),
+        label=path,
+        parse=parse,
+        stated_size=(width, height) if width and height else None,
+        images_in=image_dir,
+        stem=stem,
     )
+
+
+def _read_leaf(split: str | None, leaf: Path, ctx: ReadContext) -> list[ImageRecord]:
+    image_dir = child(leaf, "images") or leaf
+    index = index_images(image_dir, exclude=_is_mask_png)
+    ctx.note_duplicates(index, lambda stem: stem)
+    path = _pick_json(leaf, split, ctx)  # None: a test split, images only
+    records: list[ImageRecord | None] = []
+    listed: set[str] = set()
+    if path is not None:
+        coco = _load_coco(path, ctx)
+        if coco is None:
+            return []
+        images_json, anns, names = coco
+        by_image: dict[Any, list[tuple[int, dict[str, Any]]]] = {}
+        for k, ann in enumerate(anns, start=1):
+            by_image.setdefault(ann.get("image_id"), []).append((k, ann))
+        for entry in images_json:
+            listed.add(Path(str(entry.get("file_name", ""))).stem)
+            annotations = by_image.pop(entry.get("id"), [])
+            records.append(
+                _coco_image(ctx, split, entry, annotations, names, path, index, image_dir)
+            )
+        for image_key, entries in sorted(by_image.items(), key=lambda kv: str(kv[0])):
+            ctx.error(
+                path,
+                entries[0][0],
+                f"{len(entries)} annotation(s) of image_id {image_key!r}, which is not among "
+                "the file's images",
+                n_objects=len(entries),
+            )
+    for stem, image_path in index.by_stem.items():
+        if stem not in listed:
+            expected = f"an entry for {image_path.name} in {path}" if path is not None else None
+            records.append(ctx.image_record(stem, split, image_path, expected_label=expected))
+    return [record for record in records if record is not None]
 
 
 def read(root: Path, ctx: ReadContext) -> list[ImageRecord]:

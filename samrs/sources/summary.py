@@ -42,15 +42,5 @@ def summarize(dataset: Dataset, table: ClassTable | None = None) -> dict[str, An
         "clipped": sum("clipped" in obj.flags for obj in objects),
         "images_without_objects": sum(not image.objects for image in dataset.images),
         "objects_in_errors": sum(e.n_objects for e in dataset.errors),
-        "errors": [
-            {
-                "file": e.source_file,
-                "line": e.line,
-                "stage": e.stage,
-                "message": e.message,
-                "image_id": e.image_id,
-                "n_objects": e.n_objects,
-            }
-            for e in dataset.errors
-        ],
+        "errors": [e.to_dict() for e in dataset.errors],
     }
