@@ -444,3 +444,24 @@ def test_geotiff_sources_keep_their_georeferencing(tmp_path: Path) -> None:
             np.testing.assert_array_equal(
                 label.read(1), np.asarray(Image.open(out / row["semantic_file"]))
             )
+
+
+def test_gpu_executor_plumbing_on_cpu(reference: Path, dota: Path, tmp_path: Path) -> None:
+    # --gpus N starts one pinned worker per GPU with a GPU resource; with --device cpu the
+    # same path runs here and must give the same bytes
+    out = tmp_path / "gpus"
+    summary = run_build(config(dota, out, gpus=2, device="cpu", threads=1))
+    assert summary.ok
+    assert output_files(out) == output_files(reference)
+
+
+def test_existing_dask_scheduler(reference: Path, dota: Path, tmp_path: Path) -> None:
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        out = tmp_path / "scheduler"
+        summary = run_build(config(dota, out, scheduler=cluster.scheduler_address, threads=1))
+    assert summary.ok
+    assert output_files(out) == output_files(reference)

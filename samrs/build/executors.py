@@ -57,7 +57,7 @@ def run_local(shards: list[Shard], config: BuildConfig, classes: ClassTable) -> 
 def _local_cluster(config: BuildConfig):  # type: ignore[no-untyped-def]
     """A Dask cluster on this machine: one process per GPU (pinned) or per CPU worker."""
     import dask
-    from distributed import LocalCluster, Nanny, SpecCluster
+    from distributed import LocalCluster, Nanny, Scheduler, SpecCluster
 
     dask.config.set({"distributed.scheduler.allowed-failures": config.max_retries})
     if config.gpus > 0:
@@ -73,7 +73,7 @@ def _local_cluster(config: BuildConfig):  # type: ignore[no-untyped-def]
             }
             for i in range(config.gpus)
         }
-        scheduler = {"cls": dask.distributed.Scheduler, "options": {"dashboard_address": None}}
+        scheduler = {"cls": Scheduler, "options": {"dashboard_address": None}}
         return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=logging.ERROR)
     return LocalCluster(
         n_workers=config.workers,
@@ -130,7 +130,8 @@ def _has_gpu_workers(client) -> bool:  # type: ignore[no-untyped-def]
 
 
 def execute(shards: list[Shard], config: BuildConfig, classes: ClassTable) -> Iterator[Outcome]:
-    """Pick the executor the configuration asks for."""
-    if config.scheduler or config.gpus > 0 or config.workers > 1:
+    """Pick the executor: Dask for a scheduler, several GPUs or several CPU workers; this
+    process otherwise (one GPU or one CPU worker: no cluster overhead)."""
+    if config.scheduler or config.gpus > 1 or (config.gpus == 0 and config.workers > 1):
         return run_dask(shards, config, classes)
     return run_local(shards, config, classes)

@@ -90,7 +90,8 @@ class Progress:
         if self.skipped:
             parts.insert(1, f"already done {self.skipped}")
         if len(self.workers) > 1:
-            parts.append(f"workers {len(self.workers)}")
+            busy = ", ".join(f"{w.rsplit(':', 1)[-1]}:{n}" for w, n in sorted(self.workers.items()))
+            parts.append(f"shards by worker pid {busy}")
         return "  ".join(parts)
 
     def _show(self, force: bool = False) -> None:
@@ -149,6 +150,9 @@ def format_summary(summary: dict[str, object]) -> str:
         done = int(summary.get("images_processed", 0))  # type: ignore[arg-type]
         if wall > 0 and done:
             rows.append(("throughput", f"{done / wall:.2f} images/s"))
+    workers = summary.get("workers") or {}
+    if len(workers) > 1:  # type: ignore[arg-type]
+        rows.append(("shards per worker", ", ".join(f"{w} {n}" for w, n in workers.items())))  # type: ignore[union-attr]
     failed = summary.get("failed_shards") or []
     if failed:
         rows.append(("FAILED shards", ", ".join(str(f["shard"]) for f in failed)))  # type: ignore[index]

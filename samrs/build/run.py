@@ -36,6 +36,7 @@ class BuildSummary:
     config: dict[str, Any] = field(default_factory=dict)
     wall_seconds: float | None = None
     images_processed: int = 0
+    workers: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -54,6 +55,7 @@ class BuildSummary:
             "config": self.config,
             "wall_seconds": self.wall_seconds,
             "images_processed": self.images_processed,
+            "workers": self.workers,
         }
 
 
@@ -267,6 +269,7 @@ def run_build(config: BuildConfig, *, progress: bool | None = None) -> BuildSumm
             summary.images_processed += 0 if outcome.skipped else len(shard.images)
             bar.shard_done(outcome, len(shard.images), shard.n_objects)
     summary.failed_shards.sort(key=lambda f: f["shard"])
+    summary.workers = dict(sorted(bar.workers.items()))
     if summary.failed_shards:
         summary.state = "failed"
         summary.counts = count_outputs(layout.out)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from collections import Counter, OrderedDict, deque
@@ -158,7 +159,7 @@ def run_shard(
 ) -> ShardResult:
     """Process one shard and commit it atomically. Idempotent: a committed shard is skipped."""
     layout = Layout(config.out)
-    result = ShardResult(shard.index, worker=f"pid {os.getpid()}")
+    result = ShardResult(shard.index, worker=f"{socket.gethostname()}:{os.getpid()}")
     if layout.is_committed(shard.index):
         result.skipped = True
         return result
