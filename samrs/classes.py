@@ -174,7 +174,16 @@ FAIR1M_GROUPS: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 FAIR1M_OFFICIAL = tuple(name for group in FAIR1M_GROUPS.values() for name in group)
 FAIR1M_SUPER = {name: group for group, names in FAIR1M_GROUPS.items() for name in names}
-FAIR1M_SAMRS = tuple(sorted(name.replace(" ", "-") for name in FAIR1M_OFFICIAL))
+FAIR1M_SAMRS = (
+    "A220", "A321", "A330", "A350", "ARJ21", "Baseball-Field", "Basketball-Court", "Boeing737",
+    "Boeing747", "Boeing777", "Boeing787", "Bridge", "Bus", "C919", "Cargo-Truck",
+    "Dry-Cargo-Ship", "Dump-Truck", "Engineering-Ship", "Excavator", "Fishing-Boat",
+    "Football-Field", "Intersection", "Liquid-Cargo-Ship", "Motorboat", "other-airplane",
+    "other-ship", "other-vehicle", "Passenger-Ship", "Roundabout", "Small-Car", "Tennis-Court",
+    "Tractor", "Trailer", "Truck-Tractor", "Tugboat", "Van", "Warship",
+)  # fmt: skip
+"""SAMRS (FAST) order: spaces -> ``-``, sorted case-insensitively (``other-*`` among the O's),
+as in the SAMRS generation scripts' ``mapping.py``."""
 
 SOURCES = ("dota", "dior", "fair1m", "hrsc", "isaid")
 VERSIONS: dict[str, tuple[str, ...]] = {
