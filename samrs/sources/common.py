@@ -301,16 +301,20 @@ class ReadContext:
             self.error(path, None, str(exc), image_id=image_id, stage="image")
             return fallback if fallback is not None else (None, None)
 
+    def duplicate_image(self, path: Path, used: Path, image_id: str) -> None:
+        """An error row for an image file ignored because ``used`` has the same stem."""
+        self.error(
+            path,
+            None,
+            f"ignored: {used} has the same stem and is read instead; expected one image per stem",
+            image_id=image_id,
+        )
+
     def note_duplicates(self, index: ImageIndex, image_id_of: Callable[[str], str]) -> None:
-        """An error row for every image file ignored because another has the same stem."""
+        """An error row for every image file of ``index`` ignored for a same-stem file."""
         for stem, paths in index.duplicates.items():
             for path in paths:
-                self.error(
-                    path,
-                    None,
-                    f"another image with the same stem is used instead: {index.by_stem[stem].name}",
-                    image_id=image_id_of(stem),
-                )
+                self.duplicate_image(path, index.by_stem[stem], image_id_of(stem))
 
     def make_object(
         self,
@@ -352,7 +356,7 @@ class ReadContext:
             reject(f"expected 4 corners, got {len(polygon) // 2}")
             return None
         if polygon_area(polygon) <= 0:
-            reject(f"degenerate polygon (zero area): {_fmt(polygon)}")
+            reject(f"degenerate polygon (zero area): {_fmt(polygon)}; expected a positive area")
             return None
         xs, ys = polygon[0::2], polygon[1::2]
         if (
@@ -363,7 +367,10 @@ class ReadContext:
             clipped, moved = clip_polygon(polygon, (0.0, 0.0, float(width), float(height)))
             if moved:
                 if polygon_area(clipped) <= 0:
-                    reject(f"polygon lies outside the {width}x{height} image: {_fmt(polygon)}")
+                    reject(
+                        f"polygon lies outside the {width}x{height} image: {_fmt(polygon)}; "
+                        f"expected corners in [0, {width}] x [0, {height}]"
+                    )
                     return None
                 polygon, truncated, flags = clipped, True, (*flags, "clipped")
         return ObjectAnnotation(
@@ -450,7 +457,7 @@ class ReadContext:
             self.error(
                 label,
                 None,
-                f"no image for label file (looked for {stem or label.stem}.* in {images_in})",
+                f"no image for label file: expected {stem or label.stem}.* in {images_in}",
                 image_id=image_id,
                 n_objects=len(objects),
             )
@@ -485,6 +492,7 @@ class ReadContext:
         object_tag: str,
         object_fields: ElementParser,
         *,
+        root_tag: str,
         size_tags: tuple[str, str],
         gsd_tag: str | None = None,
         expected_label: Path | None = None,
@@ -498,6 +506,7 @@ class ReadContext:
             object_tag: path of the object elements; object ``k`` (1-based) is line ``k`` and
                 element ``<object_tag>[k]``.
             object_fields: the format's fields of one object element (or what was wrong).
+            root_tag: the document's root element (see :meth:`parse_xml`).
             size_tags: paths of the width and height elements (the stated size).
             gsd_tag: path of the gsd element, if the format has one (non-positive: None).
             image_id, split, image, label, expected_label, images_in, stem: as in
@@ -507,7 +516,7 @@ class ReadContext:
             return self.image_record(
                 image_id, split, image, expected_label=expected_label, images_in=images_in
             )
-        root = self.parse_xml(label, image_id)
+        root = self.parse_xml(label, image_id, root_tag)
         if root is None:
             return None
         gsd = parse_float(root.findtext(gsd_tag)) if gsd_tag else None
@@ -531,23 +540,41 @@ class ReadContext:
             stem=stem,
         )
 
-    def parse_xml(self, path: Path, image_id: str | None) -> ET.Element | None:
-        """The root element of an XML file, or None after recording an error row naming the
-        file and the parser's line (the image of an unreadable file is not returned)."""
+    def parse_xml(self, path: Path, image_id: str | None, root_tag: str) -> ET.Element | None:
+        """The root element of an XML label file, or None after an error row (the image of an
+        unreadable file is not returned: its objects are unknown).
+
+        An empty file (nothing but white space) is an annotation without objects: an empty
+        ``root_tag`` element, no error. A parse error names the parser's line; a document
+        whose root is not ``root_tag`` is an error too.
+        """
         try:
-            return ET.parse(path).getroot()
+            data = path.read_bytes()
+            if not data.strip():
+                return ET.Element(root_tag)
+            root = ET.fromstring(data)
         except ET.ParseError as exc:
             line = exc.position[0] if getattr(exc, "position", None) else None
             self.error(
                 path,
                 line,
-                f"unreadable or truncated XML ({exc}): expected a complete annotation "
+                f"unreadable or truncated XML ({exc}): expected a complete <{root_tag}> "
                 "document; image skipped",
                 image_id=image_id,
             )
+            return None
         except OSError as exc:
             self.error(path, None, f"cannot read XML file: {exc}; image skipped", image_id=image_id)
-        return None
+            return None
+        if root.tag != root_tag:
+            self.error(
+                path,
+                None,
+                f"root element <{root.tag}>: expected a <{root_tag}> document; image skipped",
+                image_id=image_id,
+            )
+            return None
+        return root
 
 
 def xml_number(element: ET.Element, tag: str) -> float | None:

@@ -160,12 +160,7 @@ def _read_top(top: Path, ctx: ReadContext, only: Path | None) -> list[ImageRecor
         ctx.note_duplicates(index, lambda stem: stem)
         for stem, path in index.by_stem.items():
             if stem in found:
-                ctx.error(
-                    path,
-                    None,
-                    f"another image with the same stem is used instead: {found[stem][0]}",
-                    image_id=stem,
-                )
+                ctx.duplicate_image(path, found[stem][0], stem)
                 continue
             found[stem] = (path, _folder_split(folder))
     stems = set(found) if only is not None else set(found) | set(labels)
@@ -182,6 +177,7 @@ def _read_top(top: Path, ctx: ReadContext, only: Path | None) -> list[ImageRecor
             labels.get(stem),
             "object",
             object_fields,
+            root_tag="annotation",
             size_tags=("size/width", "size/height"),
             expected_label=labels_in / f"{stem}.xml" if labels_in is not None else None,
             images_in=", ".join(p.name for p in _image_dirs(top)) or "JPEGImages-*",

@@ -109,6 +109,7 @@ def read(root: Path, ctx: ReadContext) -> list[ImageRecord]:
                 labels.get(stem),
                 OBJECT_TAG,
                 object_fields,
+                root_tag="annotation",
                 size_tags=("size/width", "size/height"),
                 expected_label=label_dir / f"{stem}.xml" if label_dir is not None else None,
                 images_in=leaf / "images",

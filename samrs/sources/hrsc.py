@@ -119,6 +119,7 @@ def read(root: Path, ctx: ReadContext) -> list[ImageRecord]:
                 labels.get(stem),
                 "HRSC_Objects/HRSC_Object",
                 object_fields,
+                root_tag="HRSC_Image",
                 size_tags=("Img_SizeWidth", "Img_SizeHeight"),
                 gsd_tag="Img_Resolution",
                 expected_label=label_dir / f"{stem}.xml" if label_dir is not None else None,

@@ -156,7 +156,11 @@ def _load_coco(path: Path, ctx: ReadContext) -> tuple[list[Any], list[Any], dict
         images_json, anns = list(coco["images"]), list(coco.get("annotations", []))
         names = {c["id"]: str(c["name"]) for c in coco["categories"]}
     except json.JSONDecodeError as exc:
-        ctx.error(path, exc.lineno, f"unreadable COCO JSON ({exc}); split skipped")
+        ctx.error(
+            path,
+            exc.lineno,
+            f"unreadable COCO JSON ({exc}): expected a COCO instances document; split skipped",
+        )
         return None
     except (OSError, KeyError, TypeError) as exc:
         ctx.error(
@@ -167,6 +171,11 @@ def _load_coco(path: Path, ctx: ReadContext) -> tuple[list[Any], list[Any], dict
         )
         return None
     return images_json, anns, names
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _coco_image(
@@ -180,7 +189,7 @@ def _coco_image(
     image_dir: Path,
 ) -> ImageRecord | None:
     """The record of one COCO image entry with its ``(k, annotation)`` pairs."""
-    stem = Path(str(entry.get("file_name", ""))).stem
+    stem = Path(entry["file_name"]).stem
 
     def parse(width: int | None, height: int | None) -> list[ObjectAnnotation]:
         parsed = (
@@ -216,10 +225,32 @@ def _read_leaf(split: str | None, leaf: Path, ctx: ReadContext) -> list[ImageRec
         images_json, anns, names = coco
         by_image: dict[Any, list[tuple[int, dict[str, Any]]]] = {}
         for k, ann in enumerate(anns, start=1):
-            by_image.setdefault(ann.get("image_id"), []).append((k, ann))
-        for entry in images_json:
-            listed.add(Path(str(entry.get("file_name", ""))).stem)
-            annotations = by_image.pop(entry.get("id"), [])
+            if isinstance(ann, dict) and isinstance(ann.get("image_id"), (int, str)):
+                by_image.setdefault(ann["image_id"], []).append((k, ann))
+            else:
+                ctx.error(
+                    path,
+                    k,
+                    f"annotations[{k}]: expected an object with an image_id, got {_short(ann)}",
+                    n_objects=1,
+                )
+        for i, entry in enumerate(images_json, start=1):
+            if not (
+                isinstance(entry, dict)
+                and isinstance(entry.get("id"), (int, str))
+                and isinstance(entry.get("file_name"), str)
+                and entry["file_name"]
+            ):
+                # its annotations stay in by_image: reported as of an image not in the file
+                ctx.error(
+                    path,
+                    None,
+                    f"images[{i}]: expected an object with an id and a file_name, got "
+                    f"{_short(entry)}",
+                )
+                continue
+            listed.add(Path(entry["file_name"]).stem)
+            annotations = by_image.pop(entry["id"], [])
             records.append(
                 _coco_image(ctx, split, entry, annotations, names, path, index, image_dir)
             )
@@ -227,8 +258,8 @@ def _read_leaf(split: str | None, leaf: Path, ctx: ReadContext) -> list[ImageRec
             ctx.error(
                 path,
                 entries[0][0],
-                f"{len(entries)} annotation(s) of image_id {image_key!r}, which is not among "
-                "the file's images",
+                f"annotations[{entries[0][0]}]: image_id {image_key!r} of {len(entries)} "
+                "annotation(s): expected the id of one of the file's images",
                 n_objects=len(entries),
             )
     for stem, image_path in index.by_stem.items():
