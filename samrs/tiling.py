@@ -375,11 +375,12 @@ def write_dota_patches(
     out: str | os.PathLike[str],
     patch_size: int,
     progress: Callable[[ImageRecord], None] | None = None,
+    pad_value: Sequence[int] | None = None,
 ) -> PatchSummary:
     """Write tiles as DOTA patches: ``out/<split>/images/<id>.png`` and ``labelTxt/<id>.txt``.
 
-    Each tile's window is read from its source image (padded with the mmrotate value where
-    the window extends past the image) and resized to ``patch_size`` when its window is
+    Each tile's window is read from its source image (padded with ``pad_value``, default
+    the mmrotate value :data:`samrs.imageio.PAD_VALUE`, where the window extends past the image) and resized to ``patch_size`` when its window is
     another size (rates != 1); labels are scaled alike, and the gsd becomes ``gsd * w /
     patch_size``. Consecutive tiles of one source image share one opened image (decoded once
     for PNG/JPEG, windowed reads for TIFF). An unreadable image gives one error record (stage
@@ -389,8 +390,11 @@ def write_dota_patches(
     """
     import cv2
 
-    from samrs.imageio import ImageReadError, open_image, write_png
+    from samrs.imageio import PAD_VALUE, ImageReadError, open_image, write_png
 
+    pad = tuple(PAD_VALUE if pad_value is None else pad_value)
+    if len(pad) != 3 or not all(0 <= int(v) <= 255 for v in pad):
+        raise TilingError(f"pad value must be 3 integers in 0..255, got {pad_value}")
     out = Path(out)
     summary = PatchSummary(out, errors=list(tiles.errors))
 
@@ -417,7 +421,7 @@ def write_dota_patches(
                     failed(tile, error)
                     continue
                 try:
-                    pixels = source.read(tile.window)  # type: ignore[union-attr]
+                    pixels = source.read(tile.window, pad)  # type: ignore[union-attr]
                 except ImageReadError as exc:
                     failed(tile, exc)
                     if not source.windowed:  # type: ignore[union-attr]

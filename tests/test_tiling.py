@@ -326,3 +326,94 @@ def test_split_cli(dota_root: Path, tmp_path: Path) -> None:
     result = runner.invoke(main, [*args[:6], str(tmp_path / "other"), "--overwrite"])
     assert result.exit_code == 1 and "refusing" in result.output
     assert os.path.exists(tmp_path / "other" / "f")
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    width=st.integers(1, 3000),
+    height=st.integers(1, 3000),
+    size=st.integers(64, 1024),
+    gap_fraction=st.floats(0.0, 0.5),
+    rate=st.sampled_from([0.5, 1.0, 1.5]),
+)
+def test_image_windows_cover_every_pixel(
+    width: int, height: int, size: int, gap_fraction: float, rate: float
+) -> None:
+    gap = int(size * gap_fraction)
+    windows = image_windows(width, height, size, gap, rate)
+    win = int(size / rate)
+    assert windows and all(w == h == win for _, _, w, h in windows)
+    assert windows == sorted(windows, key=lambda w: (w[1], w[0]))  # row by row
+    assert len(set(windows)) == len(windows)
+    xs, ys = sorted({x for x, _, _, _ in windows}), sorted({y for _, y, _, _ in windows})
+    assert xs == window_starts(width, win, int(gap / rate))
+    assert ys == window_starts(height, win, int(gap / rate))
+    assert len(windows) == len(xs) * len(ys)  # windows start inside: coverage >= ~min side
+    covered = np.zeros((min(height, 64), min(width, 64)), dtype=bool)  # the top-left corner
+    for x, y, w, h in windows:
+        assert x >= 0 and y >= 0 and (x + w <= width or x == 0) and (y + h <= height or y == 0)
+        covered[y : y + h, x : x + w] = True
+    assert covered.all()
+
+
+def test_tiff_patches_are_read_window_by_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import PIL.ImageFile
+    import rasterio
+    import rasterio.io
+
+    pixels = np.random.default_rng(0).integers(0, 255, (700, 900, 3), dtype=np.uint8)
+    path = tmp_path / "train/images/T1.tif"
+    path.parent.mkdir(parents=True)
+    profile = {"driver": "GTiff", "width": 900, "height": 700, "count": 3, "dtype": "uint8"}
+    profile.update(tiled=True, blockxsize=128, blockysize=128)
+    with (
+        pytest.warns(rasterio.errors.NotGeoreferencedWarning),
+        rasterio.open(path, "w", **profile) as ds,
+    ):
+        ds.write(pixels.transpose(2, 0, 1))
+    image = ImageRecord("T1", str(path), 900, 700, "dota", "1.0", "train")
+    tiles = tile_dataset(Dataset("dota", "1.0", [image]), patch_size=512, gap=100)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("decoded with Pillow")
+
+    reads: list[object] = []
+    original = rasterio.io.DatasetReader.read
+
+    def spy(self: rasterio.io.DatasetReader, *args: object, **kwargs: object) -> np.ndarray:
+        reads.append(kwargs.get("window"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(PIL.ImageFile.ImageFile, "load", refuse)
+    monkeypatch.setattr(rasterio.io.DatasetReader, "read", spy)
+    summary = write_dota_patches(tiles, tmp_path / "out", 512, pad_value=(1, 2, 3))
+    assert summary.patches == len(tiles.images) == 4 and summary.errors == []
+    assert len(reads) == 4 and all(w is not None for w in reads)  # one window read a patch
+    assert all(w.width * w.height < 900 * 700 for w in reads)  # type: ignore[attr-defined]
+    monkeypatch.undo()
+    for tile in tiles.images:
+        x, y, w, h = tile.window
+        patch = read_image(tmp_path / "out/train/images" / f"{tile.image_id}.png")
+        np.testing.assert_array_equal(patch, pixels[y : y + h, x : x + w])
+
+
+def test_split_cli_pad_value_and_coverage(tmp_path: Path) -> None:
+    runner = CliRunner()
+    val = Path(__file__).parent / "fixtures/sources/dota/val"  # one 24 x 16 image
+    args = ["split", "--source", "dota", "--root", str(val), "--patch-size", "32", "--gap", "8",
+            "--json"]  # fmt: skip
+    result = runner.invoke(main, [*args, "--out", str(tmp_path / "a"), "--pad-value", "0,0,255"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["pad_value"] == [0, 0, 255] and doc["coverage_threshold"] == 0.6
+    assert doc["patches"] == 1 and doc["objects"] == 1
+    patch = read_image(tmp_path / "a/val/images/P0010__32__0___0.png")
+    assert (patch[16:] == (0, 0, 255)).all() and (patch[:, 24:] == (0, 0, 255)).all()
+    assert (patch[:16, :24] == 128).all()  # the grey image itself
+    result = runner.invoke(main, [*args, "--out", str(tmp_path / "b"), "--pad-value", "1,2"])
+    assert result.exit_code == 2 and "R,G,B" in result.output
+    result = runner.invoke(main, [*args, "--out", str(tmp_path / "c"), "--coverage-threshold",
+                                  "1.0"])  # fmt: skip
+    assert result.exit_code == 2 and "--coverage-threshold" in result.output

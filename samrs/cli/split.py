@@ -33,6 +33,13 @@ def _rates(ctx: click.Context, param: click.Parameter, value: str) -> tuple[floa
     return rates
 
 
+def _pad_value(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int, int]:
+    parts = [v.strip() for v in value.split(",")]
+    if len(parts) != 3 or not all(v.isdigit() and int(v) <= 255 for v in parts):
+        raise click.BadParameter(f"expected R,G,B with values 0-255, got {value!r}")
+    return (int(parts[0]), int(parts[1]), int(parts[2]))
+
+
 def _prepare_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise click.ClickException(f"--out {out} exists and is not a folder")
@@ -73,6 +80,19 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
     default=0.7,
     help="Keep an object in a window when this fraction of its area is inside.",
 )
+@click.option(
+    "--coverage-threshold",
+    type=click.FloatRange(0.0, 1.0, max_open=True),
+    default=0.6,
+    help="Drop windows whose fraction inside the image is at most this (an image keeps its "
+    "best covered windows when none passes).",
+)
+@click.option(
+    "--pad-value",
+    default="104,116,124",
+    callback=_pad_value,
+    help="R,G,B fill of window parts outside the image.",
+)
 @click.option("--clip", is_flag=True, help="Clamp the corners of cut objects to the window.")
 @click.option("--overwrite", is_flag=True, help="Replace a previous `samrs split` output.")
 @json_option
@@ -88,6 +108,8 @@ def command(
     gap: int,
     rates: tuple[float, ...],
     iof_threshold: float,
+    coverage_threshold: float,
+    pad_value: tuple[int, int, int],
     clip: bool,
     overwrite: bool,
     as_json: bool,
@@ -112,18 +134,22 @@ def command(
             class_order=class_order,
             on_unknown_class=on_unknown_class,
         )
-        tiles = tile_dataset(dataset, patch_size, gap, rates, iof_threshold, clip)
+        tiles = tile_dataset(
+            dataset, patch_size, gap, rates, iof_threshold, clip, coverage_threshold
+        )
     except (SourceError, TilingError) as exc:
         raise click.ClickException(str(exc)) from exc
     _prepare_out(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     if as_json:
-        summary = write_dota_patches(tiles, out, patch_size)
+        summary = write_dota_patches(tiles, out, patch_size, pad_value=pad_value)
     else:
         with click.progressbar(
             length=len(tiles.images), label="cutting patches", file=sys.stderr
         ) as bar:
-            summary = write_dota_patches(tiles, out, patch_size, progress=lambda _: bar.update(1))
+            summary = write_dota_patches(
+                tiles, out, patch_size, progress=lambda _: bar.update(1), pad_value=pad_value
+            )
     report = {
         "source": source,
         "version": dataset.version,
@@ -134,6 +160,8 @@ def command(
         "gap": gap,
         "rates": list(rates),
         "iof_threshold": iof_threshold,
+        "coverage_threshold": coverage_threshold,
+        "pad_value": list(pad_value),
         "clip": clip,
         **summary.to_dict(),
     }
