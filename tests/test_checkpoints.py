@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner, Result
 
+from samrs.benchmarks.run import make_bench_dataset
+from samrs.cli import main
+from samrs.outputs.manifest import read_table
 from samrs.segmenters import (
     CheckpointError,
     checkpoint_sha256,
@@ -99,13 +105,37 @@ def test_truncated_checkpoint(tiny_ckpt: Path, tmp_path: Path) -> None:
     data = tiny_ckpt.read_bytes()
     half = tmp_path / "half.pth"
     half.write_bytes(data[: len(data) // 2])
-    assert "not a readable PyTorch checkpoint" in _error(half)
+    assert "truncated checkpoint" in _error(half)
+    almost = tmp_path / "almost.pth"  # only the zip's end record is missing
+    almost.write_bytes(data[:-22])
+    assert "truncated checkpoint" in _error(almost)
+    legacy = tmp_path / "legacy.pth"  # the pre-1.6 pickle format, whole then cut short
+    torch.save(
+        torch.load(tiny_ckpt, weights_only=True), legacy, _use_new_zipfile_serialization=False
+    )
+    assert validate_checkpoint("sam", checkpoint=str(legacy)).model == "tiny"  # type: ignore[union-attr]
+    legacy.write_bytes(legacy.read_bytes()[:-1000])
+    message = _error(legacy)
+    assert "not a readable PyTorch checkpoint" in message and len(message) < 400
 
 
 def test_foreign_files(tmp_path: Path) -> None:
     text = tmp_path / "notes.pth"
     text.write_text("these are not weights\n")
-    assert "not a readable PyTorch checkpoint" in _error(text)
+    assert "not a PyTorch checkpoint (a text file)" in _error(text)
+    lfs = tmp_path / "lfs.pth"
+    lfs.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 2564550879\n")
+    assert "Git LFS pointer" in _error(lfs)
+    page = tmp_path / "page.pth"
+    page.write_text("<!DOCTYPE html>\n<html><body>Not Found</body></html>\n")
+    assert "HTML page" in _error(page)
+    header = json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    safetensors = tmp_path / "model.safetensors"
+    safetensors.write_bytes(struct.pack("<Q", len(header)) + header + bytes(4))
+    assert "a safetensors file" in _error(safetensors)
+    binary = tmp_path / "random.pth"
+    binary.write_bytes(bytes(range(256)))
+    assert "unknown file signature 00010203" in _error(binary)
     pickled = tmp_path / "object.pth"
     pickled.write_bytes(pickle.dumps({"weights": np.arange(3), "when": Path("x")}))
     _error(pickled)
@@ -159,3 +189,67 @@ def test_load_state_dict_returns_cpu_tensors(tiny_ckpt: Path) -> None:
     state = load_state_dict(tiny_ckpt)
     assert all(v.device.type == "cpu" for v in state.values())
     assert len(state) == len(build_random_model(SAM_MODELS["tiny"]).state_dict())
+
+
+# ----------------------------------------------------------------------------- samrs build
+
+
+@pytest.fixture(scope="module")
+def bench_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("data") / "dota"
+    make_bench_dataset(root, n_images=1, objects_per_image=3, image_size=256, seed=3)
+    return root
+
+
+def _build(root: Path, out: Path, *args: str) -> Result:
+    argv = ["-q", "build", "--source", "dota", "--root", str(root), "--out", str(out)]
+    return CliRunner().invoke(main, [*argv, "--gpus", "0", *args])
+
+
+def test_build_checks_the_checkpoint_before_any_work(
+    bench_root: Path, tiny_ckpt: Path, tiny_hq_ckpt: Path, tmp_path: Path
+) -> None:
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(tiny_ckpt.read_bytes()[:100_000])
+    text = tmp_path / "readme.pth"
+    text.write_text("weights are at https://example.org\n")
+    cases = [
+        (["--checkpoint", str(tmp_path / "missing.pth")], "missing.pth: checkpoint not found"),
+        (["--checkpoint", str(truncated)], "truncated.pth: truncated checkpoint"),
+        (["--checkpoint", str(text)], "readme.pth: not a PyTorch checkpoint (a text file)"),
+        (["--checkpoint", str(tiny_ckpt), "--model", "vit_b"], "not the requested vit_b"),
+        (["--checkpoint", str(tiny_hq_ckpt)], "use the sam-hq segmenter"),
+        (["--checkpoint", str(tiny_ckpt), "--segmenter", "sam-hq"], "use the sam segmenter"),
+        ([], "--checkpoint"),
+    ]
+    out = tmp_path / "out"
+    for args, expected in cases:
+        result = _build(bench_root, out, *args)
+        assert result.exit_code == 1, (args, result.output)
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+        assert expected in lines[0]
+        assert not out.exists(), args  # nothing was written: the check ran before any work
+
+
+def test_build_detects_the_model_and_records_the_weights(
+    bench_root: Path, tiny_ckpt: Path, tmp_path: Path
+) -> None:
+    with_ckpt, random = tmp_path / "ckpt", tmp_path / "random"
+    assert _build(bench_root, with_ckpt, "--checkpoint", str(tiny_ckpt)).exit_code == 0
+    # the checkpoint holds the random weights of seed 5: the same masks prove they were loaded
+    result = _build(bench_root, random, "--random-weights", "--model", "tiny", "--seed", "5")
+    assert result.exit_code == 0, result.output
+    meta = json.loads((with_ckpt / "samrs.json").read_text())["segmenter"]
+    assert meta["model"] == "tiny" and meta["random_weights"] is False
+    assert meta["checkpoint"] == str(tiny_ckpt.resolve())
+    assert meta["checkpoint_sha256"] == hashlib.sha256(tiny_ckpt.read_bytes()).hexdigest()
+    meta = json.loads((random / "samrs.json").read_text())["segmenter"]
+    assert meta["random_weights"] is True and meta["model"] == "tiny"
+    assert meta["checkpoint"] is None and meta["checkpoint_sha256"] is None
+    a = read_table(with_ckpt, "instances").column("segmentation").to_pylist()
+    b = read_table(random, "instances").column("segmentation").to_pylist()
+    assert len(a) == 3 and a == b
+    other = _build(bench_root, tmp_path / "seed0", "--random-weights", "--model", "tiny")
+    assert other.exit_code == 0
+    assert read_table(tmp_path / "seed0", "instances").column("segmentation").to_pylist() != a

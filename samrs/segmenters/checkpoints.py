@@ -62,9 +62,11 @@ def checkpoint_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc: BaseException, limit: int = 200) -> str:
     text = str(exc).strip().splitlines()
     first = text[0] if text else ""
+    if len(first) > limit:  # torch's messages go on with advice; keep their first sentence
+        first = first[:limit].rsplit(". ", 1)[0] if ". " in first[:limit] else first[:limit]
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
@@ -84,6 +86,7 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{p}: checkpoint is not readable (permission denied)")
     if p.stat().st_size == 0:
         raise CheckpointError(f"{p}: checkpoint is empty (0 bytes)")
+    _check_signature(p)
     try:
         with warnings.catch_warnings():  # foreign pickles make torch warn before failing
             warnings.simplefilter("ignore", UserWarning)
@@ -93,6 +96,55 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             f"{p}: not a readable PyTorch checkpoint (truncated or foreign file?): {_one_line(exc)}"
         ) from exc
     return _unwrap(obj, p)
+
+
+_ZIP_HEADER = b"PK\x03\x04"
+_ZIP_END = b"PK\x05\x06"  # end-of-central-directory record, within the last 64 KiB + 22 bytes
+_ZIP_END_SPAN = (1 << 16) + 22
+
+
+def _check_signature(p: Path) -> None:
+    """Fail fast, without importing torch, on files that cannot be a ``torch.save`` output.
+
+    ``torch.save`` writes a zip archive (PyTorch >= 1.6) or, in the legacy format, a pickle
+    (first byte 0x80). A zip without its end record was cut short (an interrupted copy or
+    download); text (an HTML error page, a Git LFS pointer) or a safetensors file is foreign.
+    """
+    size = p.stat().st_size
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(64)
+            fh.seek(max(0, size - _ZIP_END_SPAN))
+            tail = fh.read()
+    except OSError as exc:
+        raise CheckpointError(f"{p}: checkpoint is not readable: {exc.strerror}") from exc
+    if head.startswith(_ZIP_HEADER):
+        if _ZIP_END not in tail:
+            raise CheckpointError(
+                f"{p}: truncated checkpoint ({size} bytes, the end of its zip archive is "
+                "missing: an interrupted copy or download?)"
+            )
+        return
+    if head[:1] == b"\x80":  # a pickle: legacy torch.save format, torch.load judges it
+        return
+    if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < size:
+        raise CheckpointError(
+            f"{p}: a safetensors file; samrs reads PyTorch checkpoints (.pth from torch.save)"
+        )
+    text = head.decode("utf-8", errors="ignore")  # a character cut at byte 64 is dropped
+    if len(text.encode()) >= len(head) - 3 and all(c.isprintable() or c.isspace() for c in text):
+        hint = (
+            "a Git LFS pointer: fetch the real file with git lfs pull"
+            if text.startswith("version https://git-lfs")
+            else "an HTML page: a failed download?"
+            if text.lstrip().lower().startswith(("<!doctype html", "<html"))
+            else "a text file"
+        )
+        raise CheckpointError(f"{p}: not a PyTorch checkpoint ({hint})")
+    raise CheckpointError(
+        f"{p}: not a PyTorch checkpoint (unknown file signature {head[:4].hex()}; "
+        "expected a zip archive or a pickle written by torch.save)"
+    )
 
 
 def _torch_load(p: Path) -> object:
