@@ -156,7 +156,7 @@ def test_gt_is_valid_coco_matching_the_files(datasets: dict[str, Path], fmt: str
         assert table.lookup(ann["class_name"]) == ann["category_id"] - 1
         sizes.append(max(ann["bbox"][2:]))
         assert ann["occluded"] < 0.41
-    assert min(sizes) <= 20 and max(sizes) >= 100  # tiny and large objects
+    assert 8 <= min(sizes) <= 20 and max(sizes) >= 100  # tiny (8-20 px) and large objects
     assert len({a["class_name"] for a in gt["annotations"]}) >= (1 if fmt == "hrsc" else 6)
     assert any(a["occluded"] > 0 for a in gt["annotations"])  # some overlap
     # visible-part rule: the masks of one image are disjoint
@@ -177,6 +177,15 @@ def test_masks_are_not_boxes(datasets: dict[str, Path], fmt: str) -> None:
         box = rasterize_polygon(ann["polygon"], *mask.shape)
         box_ious.append(mask_iou(box, mask))
     assert 0.5 <= float(np.mean(fills)) <= 0.9
+    # every object not hidden by another and larger than a few pixels (where pixels are too
+    # coarse to measure) fills 50-90% of its oriented box
+    measurable = [
+        f
+        for f, a in zip(fills, gt["annotations"], strict=True)
+        if a["occluded"] == 0 and polygon_area(a["polygon"]) >= 400
+    ]
+    assert len(measurable) >= 10
+    assert min(measurable) >= 0.5 and max(measurable) <= 0.91
     assert float(np.mean(box_ious)) < 0.9
     assert {a["shape"] for a in gt["annotations"]} >= (
         {"ship"} if fmt == "hrsc" else {"ellipse", "plane", "ship", "rounded"}
@@ -198,6 +207,23 @@ def test_objects_contrast_with_their_surroundings(datasets: dict[str, Path]) -> 
         ring = cv2.dilate(mask.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool) & ~mask
         diffs.append(abs(pixels[mask].mean() - pixels[ring].mean()))
     assert len(diffs) >= 5 and min(diffs) > 30
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_background_is_textured(datasets: dict[str, Path], fmt: str) -> None:
+    root = datasets[fmt]
+    gt = _gt(root)
+    image = gt["images"][0]
+    gray = read_image(root / image["file_name"]).astype(np.float64).mean(axis=2)
+    background = np.ones(gray.shape, dtype=bool)
+    for ann in gt["annotations"]:
+        if ann["image_id"] == image["id"]:
+            background &= ~rle.decode(ann["segmentation"]).astype(bool)
+    assert gray[background].std() > 4  # not a flat colour
+    # structure larger than pixel noise: 32 px block means of the background vary too
+    h, w = (s - s % 32 for s in gray.shape)
+    blocks = gray[:h, :w].reshape(h // 32, 32, w // 32, 32).mean(axis=(1, 3))
+    assert blocks.std() > 3
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
