@@ -43,6 +43,7 @@ from samrs.records import Dataset, ErrorRecord, ImageRecord, ObjectAnnotation, W
 __all__ = [
     "COVERAGE_THRESHOLD",
     "IOF_THRESHOLD",
+    "SPLIT_MARKER",
     "PatchSummary",
     "TilingError",
     "assign_objects",
@@ -59,6 +60,10 @@ __all__ = [
 
 IOF_THRESHOLD = 0.7
 COVERAGE_THRESHOLD = 0.6
+SPLIT_MARKER = "split.json"
+"""Written by ``samrs split`` to its output folder: options, ``source``/``version`` of the
+dataset cut, counts and every error record. A folder holding it is read (by any source's
+reader) as DOTA labelTxt patches with that source's class table."""
 _EPS = 1e-9
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,15 @@ def test_missing_root_fails_with_one_line(tmp_path):
     assert result.stderr.strip() == f"Error: dataset root not found: {tmp_path / 'nowhere'}"
     result = run("--source", "dota", "--root", str(FIXTURES / "dota"), "--version", "9")
     assert result.exit_code != 0 and "unknown dota version '9'" in result.stderr
+
+
+def test_json_stdout_of_a_real_process_is_one_document():
+    # a dataset whose reading logs a warning (a renamed duplicate id): it goes to stderr
+    command = [sys.executable, "-m", "samrs.cli", "inspect", "--source", "dota",
+               "--root", str(FIXTURES / "dota_dup"), "--json"]  # fmt: skip
+    proc = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["images"] == 3 and [e["line"] for e in doc["errors"]] == [None]
+    assert set(doc["errors"][0]) >= {"file", "line", "message"}
+    assert "not unique" in proc.stderr

@@ -16,7 +16,7 @@ from samrs.cli import main
 from samrs.geometry import box_polygon, clip_polygon
 from samrs.imageio import read_image, write_png
 from samrs.records import Dataset, ErrorRecord, ImageRecord, ObjectAnnotation
-from samrs.sources import read_dataset
+from samrs.sources import SourceError, read_dataset
 from samrs.synth import write_synthetic
 from samrs.tiling import (
     TilingError,
@@ -417,3 +417,22 @@ def test_split_cli_pad_value_and_coverage(tmp_path: Path) -> None:
     result = runner.invoke(main, [*args, "--out", str(tmp_path / "c"), "--coverage-threshold",
                                   "1.0"])  # fmt: skip
     assert result.exit_code == 2 and "--coverage-threshold" in result.output
+
+
+def test_split_output_of_any_source_reads_back_with_its_classes(tmp_path: Path) -> None:
+    part1 = Path(__file__).parent / "fixtures/sources/fair1m/train/part1"
+    out = tmp_path / "patches"
+    args = ["split", "--source", "fair1m", "--root", str(part1), "--out", str(out),
+            "--patch-size", "24", "--gap", "8", "--json"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    back = read_dataset("fair1m", out)
+    assert (back.source, back.version, back.errors) == ("fair1m", "2.0", [])
+    assert len(back.images) == doc["patches"] == 8 and back.n_objects == doc["objects"]
+    names = {o.class_name for im in back.images for o in im.objects}
+    assert names == {"Small Car", "Boeing737", "Dry Cargo Ship", "other-ship"}  # FAIR1M names
+    assert back.images[0].image_id == "train_1__24__0___0"
+    assert read_dataset("fair1m", out / "train").images == back.images
+    with pytest.raises(SourceError, match=r"output of fair1m 2\.0: read it with source 'fair1m'"):
+        read_dataset("dota", out)

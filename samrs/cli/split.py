@@ -18,9 +18,7 @@ from samrs.cli.options import (
     split_option,
     version_option,
 )
-
-MARKER = "split.json"
-"""Written to OUT: the options, counts and every error record of the run."""
+from samrs.tiling import SPLIT_MARKER
 
 
 def _rates(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
@@ -48,9 +46,9 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
             raise click.ClickException(
                 f"--out {out} is not empty (--overwrite replaces a previous `samrs split` output)"
             )
-        if not (out / MARKER).is_file():
+        if not (out / SPLIT_MARKER).is_file():
             raise click.ClickException(
-                f"refusing to overwrite {out}: it is not a `samrs split` output (no {MARKER})"
+                f"refusing to overwrite {out}: it is not a `samrs split` output (no {SPLIT_MARKER})"
             )
         shutil.rmtree(out)
 
@@ -165,7 +163,7 @@ def command(
         "clip": clip,
         **summary.to_dict(),
     }
-    (out / MARKER).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    (out / SPLIT_MARKER).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     if as_json:
         click.echo(json.dumps(report))
         return
@@ -175,7 +173,7 @@ def command(
         f"({', '.join(f'{n} {s}' for s, n in summary.splits.items()) or 'no patches'})"
     )
     if summary.errors:
-        click.echo(f"{len(summary.errors)} error records (all in {out / MARKER}):", err=True)
+        click.echo(f"{len(summary.errors)} error records (all in {out / SPLIT_MARKER}):", err=True)
         for error in summary.errors[:10]:
             where = error.source_file + (f":{error.line}" if error.line else "")
             click.echo(f"  [{error.stage}] {where}: {error.message}", err=True)

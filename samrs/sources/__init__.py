@@ -10,11 +10,13 @@ registry :data:`READERS` maps a source name to its module (imported on first use
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 
 from samrs.classes import DEFAULT_VERSION, SOURCES, class_table
 from samrs.records import Dataset
 from samrs.sources.common import ReadContext, SourceError, check_root, sort_images, unique_ids
+from samrs.tiling import SPLIT_MARKER
 
 __all__ = ["READERS", "ReadContext", "SourceError", "read_dataset"]
 
@@ -30,6 +32,23 @@ READERS: dict[str, str] = {
 ON_UNKNOWN_CLASS = ("error", "skip")
 
 
+def split_output(folder: Path) -> tuple[str, str] | None:
+    """``(source, version)`` when ``folder`` (or its parent, for one split's folder) is the
+    output of ``samrs split`` (it holds :data:`samrs.tiling.SPLIT_MARKER`), else None."""
+    for candidate in (folder, folder.parent):
+        marker = candidate / SPLIT_MARKER
+        if not marker.is_file():
+            continue
+        try:
+            info = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise SourceError(f"unreadable `samrs split` marker {marker}: {exc}") from exc
+        if not (isinstance(info, dict) and info.get("source") in READERS and info.get("version")):
+            raise SourceError(f"{marker}: expected the source and version of a `samrs split`")
+        return str(info["source"]), str(info["version"])
+    return None
+
+
 def read_dataset(
     source: str,
     root: str | Path,
@@ -42,7 +61,9 @@ def read_dataset(
 
     Args:
         source: ``dota``, ``dior``, ``fair1m``, ``hrsc`` or ``isaid``.
-        root: the dataset's top folder (with its split folders) or one split's folder.
+        root: the dataset's top folder (with its split folders) or one split's folder; also
+            a ``samrs split`` output of ``source`` (read as DOTA labelTxt patches with
+            ``source``'s class table; version default: the one it was cut from).
         version: dataset version (default: the source's default, e.g. DOTA ``1.0``). DIOR also
             takes ``hbb`` or ``obb`` (alias ``r``, ``dior-r``) to choose the annotation set.
         split: only this split (``val`` also matches ``validation``); None reads all.
@@ -54,7 +75,8 @@ def read_dataset(
         The images sorted by split then id (ids unique), and every problem found.
 
     Raises:
-        SourceError: unknown source, version or option; root missing; no data under root.
+        SourceError: unknown source, version or option; root missing; no data under root;
+            root is a ``samrs split`` output of another source.
     """
     if source not in READERS:
         raise SourceError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
@@ -63,16 +85,26 @@ def read_dataset(
             f"unknown on_unknown_class {on_unknown_class!r}; expected one of "
             f"{', '.join(ON_UNKNOWN_CLASS)}"
         )
-    module = importlib.import_module(READERS[source])
-    variant = None
-    if hasattr(module, "resolve_version"):
-        version, variant = module.resolve_version(version)
+    path = check_root(root)
+    patches = split_output(path)
+    if patches is not None:  # a `samrs split` output: DOTA labelTxt, classes of its source
+        if patches[0] != source:
+            raise SourceError(
+                f"{path} is a `samrs split` output of {patches[0]} {patches[1]}: read it with "
+                f"source {patches[0]!r}"
+            )
+        module, variant = importlib.import_module(READERS["dota"]), None
+        version = version or patches[1]
+    else:
+        module = importlib.import_module(READERS[source])
+        variant = None
+        if hasattr(module, "resolve_version"):
+            version, variant = module.resolve_version(version)
     version = version or DEFAULT_VERSION[source]
     try:
         table = class_table(source, version, class_order)
     except ValueError as exc:
         raise SourceError(str(exc)) from exc
-    path = check_root(root)
     ctx = ReadContext(
         source=source,
         version=version,
