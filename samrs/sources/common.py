@@ -4,6 +4,13 @@ Every reader turns one source format into :class:`~samrs.records.ImageRecord` ob
 reports each problem as an :class:`~samrs.records.ErrorRecord` through a :class:`ReadContext`,
 which also owns the class table and the unknown-class policy. Nothing is dropped silently:
 an object is either returned or accounted for by an error record (``n_objects``).
+
+A reader only knows its format: where images and label files are (:func:`find_leaves`,
+:func:`index_images`, :func:`label_files`), and what one object says (a function returning
+:class:`ObjectFields`, or a string saying what is wrong). The rest is shared:
+:meth:`ReadContext.make_objects` checks the objects (class, corners, area, clipping) and
+:meth:`ReadContext.image_record` (:meth:`~ReadContext.xml_image_record` for XML labels) pairs
+an image with its label, recording a missing image or label as an error row.
 """
 
 from __future__ import annotations
@@ -270,6 +277,19 @@ class ReadContext:
     def wants(self, split: str | None) -> bool:
         """Whether images of ``split`` are read."""
         return same_split(self.split, split)
+
+    def data_folders(
+        self, root: Path, is_leaf: Callable[[Path], bool], looked_for: str, *, by_split: bool = True
+    ) -> list[tuple[str | None, Path]]:
+        """:func:`find_leaves` under ``root``, only those of the wanted split when ``by_split``.
+
+        Raises:
+            SourceError: no data folder at all under ``root`` (``looked_for`` says which).
+        """
+        leaves = find_leaves(root, is_leaf)
+        if not leaves:
+            raise SourceError(f"no {looked_for} folder found under {root}")
+        return [(split, leaf) for split, leaf in leaves if not by_split or self.wants(split)]
 
     def error(
         self,

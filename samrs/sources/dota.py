@@ -25,9 +25,7 @@ from samrs.records import ImageRecord, ObjectAnnotation
 from samrs.sources.common import (
     ObjectFields,
     ReadContext,
-    SourceError,
     child,
-    find_leaves,
     index_images,
     label_files,
     parse_float,
@@ -161,13 +159,8 @@ def _read_image(
 
 def read(root: Path, ctx: ReadContext) -> list[ImageRecord]:
     """Read every DOTA split folder under ``root`` (see the module docstring)."""
-    leaves = find_leaves(root, _is_leaf)
-    if not leaves:
-        raise SourceError(f"no DOTA images/ or labelTxt/ folder found under {root}")
     images: list[ImageRecord] = []
-    for split, leaf in leaves:
-        if not ctx.wants(split):
-            continue
+    for split, leaf in ctx.data_folders(root, _is_leaf, "DOTA images/ or labelTxt/"):
         label_dir = find_label_dir(leaf, ctx.version)
         index = index_images(child(leaf, "images"))
         ctx.note_duplicates(index, lambda stem: stem)

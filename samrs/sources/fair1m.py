@@ -30,9 +30,7 @@ from samrs.records import ImageRecord
 from samrs.sources.common import (
     ObjectFields,
     ReadContext,
-    SourceError,
     child,
-    find_leaves,
     index_images,
     label_files,
     natural_key,
@@ -90,13 +88,8 @@ def object_fields(obj: ET.Element) -> ObjectFields | str:
 
 def read(root: Path, ctx: ReadContext) -> list[ImageRecord]:
     """Read every FAIR1M split/part folder under ``root`` (see the module docstring)."""
-    leaves = find_leaves(root, _is_leaf)
-    if not leaves:
-        raise SourceError(f"no FAIR1M images/ or labelXml/ folder found under {root}")
     images: list[ImageRecord] = []
-    for split, leaf in leaves:
-        if not ctx.wants(split):
-            continue
+    for split, leaf in ctx.data_folders(root, _is_leaf, "FAIR1M images/ or labelXml/"):
         label_dir = child(leaf, *LABEL_DIRS)
         index = index_images(child(leaf, "images"))
         ctx.note_duplicates(index, lambda stem, split=split: image_id_for(split, stem))

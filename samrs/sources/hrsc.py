@@ -31,9 +31,7 @@ from samrs.sources.common import (
     SPLIT_RANK,
     ObjectFields,
     ReadContext,
-    SourceError,
     child,
-    find_leaves,
     index_images,
     label_files,
     natural_key,
@@ -91,9 +89,8 @@ def object_fields(obj: ET.Element) -> ObjectFields | str:
 
 def read(root: Path, ctx: ReadContext) -> list[ImageRecord]:
     """Read HRSC2016 under ``root`` (see the module docstring)."""
-    leaves = find_leaves(root, _is_leaf)
-    if not leaves:
-        raise SourceError(f"no HRSC2016 AllImages/ or Annotations/ folder found under {root}")
+    # splits come from the lists per image: filtered below, not by folder
+    leaves = ctx.data_folders(root, _is_leaf, "HRSC2016 AllImages/ or Annotations/", by_split=False)
     full = [(s, leaf) for s, leaf in leaves if leaf.name.lower() == "fulldataset"]
     leaves = full or leaves
     images: list[ImageRecord] = []

@@ -31,9 +31,7 @@ from samrs.sources.common import (
     ImageIndex,
     ObjectFields,
     ReadContext,
-    SourceError,
     child,
-    find_leaves,
     index_images,
     parse_float,
     parse_int,
@@ -271,11 +269,7 @@ def _read_leaf(split: str | None, leaf: Path, ctx: ReadContext) -> list[ImageRec
 
 def read(root: Path, ctx: ReadContext) -> list[ImageRecord]:
     """Read every iSAID split under ``root`` (see the module docstring)."""
-    leaves = find_leaves(root, _is_leaf)
-    if not leaves:
-        raise SourceError(f"no iSAID images/ or Annotations/ folder found under {root}")
     images: list[ImageRecord] = []
-    for split, leaf in leaves:
-        if ctx.wants(split):
-            images.extend(_read_leaf(split, leaf, ctx))
+    for split, leaf in ctx.data_folders(root, _is_leaf, "iSAID images/ or Annotations/"):
+        images.extend(_read_leaf(split, leaf, ctx))
     return images
