@@ -362,7 +362,9 @@ def dota_label_text(
     """A DOTA labelTxt document: ``imagesource:``/``gsd:`` header, one object per line.
 
     Coordinates are multiplied by ``scale`` and written with up to 3 decimals; spaces in class
-    names become ``-`` (the DOTA line format is space separated); ``difficult`` is 0/1.
+    names become ``-`` (the DOTA line format is space separated). The last column is 1 for a
+    difficult object, else 2 for a truncated one (mmrotate's marker of an object cut by the
+    patch, which the DOTA reader reads back as truncated), else 0.
     """
     lines = []
     if imagesource:
@@ -371,7 +373,8 @@ def dota_label_text(
     for obj in objects:
         coords = " ".join(_fmt(v * scale) for v in obj.polygon)
         name = "-".join(obj.class_name.split())
-        lines.append(f"{coords} {name} {int(obj.difficult)}")
+        flag = 1 if obj.difficult else 2 if obj.truncated else 0
+        lines.append(f"{coords} {name} {flag}")
     return "".join(line + "\n" for line in lines)
 
 

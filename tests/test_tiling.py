@@ -211,6 +211,10 @@ def test_dota_label_text() -> None:
     obj = obj.with_changes(polygon=(0.1234, -0.0001, 3.0, 2.5, 3.0, 4.0, 1.0, 4.0))
     assert dota_label_text([obj]).splitlines()[1].startswith("0.123 0 3 2.5 ")
     assert dota_label_text([], gsd=None, imagesource="GF") == "imagesource:GF\ngsd:null\n"
+    # cut objects: mmrotate's 2, unless difficult (which wins)
+    cut = obj.with_changes(truncated=True)
+    assert dota_label_text([cut]).splitlines()[1].endswith(" Small-Car 1")
+    assert dota_label_text([cut.with_changes(difficult=False)]).splitlines()[1].endswith(" 2")
 
 
 # --- patches and `samrs split` --------------------------------------------------------------
@@ -251,6 +255,7 @@ def test_patches_round_trip_through_the_dota_reader(
             expected, _ = clip_polygon(mine.polygon, (0, 0, 512, 512))
             np.testing.assert_allclose(read.polygon, expected, atol=1e-3)
             assert read.difficult == mine.difficult
+            assert read.truncated == mine.truncated or mine.difficult
     # pixels: a patch is the crop of its window
     tile = tiles.images[1]
     x, y, _, _ = tile.window
