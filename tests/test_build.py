@@ -465,3 +465,33 @@ def test_existing_dask_scheduler(reference: Path, dota: Path, tmp_path: Path) ->
         summary = run_build(config(dota, out, scheduler=cluster.scheduler_address, threads=1))
     assert summary.ok
     assert output_files(out) == output_files(reference)
+
+
+def test_segmenter_failure_is_isolated_to_its_image(
+    dota: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import samrs.build.worker as worker
+    from samrs.segmenters import create_segmenter
+    from samrs.sources import read_dataset
+
+    counts = [len(im.objects) for im in read_dataset("dota", dota).images]
+    bad_count = max(counts)
+    assert counts.count(bad_count) == 1
+    box = create_segmenter("box")
+
+    class Failing(type(box)):  # type: ignore[misc]
+        def segment(self, images, prompts):  # type: ignore[no-untyped-def]
+            if any(len(p) == bad_count for p in prompts):
+                raise RuntimeError("out of memory (simulated)")
+            return super().segment(images, prompts)
+
+    monkeypatch.setattr(worker, "get_segmenter", lambda config: Failing())
+    out = tmp_path / "segfail"
+    summary = run_build(config(dota, out, segmenter="box", batch_size=4))
+    assert summary.ok
+    errors = read_table(out, "errors").to_pylist()
+    assert [(e["stage"], e["n_objects"]) for e in errors] == [("segment", bad_count)]
+    assert "out of memory" in errors[0]["message"]
+    images = read_table(out, "images").to_pylist()
+    assert sorted(r["status"] for r in images).count("error") == 1
+    assert read_table(out, "instances").num_rows == sum(counts) - bad_count

@@ -154,9 +154,7 @@ def configure_threads(threads: int | None) -> None:
     cv2.setNumThreads(threads)
 
 
-def run_shard(
-    shard: Shard, config: BuildConfig, classes: ClassTable, attempt_key: str = ""
-) -> ShardResult:
+def run_shard(shard: Shard, config: BuildConfig, classes: ClassTable) -> ShardResult:
     """Process one shard and commit it atomically. Idempotent: a committed shard is skipped."""
     layout = Layout(config.out)
     result = ShardResult(shard.index, worker=f"{socket.gethostname()}:{os.getpid()}")
@@ -261,12 +259,12 @@ def _process_images(
             top_up()
             pixels: dict[int, np.ndarray] = {}
             geos: dict[int, Any] = {}
-            failures: dict[int, str] = {}
+            failures: dict[int, tuple[str, str]] = {}  # image -> (stage, message)
             for i, future in batch:
                 try:
                     pixels[i], geos[i] = future.result()
                 except Exception as exc:  # a corrupt image is a record error, not a crash
-                    failures[i] = str(exc)
+                    failures[i] = ("image", str(exc))
             todo = [i for i in pixels if shard.images[i].objects]
             prompts = {i: _prompts(shard.images[i], config) for i in todo}
             masks: dict[int, MaskSet] = {}
@@ -278,19 +276,19 @@ def _process_images(
                     masks = dict(zip(todo, results, strict=True))
                 except Exception as exc:
                     if len(todo) == 1:
-                        failures[todo[0]] = f"segmenter failed: {exc}"
+                        failures[todo[0]] = ("segment", f"segmenter failed: {exc}")
                     else:  # isolate the image that fails
                         for i in todo:
                             try:
                                 masks[i] = segmenter.segment([pixels[i]], [prompts[i]])[0]
                             except Exception as inner:
-                                failures[i] = f"segmenter failed: {inner}"
+                                failures[i] = ("segment", f"segmenter failed: {inner}")
             for i, _ in batch:
                 image = shard.images[i]
                 if i in failures:
-                    stage = "segment" if failures[i].startswith("segmenter failed") else "image"
+                    stage, message = failures[i]
                     finishing.append(
-                        pool.submit(_failed_image, image, failures[i], stage, shard.index, layout)
+                        pool.submit(_failed_image, image, message, stage, shard.index, layout)
                     )
                 else:
                     finishing.append(
