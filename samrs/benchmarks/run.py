@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from samrs.classes import DOTA_V1_0, class_table
+from samrs.outputs.semantic import semantic_palette
 
 
 def make_bench_dataset(
@@ -202,7 +203,7 @@ def run_benchmark(
             "sam", model=model, checkpoint=checkpoint, random_weights=checkpoint is None,
             device=str(dev), attention="eager", precision="fp32",
         )  # fmt: skip
-        palette = class_table("dota").full_palette()
+        palette = semantic_palette(class_table("dota"))
         paths = sorted((root / "train" / "images").glob("*.png"))
         boxes_np = [p.boxes for p in prompt_sets]
         classes = [np.array([o.class_id for o in im.objects]) for im in dataset.images]

@@ -223,10 +223,7 @@ def run_build(config: BuildConfig, *, progress: bool | None = None) -> BuildSumm
     summary = BuildSummary(
         layout.out, plan.summary(), "dry-run", existing=existing, config=config.to_dict()
     )
-    summary.plan["errors_found"] = [
-        {"file": e.source_file, "line": e.line, "stage": e.stage, "message": e.message}
-        for e in plan.errors
-    ]
+    summary.plan["errors_found"] = [e.to_dict() for e in plan.errors]
     if config.dry_run:
         return summary
     if existing.get("overwrite"):
