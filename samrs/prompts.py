@@ -85,8 +85,8 @@ def build_prompts(polygons: np.ndarray, mode: str, hboxes: np.ndarray | None = N
         points = polygon_centroids(poly)
     return PromptSet(
         mode=mode,
-        polygons=poly.reshape(-1, 4, 2).astype(np.float32),
-        boxes=None if boxes is None else boxes.astype(np.float32),
-        points=None if points is None else points.astype(np.float32),
+        polygons=poly.reshape(-1, 4, 2).copy(),
+        boxes=None if boxes is None else np.array(boxes, dtype=np.float64),
+        points=None if points is None else np.array(points, dtype=np.float64),
         use_mask_prompt=mode == "rbox-mask",
     )

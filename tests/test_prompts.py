@@ -26,7 +26,22 @@ def test_box_modes_use_the_enclosing_box(mode: str) -> None:
     np.testing.assert_array_equal(ps.boxes, [[40, 30, 60, 50], [10, 20, 30, 25]])
     assert ps.points is None and not ps.use_mask_prompt
     np.testing.assert_array_equal(ps.polygons, POLYS.reshape(2, 4, 2))
-    assert ps.polygons.dtype == np.float32 and ps.boxes.dtype == np.float32
+    assert ps.polygons.dtype == np.float64 and ps.boxes.dtype == np.float64
+
+
+def test_coordinates_are_kept_exactly_as_annotated() -> None:
+    # float32 would turn 59.2 into 59.20000076...: manifests would show it, and the rasterized
+    # polygon could differ by a pixel from the one rasterized from the manifest's polygon
+    poly = np.array([[59.2, 31.0, 68.3, 31.7, 67.1, 47.9, 58.3, 47.3]])
+    for mode in PROMPT_MODES:
+        ps = build_prompts(poly, mode)
+        assert ps.polygons.reshape(-1).tolist() == poly[0].tolist()
+        if ps.boxes is not None:
+            assert ps.boxes[0].tolist() == [58.3, 31.0, 68.3, 47.9]
+        if ps.points is not None:
+            assert ps.points.dtype == np.float64
+    shifted = build_prompts(poly, "rhbox").shifted(0.1, 0.2)
+    assert shifted.boxes[0].tolist() == [58.3 - 0.1, 31.0 - 0.2, 68.3 - 0.1, 47.9 - 0.2]
 
 
 def test_hbox_uses_the_source_boxes_when_given() -> None:

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from click.testing import CliRunner
+from PIL import Image
 
+from samrs import rle
+from samrs.benchmarks.run import make_bench_dataset
+from samrs.build import worker
 from samrs.build.config import BuildConfig
+from samrs.cli import main
 from samrs.geometry import (
     box_polygon,
     dilated_polygon_mask,
@@ -13,6 +21,7 @@ from samrs.geometry import (
     rasterize_polygon,
     rbox_polygon,
 )
+from samrs.outputs.manifest import read_table
 from samrs.quality import (
     INSIDE_DILATION_PX,
     QualityThresholds,
@@ -23,6 +32,7 @@ from samrs.quality import (
     polygon_window_mask,
 )
 from samrs.segmenters.base import MaskSet
+from samrs.segmenters.classic import BoxSegmenter
 
 H, W = 40, 50
 BOX = box_polygon((2, 3, 7, 9))  # 5 x 6 = 30 pixels
@@ -163,3 +173,65 @@ def test_zero_thresholds_are_off_even_for_negative_scores() -> None:
     }
     assert judge(metrics, QualityThresholds()) == [None, None]
     assert judge(metrics, QualityThresholds(min_score=0.1)) == ["low-score", None]
+
+
+# ----------------------------------------------------------------------------- samrs build
+
+
+class _Flawed(BoxSegmenter):
+    """Box masks, but the first object of each image gets an empty mask and the second a
+    predicted IoU of 0.3 (the others 0.9)."""
+
+    def segment(self, images, prompts):  # type: ignore[no-untyped-def]
+        out = super().segment(images, prompts)
+        for ms in out:
+            ms.masks[:1] = False
+            ms.scores = np.full(len(ms), 0.9, dtype=np.float32)
+            ms.scores[1:2] = 0.3
+        return out
+
+
+@pytest.mark.parametrize("on_reject", ["keep-rejected", "box"])
+def test_empty_masks_and_thresholds_through_samrs_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_reject: str
+) -> None:
+    root, out = tmp_path / "dota", tmp_path / "out"
+    make_bench_dataset(root, n_images=2, objects_per_image=4, image_size=128, seed=2)
+    monkeypatch.setattr(worker, "get_segmenter", lambda config: _Flawed())
+    argv = ["-q", "build", "--source", "dota", "--root", str(root), "--out", str(out)]
+    argv += ["--segmenter", "box", "--gpus", "0", "--min-score", "0.5", "--on-reject", on_reject]
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 0, result.output
+    rows = read_table(out, "instances").to_pylist()
+    images = {r["image_id"]: r for r in read_table(out, "images").to_pylist()}
+    assert len(rows) == 8 and read_table(out, "errors").num_rows == 0
+    for row in rows:
+        image = images[row["image_id"]]
+        size = [image["height"], image["width"]]
+        mask = rle.decode({"size": size, "counts": row["segmentation"]})
+        assert mask.sum() == row["area"]
+        polygon = rasterize_polygon(row["polygon"], *size)
+        expected = {0: "empty", 1: "low-score"}.get(row["object_index"])
+        if expected is None:  # the segmenter's masks (the enclosing box), untouched
+            assert row["kept"] and row["reject_reason"] is None and not row["substituted"]
+            assert np.array_equal(mask, rasterize_polygon(box_polygon(row["prompt_box"]), *size))
+        elif on_reject == "keep-rejected":  # kept as rejected instances with their reason
+            assert not row["kept"] and row["reject_reason"] == expected
+            assert not row["substituted"]
+            if expected == "empty":
+                assert row["area"] == 0 and row["bbox"] == [0, 0, 0, 0]
+                assert row["n_components"] == 0 and row["rbox_iou"] == 0
+        else:  # the rotated box's mask substitutes the rejected one
+            assert row["kept"] and row["substituted"] and row["reject_reason"] is None
+            assert f"substituted:{expected}" in row["flags"]
+            assert np.array_equal(mask, polygon)
+    # the semantic labels hold exactly the kept instances
+    for image_id, image in images.items():
+        size = [image["height"], image["width"]]
+        kept = np.zeros(size, dtype=bool)
+        for row in rows:
+            if row["image_id"] == image_id and row["kept"]:
+                kept |= rle.decode({"size": size, "counts": row["segmentation"]})
+        label = np.asarray(Image.open(out / image["semantic_file"]))
+        assert np.array_equal(label != 255, kept)
+        assert image["n_kept"] == (4 if on_reject == "box" else 2)

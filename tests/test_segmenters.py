@@ -9,11 +9,24 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
+from PIL import Image
 from pycocotools import mask as mask_utils
 
 from samrs import rle
-from samrs.geometry import box_polygon, dilated_polygon_mask, mask_iou, rasterize_polygon
+from samrs.benchmarks.run import make_bench_dataset
+from samrs.cli import main
+from samrs.geometry import (
+    box_polygon,
+    dilated_polygon_mask,
+    mask_iou,
+    polygon_centroid,
+    rasterize_polygon,
+)
+from samrs.imageio import read_image
+from samrs.outputs.manifest import read_table
 from samrs.prompts import PROMPT_MODES, build_prompts
+from samrs.records import polygon_hbox
 from samrs.segmenters import SEGMENTERS, create_segmenter
 from samrs.segmenters.base import MaskSet, PromptSet
 from samrs.segmenters.classic import BoxSegmenter, GrabCutSegmenter
@@ -27,6 +40,7 @@ from samrs.segmenters.postprocess import (
 from samrs.segmenters.sam import SamSegmenter
 from samrs.segmenters.sam_hq import SamHQSegmenter
 from samrs.segmenters.wrappers import ClipToPolygon, SmallObjectZoom
+from samrs.sources import read_dataset
 
 SIZES = [(600, 600), (500, 900), (800, 800)]
 
@@ -468,3 +482,119 @@ def test_create_segmenter_names() -> None:
     assert isinstance(wrapped, ClipToPolygon) and isinstance(wrapped.inner, SmallObjectZoom)
     with pytest.raises(ValueError, match="unknown segmenter"):
         create_segmenter("watershed")
+
+
+# ----------------------------------------------------------------------------- through samrs build
+
+
+@pytest.fixture(scope="module")
+def bench_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two 512-pixel DOTA images with 5 rotated objects each (12 to 85 pixels long)."""
+    root = tmp_path_factory.mktemp("data") / "dota"
+    make_bench_dataset(root, n_images=2, objects_per_image=5, image_size=512, seed=4)
+    return root
+
+
+def _sam_build(root: Path, out: Path, *args: str) -> list[dict]:
+    """``samrs build`` with tiny random-weight SAM on the CPU; its instance rows, in order."""
+    argv = ["-q", "build", "--source", "dota", "--root", str(root), "--out", str(out)]
+    argv += ["--gpus", "0", "--device", "cpu", "--random-weights", "--model", "tiny"]
+    result = CliRunner().invoke(main, [*argv, *args])
+    assert result.exit_code == 0, result.output
+    assert read_table(out, "errors").num_rows == 0
+    return sorted(
+        read_table(out, "instances").to_pylist(), key=lambda r: (r["image_id"], r["object_index"])
+    )
+
+
+def _library_inputs(root: Path, mode: str = "rhbox") -> tuple[list[np.ndarray], list[PromptSet]]:
+    """The dataset's images (as samrs reads them) and prompts, in image-id order."""
+    dataset = read_dataset("dota", root)
+    records = sorted(dataset.images, key=lambda im: im.image_id)
+    images = [read_image(im.image_path) for im in records]
+    polys = [np.array([o.polygon for o in im.objects]).reshape(-1, 8) for im in records]
+    return images, [build_prompts(p, mode) for p in polys]
+
+
+def _same_as_build(rows: list[dict], results: list[MaskSet]) -> None:
+    """The build wrote exactly the library's masks and scores."""
+    masks = [m for ms in results for m in ms.masks]
+    scores = [s for ms in results for s in ms.scores]
+    assert len(rows) == len(masks) > 0
+    for row, mask, score in zip(rows, masks, scores, strict=True):
+        assert row["segmentation"] == rle.encode(mask)["counts"]
+        assert row["area"] == int(mask.sum())
+        assert row["score"] == pytest.approx(float(score))
+
+
+def test_every_prompt_mode_through_samrs_build(bench_root: Path, tmp_path: Path) -> None:
+    seg = create_segmenter("sam", random_weights=True, device="cpu")
+    images, _ = _library_inputs(bench_root)
+    encoded = seg.encode(images)
+    seen = {}
+    for mode in PROMPT_MODES:
+        rows = _sam_build(bench_root, tmp_path / mode, "--prompt", mode)
+        _, prompts = _library_inputs(bench_root, mode)
+        _same_as_build(rows, seg.decode(encoded, prompts))
+        for row in rows:
+            assert row["prompt"] == mode
+            box = None if mode == "point" else list(polygon_hbox(row["polygon"]))
+            assert row["prompt_box"] == pytest.approx(box)
+            if mode in ("point", "rhbox+point"):
+                want = polygon_centroid(row["polygon"])
+                assert row["prompt_point"] == pytest.approx(list(want), abs=1e-3)
+            else:
+                assert row["prompt_point"] is None
+        seen[mode] = [r["segmentation"] for r in rows]
+    assert seen["hbox"] == seen["rhbox"]  # DOTA has no separate horizontal boxes
+    assert len({tuple(v) for v in seen.values()}) == 4  # the other modes all differ
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "options"),
+    [
+        ("sam-hq", [], {}),
+        ("sam-hq", ["--hq-token-only"], {"hq_token_only": True}),
+        ("sam", ["--multimask"], {"multimask": True}),
+        ("sam", ["--clip-to-rbox", "2"], {"clip_to_rbox": 2.0}),
+        ("sam", ["--small-object-zoom", "40"], {"small_object_zoom": 40}),
+    ],
+)
+def test_segmenter_options_through_samrs_build(
+    bench_root: Path, tmp_path: Path, name: str, args: list[str], options: dict
+) -> None:
+    rows = _sam_build(bench_root, tmp_path / "out", "--segmenter", name, *args)
+    images, prompts = _library_inputs(bench_root)
+    seg = create_segmenter(name, random_weights=True, device="cpu", **options)
+    results = seg.segment(images, prompts)
+    _same_as_build(rows, results)
+    meta = json.loads((tmp_path / "out" / "samrs.json").read_text())
+    assert meta["segmenter"]["name"] == name and meta["segmenter"]["random_weights"] is True
+    assert all(meta["config"][k] == v for k, v in options.items())
+    # the option changed the masks (HQ-SAM's own decoder: compared with SAM's)
+    other = "sam" if name == "sam-hq" and not options else name
+    plain = create_segmenter(other, random_weights=True, device="cpu").segment(images, prompts)
+    assert not all(np.array_equal(a.masks, b.masks) for a, b in zip(results, plain, strict=True))
+    if "clip_to_rbox" in options:  # every mask lies within its polygon grown by 2 pixels
+        assert all(r["inside_fraction"] == 1.0 for r in rows if r["area"])
+    if "small_object_zoom" in options:
+        zoom = SmallObjectZoom(BoxSegmenter(), threshold=40)
+        assert sum(len(zoom.plan(ps, 512, 512)[1]) for ps in prompts) >= 2
+
+
+def test_grey_16bit_and_rgba_images_through_samrs_build(tmp_path: Path) -> None:
+    root = tmp_path / "dota"
+    make_bench_dataset(root, n_images=3, objects_per_image=3, image_size=256, seed=6)
+    files = sorted((root / "train" / "images").glob("*.png"))
+    rgb = [cv2.imread(str(f)) for f in files]
+    cv2.imwrite(str(files[0]), cv2.cvtColor(rgb[0], cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(files[1]), cv2.cvtColor(rgb[1], cv2.COLOR_BGR2GRAY).astype(np.uint16) * 250)
+    cv2.imwrite(str(files[2]), np.dstack([rgb[2], np.full(rgb[2].shape[:2], 9, np.uint8)]))
+    assert [Image.open(f).mode for f in files] == ["L", "I;16", "RGBA"]
+    rows = _sam_build(root, tmp_path / "out")
+    assert read_table(tmp_path / "out", "images").column("status").to_pylist() == ["ok"] * 3
+    images, prompts = _library_inputs(root)
+    assert all(im.shape == (256, 256, 3) and im.dtype == np.uint8 for im in images)
+    assert np.array_equal(images[2], rgb[2][:, :, ::-1])  # alpha dropped, colours kept
+    seg = create_segmenter("sam", random_weights=True, device="cpu")
+    _same_as_build(rows, seg.segment(images, prompts))

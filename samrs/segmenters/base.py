@@ -20,10 +20,13 @@ class PromptSet:
     Attributes:
         mode: the prompt mode that built them (``hbox``, ``rhbox``, ``rbox-mask``, ``point``,
             ``rhbox+point``).
-        polygons: (N, 4, 2) float32, each object's polygon (always present: the ``box``
-            segmenter, mask prompts, clipping and metrics use it).
-        boxes: (N, 4) float32 ``xyxy`` box prompts, or None.
-        points: (N, 2) float32 positive point prompts ``(x, y)``, or None.
+        polygons: (N, 4, 2) float64, each object's polygon (always present: the ``box``
+            segmenter, mask prompts, clipping and metrics use it). Float64 so the coordinates
+            are exactly the annotated ones: a float32 rounding moves an edge across a pixel
+            centre now and then, and the rasterized polygon must equal the one rasterized
+            from the manifest's ``polygon`` column.
+        boxes: (N, 4) float64 ``xyxy`` box prompts, or None.
+        points: (N, 2) float64 positive point prompts ``(x, y)``, or None.
         use_mask_prompt: give SAM the rasterized polygon as a dense mask prompt.
     """
 
@@ -48,7 +51,7 @@ class PromptSet:
 
     def shifted(self, dx: float, dy: float) -> PromptSet:
         """The same prompts in a frame whose origin is ``(dx, dy)`` here (e.g. a crop)."""
-        off = np.asarray([dx, dy], dtype=np.float32)
+        off = np.asarray([dx, dy], dtype=np.float64)
         return replace(
             self,
             polygons=self.polygons - off,
@@ -57,10 +60,10 @@ class PromptSet:
         )
 
     def enclosing_boxes(self) -> np.ndarray:
-        """(N, 4) float32 ``xyxy``: the box prompts, else the polygons' enclosing boxes."""
+        """(N, 4) float64 ``xyxy``: the box prompts, else the polygons' enclosing boxes."""
         if self.boxes is not None:
-            return np.asarray(self.boxes, dtype=np.float32)
-        pts = np.asarray(self.polygons, dtype=np.float32).reshape(-1, 4, 2)
+            return np.asarray(self.boxes, dtype=np.float64)
+        pts = np.asarray(self.polygons, dtype=np.float64).reshape(-1, 4, 2)
         return np.concatenate([pts.min(axis=1), pts.max(axis=1)], axis=1)
 
 
