@@ -53,6 +53,19 @@ def output_files(out: Path) -> dict[str, bytes]:
     return files
 
 
+def build_cli(root: Path, out: Path, *options: str, source: str | None = "dota"):  # type: ignore[no-untyped-def]
+    """``samrs build`` through Click, with --root/--out and the given options."""
+    args = [
+        "build",
+        *(["--source", source] if source else []),
+        "--root",
+        str(root),
+        "--out",
+        str(out),
+    ]
+    return CliRunner().invoke(main, [*args, *options])
+
+
 def source_object_count(root: Path) -> int:
     from samrs.sources import read_dataset
 
@@ -271,22 +284,7 @@ def test_bad_input_is_recorded_not_fatal(tmp_path: Path) -> None:
     images[0].write_bytes(images[0].read_bytes()[:200])  # truncated image
     with labels[1].open("a") as fh:
         fh.write("1 2 3 not-a-number\n")
-    result = CliRunner().invoke(
-        main,
-        [
-            "build",
-            "--source",
-            "dota",
-            "--root",
-            str(root),
-            "--out",
-            str(tmp_path / "out"),
-            "--segmenter",
-            "grabcut",
-            "--gpus",
-            "0",
-        ],
-    )
+    result = build_cli(root, tmp_path / "out", "--segmenter", "grabcut", "--gpus", "0")
     assert result.exit_code == 0, result.output
     errors = read_table(tmp_path / "out", "errors").to_pylist()
     files = {Path(e["source_file"]).name: e for e in errors}
@@ -311,69 +309,21 @@ def test_incompatible_out_refused(reference: Path, dota: Path, tmp_path: Path) -
 
 def test_dry_run_writes_nothing(dota: Path, tmp_path: Path) -> None:
     out = tmp_path / "dry"
-    result = CliRunner().invoke(
-        main,
-        [
-            "build",
-            "--source",
-            "dota",
-            "--root",
-            str(dota),
-            "--out",
-            str(out),
-            "--segmenter",
-            "grabcut",
-            "--dry-run",
-            "--gpus",
-            "0",
-        ],
-    )
+    result = build_cli(dota, out, "--segmenter", "grabcut", "--dry-run", "--gpus", "0")
     assert result.exit_code == 0, result.output
     assert "shards" in result.output and "objects" in result.output and "plane" in result.output
     assert not out.exists()
-    as_json = CliRunner().invoke(
-        main,
-        [
-            "build",
-            "--source",
-            "dota",
-            "--root",
-            str(dota),
-            "--out",
-            str(out),
-            "--segmenter",
-            "grabcut",
-            "--dry-run",
-            "--json",
-            "--gpus",
-            "0",
-        ],
-    )
+    as_json = build_cli(dota, out, "--segmenter", "grabcut", "--dry-run", "--json", "--gpus", "0")
     plan = json.loads(as_json.stdout)["plan"]
     assert plan["objects"] > 0 and plan["images"] == 6
 
 
 def test_sam_without_weights_stops_at_once(dota: Path, tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        main, ["build", "--source", "dota", "--root", str(dota), "--out", str(tmp_path / "x")]
-    )
+    result = build_cli(dota, tmp_path / "x")
     assert result.exit_code != 0
     assert "--checkpoint" in result.output and "grabcut" in result.output
     assert not (tmp_path / "x").exists()
-    result = CliRunner().invoke(
-        main,
-        [
-            "build",
-            "--source",
-            "dota",
-            "--root",
-            str(tmp_path / "nope"),
-            "--out",
-            str(tmp_path / "x"),
-            "--segmenter",
-            "grabcut",
-        ],
-    )
+    result = build_cli(tmp_path / "nope", tmp_path / "x", "--segmenter", "grabcut")
     assert result.exit_code != 0 and "nope" in result.output
 
 
@@ -383,24 +333,10 @@ def test_recipe_file_with_overrides(dota: Path, tmp_path: Path) -> None:
         '[build]\nsource = "dota"\nprompt = "hbox"\nsegmenter = "box"\nshard-size = 3\n'
     )
     out = tmp_path / "recipe"
-    result = CliRunner().invoke(
-        main,
-        [
-            "build",
-            "--config",
-            str(recipe),
-            "--root",
-            str(dota),
-            "--out",
-            str(out),
-            "--segmenter",
-            "grabcut",
-            "--gpus",
-            "0",
-            "--dry-run",
-            "--json",
-        ],
-    )
+    result = build_cli(
+        dota, out, "--config", str(recipe), "--segmenter", "grabcut", "--gpus", "0",
+        "--dry-run", "--json", source=None,
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     cfg = json.loads(result.stdout)["config"]
     assert cfg["prompt"] == "hbox" and cfg["segmenter"] == "grabcut" and cfg["shard_size"] == 3
