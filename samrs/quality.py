@@ -117,11 +117,14 @@ def polygon_window_mask(
 
 
 def _components(mask: np.ndarray) -> int:
+    """8-connected components of a boolean mask, labelled on its bounding box only (a bool
+    array is read as 0/1 bytes in place; OpenCV takes the strided crop as it is)."""
     rows = np.flatnonzero(mask.any(axis=1))
     if rows.size == 0:
         return 0
-    cols = np.flatnonzero(mask.any(axis=0))
-    crop = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].astype(np.uint8)
+    band = mask[rows[0] : rows[-1] + 1]
+    cols = np.flatnonzero(band.any(axis=0))
+    crop = band[:, cols[0] : cols[-1] + 1].view(np.uint8)
     n, _ = cv2.connectedComponents(crop, connectivity=8)
     return int(n) - 1
 
@@ -149,7 +152,7 @@ def instance_metrics(
     n, height, width = masks.shape
     polys = np.asarray(polygons, dtype=np.float64).reshape(n, 8)
     nan = np.full(n, np.nan)
-    area = np.count_nonzero(masks.reshape(n, -1), axis=1).astype(np.int64)
+    area = np.array([np.count_nonzero(m) for m in masks], dtype=np.int64).reshape(n)
     rbox_iou = np.zeros(n)
     inside = np.zeros(n)
     components = np.zeros(n, dtype=np.int64)

@@ -260,6 +260,19 @@ def test_sam_device_rle_and_describe(scene) -> None:
     json.dumps(facts)
 
 
+def test_sam_host_and_device_postprocessing_agree(scene) -> None:
+    """The CPU's per-mask postprocessing gives the values of the device path (run on the
+    CPU here), masks, scores, stability and run lengths alike."""
+    images, polygons = scene
+    host = create_segmenter("sam", random_weights=True, device="cpu", device_rle=True)
+    device = create_segmenter("sam", random_weights=True, device="cpu", device_rle=True)
+    device._host_postprocess = False
+    a = host.segment(images, _prompts(polygons))
+    b = device.segment(images, _prompts(polygons))
+    _same(a, b)
+    assert [ms.rles for ms in a] == [ms.rles for ms in b]
+
+
 def test_sam_model_forward_for_benchmarks() -> None:
     seg = SamSegmenter(random_weights=True, device="cpu", chunk_size=3)
     pixels, _ = seg.preprocess([np.zeros((100, 100, 3), np.uint8)] * 2)

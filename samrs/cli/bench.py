@@ -13,7 +13,12 @@ from samrs.cli.options import json_option
 @click.option(
     "--device", default=None, help="Torch device (default: cuda when available, else cpu)."
 )
-@click.option("--model", type=click.Choice(["tiny", "vit_b", "vit_l", "vit_h"]), default="tiny")
+@click.option(
+    "--model",
+    type=click.Choice(["tiny", "vit_b", "vit_l", "vit_h"]),
+    default=None,
+    help="SAM model  [default: detected from --checkpoint; tiny with random weights]",
+)
 @click.option(
     "--checkpoint",
     type=click.Path(exists=True, dir_okay=False),

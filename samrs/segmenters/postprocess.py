@@ -55,6 +55,26 @@ def stability_score(
     return score.float()
 
 
+def stability_into(
+    logits: np.ndarray, out: np.ndarray, threshold: float = 0.0, offset: float = 1.0
+) -> float:
+    """One mask on the host: ``out[...] = logits > threshold`` and its stability score.
+
+    The same values as :func:`threshold_logits` and :func:`stability_score`, computed with one
+    reused scratch array so a mask's logits are read from the cache, not from memory.
+
+    Args:
+        logits: (H, W) float32 logits.
+        out: (H, W) bool array receiving the mask (e.g. a slice of a MaskSet's masks).
+        threshold, offset: see :func:`stability_score`.
+    """
+    np.greater(logits, threshold, out=out)
+    scratch = np.empty(logits.shape, dtype=bool)
+    inter = np.count_nonzero(np.greater(logits, threshold + offset, out=scratch))
+    union = np.count_nonzero(np.greater(logits, threshold - offset, out=scratch))
+    return float(np.float32(inter / max(union, 1)))
+
+
 def threshold_logits(logits: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
     """Boolean masks ``logits > threshold`` (numpy's faster comparison on the CPU)."""
     if logits.device.type == "cpu":

@@ -61,6 +61,7 @@ from samrs.segmenters.models import build_model, build_random_model
 from samrs.segmenters.postprocess import (
     masks_to_rles,
     resize_longest_side,
+    stability_into,
     stability_score,
     threshold_logits,
     upscale_logits,
@@ -263,6 +264,7 @@ class SamSegmenter(Segmenter):
             self._encoder = torch.compile(self.model.image_encoder, dynamic=False)
         self.compile_seconds: float | None = None
         self._per_sample = self.device.type == "cpu"
+        self._host_postprocess = self.device.type == "cpu"
         self._mean = torch.tensor(self.model.pixel_mean.flatten().tolist(), device=self.device)
         self._std = torch.tensor(self.model.pixel_std.flatten().tolist(), device=self.device)
         with torch.inference_mode():
@@ -470,6 +472,73 @@ class SamSegmenter(Segmenter):
             logits = hq_logits if getattr(self, "hq_token_only", False) else logits + hq_logits
         return logits, scores
 
+    def _postprocess_on_device(
+        self,
+        low: torch.Tensor,
+        scores: torch.Tensor,
+        chunk_img: np.ndarray,
+        chunk_loc: np.ndarray,
+        encoded: Encoded,
+        results: list[MaskSet],
+    ) -> list[tuple[int, np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Masks, stability and (``device_rle``) run lengths of one decoded chunk, computed
+        on the device image by image; returns the pieces still to copy into ``results``
+        (non-blocking copies, finished after one synchronisation)."""
+        pieces = []
+        for i in np.unique(chunk_img):
+            sel = np.nonzero(chunk_img == i)[0]
+            sel_dev = torch.from_numpy(sel).to(self.device)
+            logits = upscale_logits(
+                low[sel_dev],
+                self.config.image_size,
+                encoded.input_sizes[i],
+                encoded.original_sizes[i],
+            )
+            binary = threshold_logits(logits, self.model.mask_threshold)
+            stab = stability_score(logits, self.model.mask_threshold, 1.0)
+            if self.device_rle:
+                target = results[i].rles
+                assert target is not None
+                for j, r in zip(chunk_loc[sel].tolist(), masks_to_rles(binary), strict=True):
+                    target[j] = r
+            pieces.append((
+                int(i), chunk_loc[sel],
+                binary.to("cpu", non_blocking=True),
+                scores[sel_dev].float().to("cpu", non_blocking=True),
+                stab.to("cpu", non_blocking=True),
+            ))  # fmt: skip
+        return pieces
+
+    def _postprocess_on_host(
+        self,
+        low: torch.Tensor,
+        scores: torch.Tensor,
+        chunk_img: np.ndarray,
+        chunk_loc: np.ndarray,
+        encoded: Encoded,
+        results: list[MaskSet],
+    ) -> None:
+        """The CPU version of :meth:`_postprocess_on_device`, one mask at a time: each mask's
+        full-resolution logits (4 MB for a 1024 x 1024 image) stay in the cache while they
+        are thresholded into ``results`` and counted for the stability score, instead of
+        going through memory several times as a whole chunk. Same values."""
+        threshold = float(self.model.mask_threshold)
+        scores_np = scores.float().numpy()
+        for k, (i, j) in enumerate(zip(chunk_img.tolist(), chunk_loc.tolist(), strict=True)):
+            logits = upscale_logits(
+                low[k : k + 1],
+                self.config.image_size,
+                encoded.input_sizes[i],
+                encoded.original_sizes[i],
+            )
+            target = results[i]
+            stab = stability_into(logits[0].numpy(), target.masks[j], threshold, 1.0)
+            target.stability[j] = stab
+            target.scores[j] = scores_np[k]
+            if self.device_rle:
+                assert target.rles is not None
+                target.rles[j] = masks_to_rles(torch.from_numpy(target.masks[j : j + 1]))[0]
+
     def decode(self, encoded: Encoded, prompts: Sequence[PromptSet]) -> list[MaskSet]:
         """Masks of every prompt of the encoded images (chunked across images)."""
         n_images = len(encoded.original_sizes)
@@ -482,8 +551,16 @@ class SamSegmenter(Segmenter):
                 key = (ps.boxes is not None, ps.points is not None, bool(ps.use_mask_prompt))
                 groups.setdefault(key, []).append((i, ps))
         results = [empty_maskset(h, w) for h, w in encoded.original_sizes]
+        for i, ps in enumerate(prompts):
+            if len(ps):
+                h, w = encoded.original_sizes[i]
+                results[i] = MaskSet(
+                    masks=np.zeros((len(ps), h, w), dtype=bool),
+                    scores=np.zeros(len(ps), dtype=np.float32),
+                    stability=np.zeros(len(ps), dtype=np.float32),
+                    rles=[{} for _ in range(len(ps))] if self.device_rle else None,
+                )
         pieces: list[tuple[int, np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        rles: dict[int, list[tuple[np.ndarray, list[dict[str, object]]]]] = {}
         with torch.inference_mode():
             for members in groups.values():
                 flat: dict[str, list[torch.Tensor]] = {"boxes": [], "points": [], "masks": []}
@@ -512,50 +589,20 @@ class SamSegmenter(Segmenter):
                             None if cat["points"] is None else cat["points"][sl],
                             None if cat["masks"] is None else cat["masks"][sl],
                         )
-                    chunk_img = img_idx[sl]
-                    chunk_loc = loc_idx[sl]
-                    for i in np.unique(chunk_img):
-                        sel = np.nonzero(chunk_img == i)[0]
-                        logits = upscale_logits(
-                            low[torch.from_numpy(sel).to(self.device)],
-                            self.config.image_size,
-                            encoded.input_sizes[i],
-                            encoded.original_sizes[i],
+                    if self._host_postprocess:
+                        self._postprocess_on_host(
+                            low, scores, img_idx[sl], loc_idx[sl], encoded, results
                         )
-                        binary = threshold_logits(logits, self.model.mask_threshold)
-                        stab = stability_score(logits, self.model.mask_threshold, 1.0)
-                        score = scores[torch.from_numpy(sel).to(self.device)].float()
-                        if self.device_rle:
-                            rles.setdefault(int(i), []).append(
-                                (chunk_loc[sel], masks_to_rles(binary))
-                            )
-                        pieces.append((
-                            int(i), chunk_loc[sel],
-                            binary.to("cpu", non_blocking=True),
-                            score.to("cpu", non_blocking=True),
-                            stab.to("cpu", non_blocking=True),
-                        ))  # fmt: skip
+                    else:
+                        pieces += self._postprocess_on_device(
+                            low, scores, img_idx[sl], loc_idx[sl], encoded, results
+                        )
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        for i, ps in enumerate(prompts):
-            if len(ps):
-                h, w = encoded.original_sizes[i]
-                results[i] = MaskSet(
-                    masks=np.zeros((len(ps), h, w), dtype=bool),
-                    scores=np.zeros(len(ps), dtype=np.float32),
-                    stability=np.zeros(len(ps), dtype=np.float32),
-                    rles=[{} for _ in range(len(ps))] if self.device_rle else None,
-                )
         for i, loc, binary, score, stab in pieces:
             results[i].masks[loc] = binary.numpy()
             results[i].scores[loc] = score.numpy()
             results[i].stability[loc] = stab.numpy()
-        for i, parts in rles.items():
-            target = results[i].rles
-            assert target is not None
-            for loc, encoded_rles in parts:
-                for j, r in zip(loc.tolist(), encoded_rles, strict=True):
-                    target[j] = r
         return results
 
     def segment(self, images: Sequence[np.ndarray], prompts: Sequence[PromptSet]) -> list[MaskSet]:
