@@ -117,6 +117,12 @@ def test_truncated_checkpoint(tiny_ckpt: Path, tmp_path: Path) -> None:
     legacy.write_bytes(legacy.read_bytes()[:-1000])
     message = _error(legacy)
     assert "not a readable PyTorch checkpoint" in message and len(message) < 400
+    corrupt = tmp_path / "corrupt.pth"  # whole, but its last central directory entry is broken
+    at = data.rfind(b"PK\x01\x02")
+    corrupt.write_bytes(data[:at] + b"XXXX" + data[at + 4 :])
+    message = _error(corrupt)
+    assert "RuntimeError: PytorchStreamReader failed reading zip archive" in message
+    assert len(message) < 300
 
 
 def test_foreign_files(tmp_path: Path) -> None:

@@ -66,7 +66,7 @@ def _one_line(exc: BaseException, limit: int = 200) -> str:
     text = str(exc).strip().splitlines()
     first = text[0] if text else ""
     if len(first) > limit:  # torch's messages go on with advice; keep their first sentence
-        first = first[:limit].rsplit(". ", 1)[0] if ". " in first[:limit] else first[:limit]
+        first = first.split(". ", 1)[0][:limit]
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
