@@ -95,6 +95,8 @@ class AblationResult:
     gt: str
     base: BuildConfig
     rows: list[dict[str, Any]] = field(default_factory=list)
+    band_fraction: float = DEFAULT_BAND_FRACTION
+    match_iou: float = DEFAULT_MATCH_IOU
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -118,6 +120,7 @@ class AblationResult:
             "root": self.base.root,
             "base_config": base,
             "metrics": [key for key, _ in METRICS],
+            "settings": {"band_fraction": self.band_fraction, "match_iou": self.match_iou},
             "best": None if best is None else best["name"],
             "runs": self.rows,
         }
@@ -167,7 +170,7 @@ def ablate(
     _check(base, runs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    result = AblationResult(out, str(gt), base)
+    result = AblationResult(out, str(gt), base, band_fraction=band_fraction, match_iou=match_iou)
     for i, run in enumerate(runs, 1):
         run_out = out / RUNS_DIR / run.name
         config = replace(base, out=str(run_out), segmenter=run.segmenter, prompt=run.prompt)
@@ -234,7 +237,8 @@ def format_markdown(result: AblationResult) -> str:
         f"Source `{result.base.source}` (`{result.base.root}`), ground truth `{result.gt}`. "
         "Metrics over kept instances matched to their ground-truth object (`samrs evaluate`): "
         "mean IoU, area-weighted IoU, boundary IoU "
-        "(band 2% of the box diagonal, at least 1 px) and COCO mask AP.",
+        f"(band {100 * result.band_fraction:g}% of the box diagonal, at least 1 px) and COCO "
+        "mask AP.",
         "",
         "| run | segmenter | prompt | min score | matched | kept | mIoU | area IoU "
         "| boundary IoU | mask AP | AP50 | unmatched GT | unmatched pred |",
@@ -257,6 +261,18 @@ def format_markdown(result: AblationResult) -> str:
         )
     if best is not None:
         lines += ["", f"Best mean IoU: **{best['name']}** ({_num(best['miou'])})."]
+    notes = []
+    if any(r["segmenter"] == "box" for r in result.rows):
+        notes.append(
+            "`box` returns the prompt region itself: the box, or the rotated polygon for "
+            "`rbox-mask` and `point` prompts (it has no other region for a point)."
+        )
+    if any(r["segmenter"] in ("box", "grabcut") for r in result.rows) and any(
+        r["min_score"] for r in result.rows
+    ):
+        notes.append("`min score` filters nothing for `box` and `grabcut`: they give no score.")
+    if notes:
+        lines += ["", *(f"Note: {n}" for n in notes)]
     classes = sorted({c for r in result.rows if r["error"] is None
                       for c in r["evaluation"]["per_class"]})  # fmt: skip
     ok = [r for r in result.rows if r["error"] is None]

@@ -186,11 +186,15 @@ def _numbers(
         "reject_reason",
         "n_components",
         "area",
+        "source_file",
+        "source_line",
         *METRICS,
     ]
     parts: dict[str, list[np.ndarray]] = {
         c: [] for c in ("instance_id", "class_id", "kept", "n_components", "area", *METRICS)
     }
+    source_objects: list[np.ndarray] = []
+    objects: dict[tuple[str, int], int] = {}
     rejected: Counter[str] = Counter()
     total: Counter[str] = Counter()
     reasons: dict[str, Counter[str]] = {}
@@ -207,6 +211,18 @@ def _numbers(
                 parts[name].append(
                     np.asarray(batch.column(name).to_numpy(zero_copy_only=False), dtype=np.int64)
                 )
+        # one key per source object: the copies of an object in overlapping tiles share it
+        lines = batch.column("source_line").to_pylist()
+        keys = [
+            -1 - iid if line is None else objects.setdefault((file, int(line)), len(objects))
+            for iid, file, line in zip(
+                batch.column("instance_id").to_pylist(),
+                batch.column("source_file").to_pylist(),
+                lines,
+                strict=True,
+            )
+        ]
+        source_objects.append(np.asarray(keys, dtype=np.int64))
         ids = batch.column("image_id").to_pylist()
         why = batch.column("reject_reason").to_pylist()
         total.update(ids)
@@ -221,7 +237,31 @@ def _numbers(
         else empty.get(name, np.zeros(0, np.float64 if name in METRICS else np.int64))
         for name, p in parts.items()
     }
+    arrays["source_object"] = (
+        np.concatenate(source_objects) if source_objects else np.zeros(0, np.int64)
+    )
     return arrays, rejected, total, reasons
+
+
+def _worst(values: np.ndarray, ids: np.ndarray, objects: np.ndarray, n: int) -> list[int]:
+    """Ids of the ``n`` lowest finite values (ties by id), one per source object.
+
+    The copies of an object in overlapping tiles would otherwise fill a contact sheet with
+    the same object; the worst copy stands for them.
+    """
+    idx = np.flatnonzero(np.isfinite(values))
+    idx = idx[np.lexsort((ids[idx], values[idx]))]
+    chosen: list[int] = []
+    seen: set[int] = set()
+    for i in idx:
+        key = int(objects[i])
+        if key in seen:
+            continue
+        seen.add(key)
+        chosen.append(int(ids[i]))
+        if len(chosen) == n:
+            break
+    return chosen
 
 
 def compute_audit(
@@ -235,7 +275,8 @@ def compute_audit(
 
     Args:
         out: the build folder.
-        worst: how many worst instances to list per metric.
+        worst: how many worst instances to list per metric (one per source object: the
+            copies of an object in overlapping tiles count once, by their worst copy).
         kept_only: audit only kept masks (default: kept and rejected, labelled as such).
         rule: what counts as a bad mask (default :class:`BadRule`).
         top: how many classes / images to list in rankings.
@@ -279,9 +320,7 @@ def compute_audit(
                 _quantiles(v[finite & (sel["class_id"] == cid)])
             )
         entry["per_class"] = per_class
-        idx = np.flatnonzero(finite)
-        order = np.lexsort((sel["instance_id"][idx], v[idx]))[:worst]
-        worst_lists[m] = [int(i) for i in sel["instance_id"][idx][order]]
+        worst_lists[m] = _worst(v, sel["instance_id"], sel["source_object"], worst)
         metrics[m] = entry
 
     thresholds: dict[str, Any] = {}
@@ -622,7 +661,11 @@ def write_audit(
         if progress is not None:
             progress(f"contact sheet of the worst {len(rows)} by {m}")
         ids = [r["instance_id"] for r in rows]
-        title = f"{audit['build']['name']}: worst {len(ids)} by {m} ({'kept' if audit['scope'] == 'kept' else 'all'} masks)"
+        scope = "kept" if audit["scope"] == "kept" else "all"
+        title = (
+            f"{audit['build']['name']}: worst {len(ids)} by {m} "
+            f"({scope} masks, one per source object)"
+        )
         path = save_png(contact_sheet(out, ids, m, title), folder / f"worst_{m}.png")
         written[f"worst_{m}"] = path
         sheets[m] = str(path.relative_to(out))

@@ -28,7 +28,8 @@ Metrics over matched *kept* instances, overall, per class and per size bucket (b
 area in the evaluated frame: small < 32², medium < 96², large): mean IoU, area-weighted IoU
 (sum of intersections / sum of unions), boundary IoU with a per-object band
 (``band_fraction`` x the GT box diagonal, at least 1 px) and COCO mask AP (pycocotools
-COCOeval over the matched pairs, confidence = the SAM score, 1.0 when null). Rejected
+COCOeval over the matched pairs, confidence = the SAM score, 1.0 when null; per size with
+COCOeval's own area ranges, whose bounds are inclusive). Rejected
 instances get their own IoU summary, per reject reason, so filter thresholds can be tuned.
 """
 
@@ -835,9 +836,12 @@ class EvaluationResult:
             entry = summarize([s for s in kept if s.class_name == name])
             entry["mask_ap"] = self.mask_ap.get("per_class", {}).get(name)
             per_class[name] = entry
-        per_size = {
-            name: summarize([s for s in kept if s.size == name]) for name, _ in SIZE_BUCKETS
-        }
+        per_size = {}
+        for name, _ in SIZE_BUCKETS:
+            entry = summarize([s for s in kept if s.size == name])
+            # COCOeval's own area ranges (GT area, bounds inclusive): the same buckets
+            entry["mask_ap"] = self.mask_ap.get(f"ap_{name}")
+            per_size[name] = entry
         doc: dict[str, Any] = {
             "pred": self.pred,
             "gt": self.gt,
@@ -1147,7 +1151,8 @@ def _mask_ap(
 
     classes = sorted({s.class_name for _, pairs in frames for s, _, _ in pairs})
     if not classes:
-        return {"ap": None, "ap50": None, "ap75": None, "per_class": {}}
+        return {"ap": None, "ap50": None, "ap75": None, "ap_small": None, "ap_medium": None,
+                "ap_large": None, "per_class": {}}  # fmt: skip
     cat_ids = {name: i + 1 for i, name in enumerate(classes)}
     gt_images, gt_anns, dets = [], [], []
     for i, (image, pairs) in enumerate(frames):
@@ -1219,7 +1224,7 @@ def format_result(doc: dict[str, Any]) -> str:
     for name, s in doc["per_class"].items():
         lines.append(row(f"  {name}", s, s.get("mask_ap")))
     for name, s in doc["per_size"].items():
-        lines.append(row(f"  size {name}", s, None))
+        lines.append(row(f"  size {name}", s, s.get("mask_ap")))
     rej = doc["rejected"]
     lines.append(row("rejected", {"count": rej["count"], "miou": rej["miou"],
                                   "area_iou": None, "boundary_iou": None}, None))  # fmt: skip

@@ -177,6 +177,7 @@ class Canvas:
         self.draw = ImageDraw.Draw(self.image)
         self.scale = float(scale)
         self.origin = (float(origin[0]), float(origin[1]))
+        self._labels: list[tuple[float, float, float, float]] = []
 
     def xy(self, points: Sequence[float] | np.ndarray) -> list[tuple[float, float]]:
         """Canvas coordinates of flat or (N, 2) image coordinates."""
@@ -247,17 +248,40 @@ class Canvas:
         color: Sequence[int] = (255, 255, 255),
         size: int = 12,
         background: Sequence[int] | None = (0, 0, 0),
+        avoid: bool = False,
     ) -> None:
-        """Text whose top-left corner is at image point ``xy``, on a filled box, kept inside."""
+        """Text whose top-left corner is at image point ``xy``, on a filled box, kept inside.
+
+        ``avoid``: move the text up or down (nearest free place first) so that it covers no
+        earlier label drawn with ``avoid``.
+        """
         f = font(size)
         (x, y) = self.xy(xy)[0]
         left, top, right, bottom = self.draw.textbbox((0, 0), text, font=f)
         w, h = right - left + 4, bottom - top + 4
         x = min(max(x, 0.0), max(self.image.width - w, 0))
         y = min(max(y - h, 0.0), max(self.image.height - h, 0))  # above the point when possible
+        if avoid:
+            y = self._free_y(x, y, w, h)
+            self._labels.append((x, y, x + w, y + h))
         if background is not None:
             self.draw.rectangle((x, y, x + w, y + h), fill=tuple(background))
         self.draw.text((x + 2 - left, y + 2 - top), text, fill=tuple(color), font=f)
+
+    def _free_y(self, x: float, y: float, w: float, h: float) -> float:
+        """The nearest row to ``y`` where a ``w`` x ``h`` box at ``x`` meets no earlier label."""
+        limit = max(self.image.height - h, 0)
+        for k in range(40):
+            step = (k + 1) // 2 * (1 if k % 2 else -1)  # 0, +1, -1, +2, -2, ... label heights
+            cy = y + step * h
+            if not 0 <= cy <= limit:
+                continue
+            if not any(
+                x < bx1 and bx0 < x + w and cy < by1 and by0 < cy + h
+                for bx0, by0, bx1, by1 in self._labels
+            ):
+                return cy
+        return y
 
     def array(self) -> np.ndarray:
         """The drawing as (H, W, 3) uint8."""

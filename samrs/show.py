@@ -139,7 +139,7 @@ def render_image(
             row["class_name"] if ok else f"{row['class_name']} (rejected: {row['reject_reason']})"
         )
         fill = bright(_class_color(table, row)) if ok else REJECTED_COLOR
-        canvas.label(top, name, color=text_color(fill), size=text, background=fill)
+        canvas.label(top, name, color=text_color(fill), size=text, background=fill, avoid=True)
     return canvas.array()
 
 

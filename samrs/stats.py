@@ -322,7 +322,7 @@ def compute_stats(out: str | Path, progress: ProgressCallback | None = None) -> 
             else config.get("model"),
             "prompt": config.get("prompt"),
             "background": background,
-            "config_fingerprint": meta.get("config_fingerprint"),
+            "config_fingerprint": meta.get("fingerprint", meta.get("config_fingerprint")),
         },
         "images": {
             "total": n_images,

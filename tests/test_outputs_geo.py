@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -25,12 +26,16 @@ def build(tmp_path_factory):
     return out
 
 
-def test_geotiff_round_trip(tmp_path, build) -> None:
+def test_geotiff_round_trip(tmp_path, build, caplog) -> None:
     label = read_semantic_png(build / "semantic" / "P0001.png")
     palette = semantic_palette(FAKE["class_table"])
     path = tmp_path / "P0001.tif"
-    write_semantic_geotiff(path, label, "EPSG:32633", TRANSFORM, palette)
+    with caplog.at_level(logging.DEBUG, logger="rasterio"):
+        write_semantic_geotiff(path, label, "EPSG:32633", TRANSFORM, palette)
+    # the colour table goes in before the pixels: GDAL has nothing to complain about
+    assert not [r for r in caplog.records if "GDAL signalled an error" in r.getMessage()]
     with rasterio.open(path) as ds:
+        assert ds.colorinterp[0] == rasterio.enums.ColorInterp.palette
         assert (ds.count, ds.dtypes[0], ds.nodata) == (1, "uint8", 255.0)
         assert ds.crs.to_epsg() == 32633
         assert list(ds.transform)[:6] == TRANSFORM

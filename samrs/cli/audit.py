@@ -17,7 +17,8 @@ from samrs.cli.options import json_option
     type=click.IntRange(min=1),
     default=16,
     show_default=True,
-    help="Instances per contact sheet (the N lowest values of each metric).",
+    help="Instances per contact sheet (the N lowest values of each metric; copies of an "
+    "object in overlapping tiles count once).",
 )
 @click.option(
     "--kept-only", is_flag=True, help="Audit only kept masks (default: kept and rejected)."

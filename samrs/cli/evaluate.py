@@ -81,6 +81,13 @@ def command(
     except EvaluationError as exc:
         raise click.ClickException(str(exc)) from exc
     doc = result.to_dict()
+    if doc["matched"] == 0 and doc["unmatched_pred"]:
+        why = ", ".join(f"{k} {v}" for k, v in doc["matching"]["unmatched_pred_per_reason"].items())
+        click.echo(
+            f"warning: none of the {doc['unmatched_pred']} generated instances matched a GT "
+            f"object ({why}); is {gt} the ground truth of the dataset {pred} was built from?",
+            err=True,
+        )
     if instances_file is not None:
         instances_file.parent.mkdir(parents=True, exist_ok=True)
         instances_file.write_text(

@@ -131,12 +131,12 @@ def _prepare(
     table = build_class_table(meta)
     config = build_config(meta)
     source = meta.get("source") or {}
-    name = source.get("name") if isinstance(source, dict) else source
+    name = (source.get("format") or source.get("name")) if isinstance(source, dict) else source
     head = {
         "info": {
             "description": f"samrs segmentation dataset ({name or table.source} {table.version})",
             "samrs_manifest_version": meta.get("manifest_version", MANIFEST_VERSION),
-            "samrs_version": meta.get("tool_version"),
+            "samrs_version": meta.get("samrs_version", meta.get("tool_version")),
         },
         "licenses": [],
         "categories": coco_categories(table, sel.class_ids(table)),

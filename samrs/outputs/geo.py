@@ -79,8 +79,10 @@ def write_semantic_geotiff(
         compress="deflate",
         photometric="palette",
     ) as dst:
-        dst.write(label, 1)
+        # the colour table must precede the pixels: GDAL cannot set a palette's photometric
+        # tag once strips are written (it logs an error and leaves the tag as it was)
         dst.write_colormap(1, _colormap(palette))
+        dst.write(label, 1)
 
 
 def mask_geometry(mask: np.ndarray, transform: Affine | None = None) -> Any:
