@@ -564,21 +564,38 @@ def _grouped_bars(ax: Any, n_groups: int, series: Sequence[tuple[str, Sequence[f
 def _class_bars(
     plt: Any, builds: Sequence[tuple[str, dict[str, Any]]], key: str, ylabel: str
 ) -> Any:
-    names = _class_names(builds)
-    fig, ax = plt.subplots(
-        figsize=(max(6.0, 0.32 * len(names) * max(1, len(builds) * 0.7) + 2), 4.2)
+    """Bars per class: builds side by side when they share a class table, else one panel
+    per build (SOTA, SIOR and FAST have different classes: grouping them leaves gaps)."""
+    title = f"{'Instances' if key == 'instances' else 'Pixels'} per class"
+    tables = [[c["name"] for c in s["classes"]] for _, s in builds]
+    shared = all(t == tables[0] for t in tables)
+    panels = [(None, builds)] if shared else [(b[0], [b]) for b in builds]
+    widest = max(len(_class_names(group)) for _, group in panels)
+    groups = len(builds) if shared else 1
+    fig, axes = plt.subplots(
+        len(panels),
+        1,
+        figsize=(max(6.0, 0.32 * widest * max(1, groups * 0.7) + 2), 4.2 + 3.4 * (len(panels) - 1)),
+        squeeze=False,
     )
-    series = [(b, [_by_class(s, key).get(n, 0) for n in names]) for b, s in builds]
-    _grouped_bars(ax, len(names), series)
-    ax.set_xticks(np.arange(len(names)))
-    ax.set_xticklabels(names, rotation=55, ha="right")
-    values = [v for _, vs in series for v in vs if v > 0]
-    if values and max(values) / max(min(values), 1) > 100:
-        ax.set_yscale("log")
-    ax.set_ylabel(ylabel)
-    ax.set_xlabel("class")
-    ax.set_title(f"{'Instances' if key == 'instances' else 'Pixels'} per class")
-    ax.grid(axis="x", visible=False)
+    for row, (name, group) in enumerate(panels):
+        ax = axes[row][0]
+        names = _class_names(group)
+        series = [(b, [_by_class(s, key).get(n, 0) for n in names]) for b, s in group]
+        _grouped_bars(ax, len(names), series)
+        if not shared:  # one build per panel: keep its colour of the other plots
+            for bar in ax.patches:
+                bar.set_color(f"C{row}")
+        ax.set_xticks(np.arange(len(names)))
+        ax.set_xticklabels(names, rotation=55, ha="right")
+        values = [v for _, vs in series for v in vs if v > 0]
+        if values and max(values) / max(min(values), 1) > 100:
+            ax.set_yscale("log")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title if name is None else f"{title}: {name}")
+        ax.grid(axis="x", visible=False)
+    axes[-1][0].set_xlabel("class")
+    fig.tight_layout()
     return fig
 
 

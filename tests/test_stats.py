@@ -274,3 +274,21 @@ def test_end_to_end_synthetic_build(tmp_path: Path) -> None:
     first = images.sort_values("image_id").iloc[0]
     drawn = render_image(out, first["image_id"])
     assert drawn.shape == (first["height"], first["width"], 3)
+
+
+def test_class_plots_of_different_class_tables_get_a_panel_each() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from samrs.stats import _class_bars
+
+    def fake(names: list[str]) -> dict:
+        return {"classes": [{"name": n, "instances": i + 1} for i, n in enumerate(names)]}
+
+    same = _class_bars(plt, [("a", fake(["x", "y"])), ("b", fake(["x", "y"]))], "instances", "n")
+    differ = _class_bars(plt, [("a", fake(["x", "y"])), ("b", fake(["z"]))], "instances", "n")
+    assert len(same.axes) == 1 and len(differ.axes) == 2
+    assert [t.get_text() for t in differ.axes[1].get_xticklabels()] == ["z"]
+    plt.close("all")
