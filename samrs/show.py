@@ -90,6 +90,12 @@ def render_image(
     config = build_config(meta)
     background = bool(config.get("background", False))
     image = find_image(out, image_id)
+    if image["status"] == "error":
+        errors = read_table(
+            out, "errors", columns=["stage", "message"], filter=pc.field("image_id") == image_id
+        ).to_pylist()
+        why = "; ".join(f"{e['stage']}: {e['message']}" for e in errors) or "see the errors table"
+        raise RenderError(f"image {image_id} failed in the build, nothing to show ({why})")
     if image["width"] is None or image["height"] is None:
         raise RenderError(
             f"image {image_id} has no size in the manifest (status {image['status']})"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import pytest
 from click.testing import CliRunner
 from outputs_fixture import FAKE, make_fake_build
@@ -14,7 +15,8 @@ from quality_fixture import Inst, add_image, box, box_mask
 from samrs import rle
 from samrs.classes import class_table
 from samrs.cli import main
-from samrs.render import label_class_mask, label_colors, read_region
+from samrs.outputs.manifest import part_path, read_table, write_part
+from samrs.render import RenderError, label_class_mask, label_colors, read_region
 from samrs.show import ImageNotFoundError, find_image, render_image, show
 
 W = H = 160
@@ -91,6 +93,24 @@ def test_unknown_image_lists_existing_ids(build: tuple[Path, np.ndarray]) -> Non
     assert "similar ids" in str(err.value)
     with pytest.raises(ImageNotFoundError, match="existing ids: P0001, P0002__20__10"):
         render_image(out, "zzz")
+
+
+def test_failed_image_names_its_error(tmp_path: Path) -> None:
+    out = tmp_path / "OUT"
+    make_fake_build(out)
+    row = read_table(out, "images", filter=pc.field("image_id") == "P0001").to_pylist()[0]
+    row |= {"image_id": "BROKEN", "status": "error", "semantic_file": None, "n_objects": 0,
+            "n_kept": 0, "shard": 3}  # fmt: skip
+    write_part(part_path(out, "images", 3), "images", [row])
+    write_part(part_path(out, "instances", 3), "instances", [])
+    error = {"source_file": "images/BROKEN.png", "line": None, "stage": "image",
+             "message": "cannot read image images/BROKEN.png: image file is truncated",
+             "image_id": "BROKEN", "n_objects": 2, "shard": 3}  # fmt: skip
+    write_part(part_path(out, "errors", 3), "errors", [error])
+    with pytest.raises(RenderError, match=r"BROKEN failed in the build.*image file is truncated"):
+        render_image(out, "BROKEN")
+    result = CliRunner().invoke(main, ["show", str(out), "BROKEN"])
+    assert result.exit_code == 1 and "image file is truncated" in result.output
 
 
 def test_cli_show(build: tuple[Path, np.ndarray], tmp_path: Path) -> None:
