@@ -348,6 +348,10 @@ def test_mask_ap_equals_cocoeval_on_the_same_files(tmp_path: Path) -> None:
     assert doc["mask_ap"] == pytest.approx(ev.stats[0], abs=1e-12)
     assert doc["mask_ap50"] == pytest.approx(ev.stats[1], abs=1e-12)
     assert doc["mask_ap75"] == pytest.approx(ev.stats[2], abs=1e-12)
+    # per size: COCOeval's area ranges; every object here is small (COCO gives -1 for none)
+    assert doc["per_size"]["small"]["mask_ap"] == pytest.approx(ev.stats[3], abs=1e-12)
+    assert ev.stats[4] == ev.stats[5] == -1
+    assert doc["per_size"]["medium"]["mask_ap"] is doc["per_size"]["large"]["mask_ap"] is None
 
 
 def write_hrsc(root: Path) -> None:
