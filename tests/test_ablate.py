@@ -117,6 +117,7 @@ def test_ablate_compares_runs(tmp_path: Path, fake_build: None) -> None:
 
     md = (out / "ablation.md").read_text()
     assert "| grabcut-rhbox | grabcut | rhbox |" in md and "**1.000**" in md
+    assert "band 2% of the box diagonal" in md and "Note: `box` returns the prompt region" in md
     assert "Best mean IoU: **grabcut-rhbox**" in md
     assert "| storage-tank |" in md
     doc = json.loads((out / "ablation.json").read_text())
@@ -136,7 +137,7 @@ def test_failed_run_and_filter_settings(tmp_path: Path, fake_build: None) -> Non
     gt = make_gt(tmp_path)
     result = ablate(
         base_config(), gt, tmp_path / "abl", segmenters=["grabcut"], prompts=["rhbox", "hbox"],
-        min_scores=[0.0, 0.9],
+        min_scores=[0.0, 0.9], band_fraction=0.05,
     )  # fmt: skip
     rows = {r["name"]: r for r in result.rows}
     assert rows["grabcut-hbox-min0"]["error"].startswith("build failed")
@@ -147,6 +148,9 @@ def test_failed_run_and_filter_settings(tmp_path: Path, fake_build: None) -> Non
     assert rows["grabcut-rhbox-min0.9"]["miou"] is None
     md = (tmp_path / "abl" / "ablation.md").read_text()
     assert "failed: build failed" in md
+    assert "band 5% of the box diagonal" in md  # the setting used, not the default
+    assert "`min score` filters nothing for `box` and `grabcut`" in md
+    assert result.to_dict()["settings"] == {"band_fraction": 0.05, "match_iou": 0.5}
     header = next(line for line in md.splitlines() if line.startswith("| run "))
     failed = next(line for line in md.splitlines() if "failed: build failed" in line)
     assert header.count("|") == failed.count("|")
