@@ -187,3 +187,13 @@ def test_cli_audit(build: Path) -> None:
     text = runner.invoke(main, ["audit", str(build), "--kept-only", "--bad-rbox-iou", "0.3"])
     assert text.exit_code == 0, text.output
     assert "rbox_iou < 0.3" in text.stdout and "kept only" in text.stdout
+
+
+def test_worst_lists_one_instance_per_source_object() -> None:
+    from samrs.audit import _worst
+
+    values = np.array([0.1, 0.2, 0.15, np.nan, 0.3, 0.05])
+    ids = np.array([10, 11, 12, 13, 14, 15])
+    objects = np.array([0, 1, 0, 2, 3, -16])  # 10 and 12: one object in two tiles
+    assert _worst(values, ids, objects, 3) == [15, 10, 11]
+    assert _worst(values, ids, objects, 10) == [15, 10, 11, 14]
