@@ -8,6 +8,7 @@ import json
 import os
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import rasterio
 from click.testing import CliRunner
@@ -175,6 +176,7 @@ def test_geojson_export_writes_geotiff_labels(build, tmp_path) -> None:
     to = tmp_path / "geo"
     counts = export(build, "geojson", to)
     assert counts["geotiffs"] == 1 and counts["features"] == 2
+    assert pq.read_table(to / "instances.parquet").num_rows == 2  # GeoParquet twin
     with rasterio.open(to / "semantic" / "P0001.tif") as ds:
         np.testing.assert_array_equal(
             ds.read(1), read_semantic_png(build / "semantic" / "P0001.png")

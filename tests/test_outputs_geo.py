@@ -6,8 +6,10 @@ import json
 import logging
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import rasterio
+import shapely
 from outputs_fixture import FAKE, make_fake_build
 from shapely.geometry import shape
 
@@ -60,6 +62,31 @@ def test_geojson_mask_outlines_in_image_crs(tmp_path, build) -> None:
     assert geom.bounds == (500001.0, 3999991.0, 500011.0, 3999998.5)
     assert geom.area == pytest.approx(300 * 0.25)
     assert shape(car["geometry"]).area == pytest.approx(36 * 0.25)
+
+
+def test_geoparquet_has_the_geojson_features(tmp_path, build) -> None:
+    counts = instances_to_geojson(
+        build, tmp_path / "i.geojson", geoparquet=tmp_path / "i.parquet", dst_crs="EPSG:4326"
+    )
+    doc = json.loads((tmp_path / "i.geojson").read_text())
+    table = pq.read_table(tmp_path / "i.parquet")
+    assert table.num_rows == counts["features"] == 2
+    geo = json.loads(table.schema.metadata[b"geo"])
+    assert geo["version"] == "1.1.0" and geo["primary_column"] == "geometry"
+    column = geo["columns"]["geometry"]
+    assert column["encoding"] == "WKB" and column["crs"]["id"] == {
+        "authority": "EPSG",
+        "code": 4326,
+    }
+    rows = table.to_pylist()
+    for row, feat in zip(rows, doc["features"], strict=True):
+        assert shapely.from_wkb(row.pop("geometry")).equals(shape(feat["geometry"]))
+        assert row == feat["properties"]
+    # a second run: the same bytes
+    instances_to_geojson(
+        build, tmp_path / "j.geojson", geoparquet=tmp_path / "j.parquet", dst_crs="EPSG:4326"
+    )
+    assert (tmp_path / "j.parquet").read_bytes() == (tmp_path / "i.parquet").read_bytes()
 
 
 def test_geojson_source_polygons_reprojection_and_rejected(tmp_path, build) -> None:

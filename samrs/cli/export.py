@@ -81,6 +81,9 @@ def command(
 ) -> None:
     """Export build OUT to --to in another layout, from its manifests.
 
+    geojson: the instances of geo-referenced images as GeoJSON and GeoParquet, and their
+    labels as GeoTIFFs.
+
     Stricter --min-* thresholds reject more instances and repaint the labels from the masks
     stored in the manifest (with the build's overlap policy), without running SAM again.
     """

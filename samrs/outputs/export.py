@@ -61,7 +61,7 @@ MANAGED = {
     "coco": ("annotations",),
     "mmseg": ("img_dir", "ann_dir", "splits", "samrs_mmseg.json", "samrs_dataset.py"),
     "ros-sam": ("img", "boxes", "onehotmask"),
-    "geojson": ("instances.geojson", "semantic"),
+    "geojson": ("instances.geojson", "instances.parquet", "semantic"),
 }
 
 Progress = Callable[[ImageItem], None]
@@ -439,13 +439,19 @@ def export_geojson(
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Export the geo-referenced images: ``instances.geojson`` and GeoTIFF labels."""
+    """Export the geo-referenced images: ``instances.geojson``, the same features as
+    GeoParquet (``instances.parquet``) and GeoTIFF labels."""
     sel = sel or Selection()
     view = BuildView.open(out)
     to = Path(to)
     prepare_dir(to, "geojson", overwrite)
     counts = instances_to_geojson(
-        view.out, to / "instances.geojson", selection=sel, geometry=geometry, dst_crs=dst_crs
+        view.out,
+        to / "instances.geojson",
+        selection=sel,
+        geometry=geometry,
+        dst_crs=dst_crs,
+        geoparquet=to / "instances.parquet",
     )
     class_map = _class_map(view, sel)
     colors = view.table.palette if class_map is None else [view.table.palette[c] for c in class_map]

@@ -15,10 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import rasterio
 import shapely
 from affine import Affine
 from rasterio import features
+from rasterio.crs import CRS
 from rasterio.warp import transform_geom
 from shapely.geometry import mapping, shape
 
@@ -143,6 +146,62 @@ def instance_feature(
     }
 
 
+GEOPARQUET_VERSION = "1.1.0"
+
+_GEOPARQUET_FIELDS = [
+    ("image_id", pa.string()),
+    ("instance_id", pa.int64()),
+    ("class_id", pa.int32()),
+    ("class_name", pa.string()),
+    ("score", pa.float64()),
+    ("rbox_iou", pa.float64()),
+    ("area_px", pa.int64()),
+    ("kept", pa.bool_()),
+    ("reject_reason", pa.string()),
+    ("substituted", pa.bool_()),
+]
+
+
+def geoparquet_schema(crs: str | None, geometry: str = "mask") -> pa.Schema:
+    """Arrow schema of the GeoParquet instances file: the GeoJSON properties and a WKB
+    ``geometry`` column, with GeoParquet ``geo`` metadata (CRS as PROJJSON)."""
+    types = ["MultiPolygon", "Polygon"] if geometry == "mask" else ["Polygon"]
+    column: dict[str, Any] = {"encoding": "WKB", "geometry_types": types}
+    column["crs"] = None if crs is None else CRS.from_user_input(crs).to_dict(projjson=True)
+    geo = {"version": GEOPARQUET_VERSION, "primary_column": "geometry",
+           "columns": {"geometry": column}}  # fmt: skip
+    fields = [pa.field(n, t) for n, t in _GEOPARQUET_FIELDS]
+    fields.append(pa.field("geometry", pa.binary(), nullable=False))
+    return pa.schema(fields, metadata={b"geo": json.dumps(geo, sort_keys=True).encode()})
+
+
+class _GeoParquetSink:
+    """Features -> GeoParquet rows, written in row groups as they come."""
+
+    ROWS = 65536
+
+    def __init__(self, path: Path, crs: str | None, geometry: str) -> None:
+        self.schema = geoparquet_schema(crs, geometry)
+        self.writer = pq.ParquetWriter(path, self.schema, compression="zstd")
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, feature: dict[str, Any]) -> None:
+        row = dict(feature["properties"])
+        row["geometry"] = shapely.to_wkb(shape(feature["geometry"]))
+        self.rows.append(row)
+        if len(self.rows) >= self.ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            self.writer.write_table(pa.Table.from_pylist(self.rows, schema=self.schema))
+            self.rows = []
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
+
+
 def instances_to_geojson(
     out: str | Path,
     to: str | Path,
@@ -150,6 +209,7 @@ def instances_to_geojson(
     selection: Selection | None = None,
     geometry: str = "mask",
     dst_crs: str | None = None,
+    geoparquet: str | Path | None = None,
 ) -> dict[str, int]:
     """Write the instances of the geo-referenced images of a build as a GeoJSON file.
 
@@ -160,6 +220,8 @@ def instances_to_geojson(
         geometry: ``mask`` (outline of the mask along pixel edges, holes kept) or
             ``polygon`` (the source's rotated box).
         dst_crs: CRS of the output; default the images' CRS, which must then be unique.
+        geoparquet: also write the same features to this GeoParquet file (WKB geometry,
+            the properties as columns, CRS as PROJJSON in the ``geo`` metadata).
 
     The FeatureCollection carries a ``crs`` member naming the CRS (GeoJSON 2008 style; RFC
     7946 readers assume WGS84 unless told). Plain images are skipped and counted.
@@ -185,19 +247,26 @@ def instances_to_geojson(
     items = iter_build(
         out, sel, class_table=build_class_table(meta), on_reject=config.get("on_reject")
     )
-    with open(to, "w", encoding="utf-8") as f:
-        f.write(_dumps(head)[:-1] + ',"features":[')
-        for item in items:
-            if not is_georeferenced(item.image):
-                counts["plain_images"] += 1
-                continue
-            counts["images"] += 1
-            for row in item.instances:
-                feat = instance_feature(item, row, geometry, crs)
-                if feat is not None:
-                    f.write(("," if counts["features"] else "") + _dumps(feat))
-                    counts["features"] += 1
-        f.write("]}\n")
+    sink = None if geoparquet is None else _GeoParquetSink(Path(geoparquet), crs, geometry)
+    try:
+        with open(to, "w", encoding="utf-8") as f:
+            f.write(_dumps(head)[:-1] + ',"features":[')
+            for item in items:
+                if not is_georeferenced(item.image):
+                    counts["plain_images"] += 1
+                    continue
+                counts["images"] += 1
+                for row in item.instances:
+                    feat = instance_feature(item, row, geometry, crs)
+                    if feat is not None:
+                        f.write(("," if counts["features"] else "") + _dumps(feat))
+                        counts["features"] += 1
+                        if sink is not None:
+                            sink.add(feat)
+            f.write("]}\n")
+    finally:
+        if sink is not None:
+            sink.close()
     return counts
 
 
