@@ -173,14 +173,22 @@ def test_mmseg_export_layout_and_class_subset(build: Path, tmp_path: Path) -> No
     run("export", build, "--format", "mmseg", "--to", sub, "--classes", "ship,Plane", "--json")
     info = json.loads((sub / "samrs_mmseg.json").read_text())
     assert info["classes"] == ["plane", "ship"]
-    plane, ship = (next(c["id"] for c in table if c["name"] == n) for n in ("plane", "ship"))
+    lut = subset_lut(table, ["plane", "ship"], background=False)
     for name in names:
-        full = label(build, name)
         part = np.asarray(Image.open(sub / "ann_dir" / "train" / f"{name}.png"))
-        assert set(np.unique(part).tolist()) <= {0, 1, 255}
-        # a pixel a plane or ship owns among all classes it still owns among these two
-        assert (part[full == plane] == 0).all() and (part[full == ship] == 1).all()
-        assert ((part != 255) <= np.isin(full, [plane, ship]) | (full == 255)).all()
+        # pixels of planes and ships renumbered 0, 1; every other pixel 255
+        np.testing.assert_array_equal(part, lut[label(build, name)])
+
+
+def subset_lut(table: list[dict], names: list[str], background: bool) -> np.ndarray:
+    """Full label value -> value in a class-subset export."""
+    shift = int(background)
+    lut = np.full(256, 255, dtype=np.uint8)
+    lut[0] = 0 if background else 255
+    chosen = sorted(c["id"] for c in table if c["name"] in names)
+    for new, cid in enumerate(chosen):
+        lut[cid + shift] = new + shift
+    return lut
 
 
 def test_ros_sam_arrays(build: Path, tmp_path: Path) -> None:
@@ -282,3 +290,11 @@ def test_background_build_shifts_ids_and_palette(build: Path, build_bg: Path, tm
     info = json.loads((tmp_path / "mm" / "samrs_mmseg.json").read_text())
     assert info["classes"] == ["background"] + [c["name"] for c in classes]
     assert info["palette"][1:] == [c["color"] for c in classes]
+    # a class subset: objects of the other classes are ignored (255), never background
+    sub = tmp_path / "sub"
+    run("export", build_bg, "--format", "mmseg", "--to", sub, "--classes", "ship", "--json")
+    assert json.loads((sub / "samrs_mmseg.json").read_text())["classes"] == ["background", "ship"]
+    lut = subset_lut(classes, ["ship"], background=True)
+    for image_id in frame(build, "images")["image_id"]:
+        part = np.asarray(Image.open(sub / "ann_dir" / "train" / f"{image_id}.png"))
+        np.testing.assert_array_equal(part, lut[label(build_bg, image_id)])

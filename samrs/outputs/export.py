@@ -28,14 +28,14 @@ import os
 import re
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from samrs import __version__, rle
-from samrs.classes import ClassTable
+from samrs.classes import UNLABELLED, ClassTable
 from samrs.imageio import image_size, read_image, write_png
 from samrs.outputs.coco import write_coco
 from samrs.outputs.geo import instances_to_geojson, is_georeferenced, write_semantic_geotiff
@@ -142,18 +142,23 @@ class BuildView:
 
         Args:
             item: the image with its (re-thresholded) instances.
-            class_map: build class id -> exported id (instances of unmapped classes are not
-                painted); None keeps the ids.
+            class_map: build class id -> exported id; None keeps the ids. Pixels whose
+                owner (under the build's overlap policy, among all kept instances) is of an
+                unmapped class become 255: object pixels are never relabelled background,
+                nor given to an object they lie under.
             background: override the build's background flag.
         """
-        return paint_instances(
-            item.height,
-            item.width,
-            item.instances,
-            self.overlap,
-            self.background if background is None else background,
-            class_map,
-        )
+        background = self.background if background is None else background
+        label = paint_instances(item.height, item.width, item.instances, self.overlap, background)
+        if class_map is None:
+            return label
+        shift = 1 if background else 0
+        lut = np.full(256, UNLABELLED, dtype=np.uint8)
+        if background:
+            lut[0] = 0
+        for cid, new in class_map.items():
+            lut[cid + shift] = new + shift
+        return lut[label]
 
 
 def place_file(src: Path, dst: Path, mode: str) -> None:
@@ -215,6 +220,13 @@ def _class_map(view: BuildView, sel: Selection) -> dict[int, int] | None:
     return None if ids is None else {cid: new for new, cid in enumerate(ids)}
 
 
+def _n_kept(item: ImageItem, class_map: dict[int, int] | None) -> int:
+    """Kept instances of the selected classes."""
+    return sum(
+        1 for r in item.instances if r["kept"] and (not class_map or r["class_id"] in class_map)
+    )
+
+
 def export_mmseg(
     out: str | Path,
     to: str | Path,
@@ -228,8 +240,10 @@ def export_mmseg(
 
     Labels are copied from ``OUT/semantic`` when neither thresholds nor a class subset are
     given; otherwise repainted. With a class subset the exported ids are contiguous
-    ``0..K'-1`` in class-table order (``samrs_mmseg.json`` maps them back) and other classes'
-    pixels are 255. With the build's ``background`` option class 0 is ``background``.
+    ``0..K'-1`` in class-table order (``samrs_mmseg.json`` maps them back) and the pixels
+    other classes' objects own are 255 (ignored; never background, and not given to a
+    selected object they cover). With the build's ``background`` option class 0 is
+    ``background``.
     """
     if images == "none":
         raise ExportError("mmseg needs the images: choose --images hard, symlink or copy")
@@ -248,7 +262,8 @@ def export_mmseg(
     split_names: dict[str, list[str]] = {}
     suffixes: dict[str, set[str]] = {}
     counts = {"images": 0, "kept": 0, "repainted": 0}
-    for item in view.items(sel):
+    # labels are painted from the kept instances of every class (see BuildView.label)
+    for item in view.items(replace(sel, classes=None)):
         split = split_name(item.image)
         name = safe_name(item.image["image_id"])
         img = _place_image(view, item, to / "img_dir" / split / name, images)
@@ -263,7 +278,7 @@ def export_mmseg(
         split_names.setdefault(split, []).append(name)
         suffixes.setdefault(split, set()).add(img.suffix)
         counts["images"] += 1
-        counts["kept"] += item.n_kept
+        counts["kept"] += _n_kept(item, class_map)
         if progress is not None:
             progress(item)
     (to / "splits").mkdir(exist_ok=True)
@@ -457,7 +472,7 @@ def export_geojson(
     colors = view.table.palette if class_map is None else [view.table.palette[c] for c in class_map]
     palette = semantic_palette(list(colors), view.background)
     counts["geotiffs"] = 0
-    for item in view.items(sel):
+    for item in view.items(replace(sel, classes=None)):  # labels: see BuildView.label
         if progress is not None:
             progress(item)
         if not is_georeferenced(item.image):
