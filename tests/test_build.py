@@ -292,6 +292,8 @@ def test_bad_input_is_recorded_not_fatal(tmp_path: Path) -> None:
     assert labels[1].name in files and files[labels[1].name]["line"] is not None
     assert "error rows" in result.output
     images_table = read_table(tmp_path / "out", "images").to_pylist()
+    instances = read_table(tmp_path / "out", "instances")
+    assert sum(r["n_objects"] for r in images_table) == instances.num_rows
     assert {r["status"] for r in images_table if Path(r["source_file"]).name == images[0].name} == {
         "error"
     }

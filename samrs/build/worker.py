@@ -377,7 +377,9 @@ def _failed_image(
 ) -> _ImageOutput:
     error = ErrorRecord(image.image_path, None, stage, message, image.image_id, len(image.objects))
     return _ImageOutput(
-        _image_row(image, shard, layout, status="error"), [], [_error_row(error, shard)]
+        _image_row(image, shard, layout, status="error", n_objects=0),
+        [],
+        [_error_row(error, shard)],
     )
 
 
