@@ -227,6 +227,7 @@ def test_build_checks_the_checkpoint_before_any_work(
         (["--checkpoint", str(tiny_hq_ckpt)], "use the sam-hq segmenter"),
         (["--checkpoint", str(tiny_ckpt), "--segmenter", "sam-hq"], "use the sam segmenter"),
         ([], "--checkpoint"),
+        (["--checkpoint", str(tiny_ckpt), "--random-weights"], "not both"),
     ]
     out = tmp_path / "out"
     for args, expected in cases:

@@ -72,7 +72,11 @@ def resolve_config(config: BuildConfig) -> BuildConfig:
         raise BuildError("--gpus must be >= 0, --workers and --shard-size >= 1")
     if config.resume and config.overwrite:
         config = replace(config, resume=False)
+    if config.segmenter not in ("sam", "sam-hq"):  # weight options mean nothing there
+        config = replace(config, model=None, checkpoint=None, random_weights=False)
     if config.segmenter in ("sam", "sam-hq"):
+        if config.checkpoint and config.random_weights:
+            raise BuildError("give --checkpoint or --random-weights, not both")
         if not config.checkpoint and not config.random_weights:
             raise BuildError(
                 f"segmenter {config.segmenter!r} needs weights: pass --checkpoint PATH "

@@ -144,7 +144,12 @@ def get_segmenter(config: BuildConfig) -> Segmenter:
 
 
 def configure_threads(threads: int | None) -> None:
-    """Limit intra-op threads of torch/OpenCV so worker processes do not oversubscribe cores."""
+    """Set up a worker process: malloc keeps freed memory for reuse (SAM frees and
+    re-allocates large blocks per image), and torch/OpenCV intra-op threads are limited so
+    worker processes do not oversubscribe cores."""
+    from samrs.segmenters.memory import retain_freed_memory
+
+    retain_freed_memory()
     if not threads:
         return
     import cv2
