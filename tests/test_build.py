@@ -173,25 +173,13 @@ def test_killed_worker_is_retried(
     assert output_files(out) == output_files(reference)
 
 
-def _cli_build(dota: Path, out: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    args = [
-        sys.executable,
-        "-m",
-        "samrs.cli",
-        "build",
-        "--source",
-        "dota",
-        "--root",
-        str(dota),
-        "--out",
-        str(out),
-        "--segmenter",
-        "grabcut",
-        "--shard-size",
-        "1",
-        "--gpus",
-        "0",
-    ]
+def _cli_build(
+    dota: Path, out: Path, env: dict[str, str] | None = None, shard_size: int = 1
+) -> subprocess.Popen:
+    """``samrs build`` (grabcut, CPU) in a separate process."""
+    args = [sys.executable, "-m", "samrs.cli", "build", "--source", "dota", "--root", str(dota),
+            "--out", str(out), "--segmenter", "grabcut", "--shard-size", str(shard_size),
+            "--gpus", "0"]  # fmt: skip
     return subprocess.Popen(
         args, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
@@ -220,28 +208,8 @@ def test_sigkill_then_resume_gives_identical_outputs(dota: Path, tmp_path: Path)
 
 def test_process_death_mid_build_then_resume(reference: Path, dota: Path, tmp_path: Path) -> None:
     out = tmp_path / "died"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from samrs.cli import main; main()",
-            "build",
-            "--source",
-            "dota",
-            "--root",
-            str(dota),
-            "--out",
-            str(out),
-            "--segmenter",
-            "grabcut",
-            "--shard-size",
-            "2",
-            "--gpus",
-            "0",
-        ],
-        env={**os.environ, "SAMRS_FAULT_INJECT": "kill:1"},
-        capture_output=True,
-    )
+    proc = _cli_build(dota, out, {"SAMRS_FAULT_INJECT": "kill:1"}, shard_size=2)
+    proc.communicate(timeout=300)
     assert proc.returncode == 77  # died inside shard 1
     assert Layout(out).committed_shards() == {0}
     summary = run_build(config(dota, out))
