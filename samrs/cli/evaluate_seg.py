@@ -13,12 +13,6 @@ from samrs.cli.predict import inference_options
 
 @click.command("evaluate-seg")
 @click.option(
-    "--run",
-    type=click.Path(path_type=Path, file_okay=False),
-    required=True,
-    help="Run folder of `samrs finetune`.",
-)
-@click.option(
     "--data",
     type=click.Path(path_type=Path),
     required=True,

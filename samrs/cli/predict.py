@@ -11,9 +11,11 @@ from samrs.cli.options import json_option
 
 
 def inference_options(f):  # type: ignore[no-untyped-def]
-    """Options shared by ``predict`` and ``evaluate-seg`` (weights, device, geometry)."""
+    """Options shared by ``predict`` and ``evaluate-seg`` (run, weights, device, geometry)."""
     for decorator in reversed(
         [
+            click.option("--run", type=click.Path(path_type=Path, file_okay=False),
+                         required=True, help="Run folder of `samrs finetune`."),
             click.option("--weights", type=click.Choice(["best", "last"]), default="best",
                          show_default=True,
                          help="best.pt (best validation mIoU; last.pt when there is none) "
@@ -40,12 +42,6 @@ def inference_options(f):  # type: ignore[no-untyped-def]
 
 
 @click.command("predict")
-@click.option(
-    "--run",
-    type=click.Path(path_type=Path, file_okay=False),
-    required=True,
-    help="Run folder of `samrs finetune`.",
-)
 @click.option(
     "--images",
     type=click.Path(path_type=Path),
