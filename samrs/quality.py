@@ -116,15 +116,23 @@ def polygon_window_mask(
     return (rows, cols), mask
 
 
-def _components(mask: np.ndarray) -> int:
-    """8-connected components of a boolean mask, labelled on its bounding box only (a bool
-    array is read as 0/1 bytes in place; OpenCV takes the strided crop as it is)."""
+def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """COCO ``(x, y, w, h)`` box of a boolean mask (zeros when empty), as pycocotools'
+    ``toBbox`` gives for its RLE."""
     rows = np.flatnonzero(mask.any(axis=1))
     if rows.size == 0:
+        return (0, 0, 0, 0)
+    cols = np.flatnonzero(mask[rows[0] : rows[-1] + 1].any(axis=0))
+    return (int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1))
+
+
+def _components(mask: np.ndarray, bbox: tuple[int, int, int, int]) -> int:
+    """8-connected components of a boolean mask, labelled on its bounding box only (a bool
+    array is read as 0/1 bytes in place; OpenCV takes the strided crop as it is)."""
+    x, y, w, h = bbox
+    if w == 0:
         return 0
-    band = mask[rows[0] : rows[-1] + 1]
-    cols = np.flatnonzero(band.any(axis=0))
-    crop = band[:, cols[0] : cols[-1] + 1].view(np.uint8)
+    crop = mask[y : y + h, x : x + w].view(np.uint8)
     n, _ = cv2.connectedComponents(crop, connectivity=8)
     return int(n) - 1
 
@@ -146,7 +154,8 @@ def instance_metrics(
 
     Returns:
         ``{name: (N,) array}`` for every name of :data:`METRICS` (``area`` and
-        ``n_components`` int64, the rest float64).
+        ``n_components`` int64, the rest float64), and ``bbox``: (N, 4) float64 COCO boxes
+        ``[x, y, w, h]`` of the masks (found on the way to the components).
     """
     masks = np.asarray(masks, dtype=bool)
     n, height, width = masks.shape
@@ -156,9 +165,12 @@ def instance_metrics(
     rbox_iou = np.zeros(n)
     inside = np.zeros(n)
     components = np.zeros(n, dtype=np.int64)
+    boxes = np.zeros((n, 4))
     for i in range(n):
         if area[i] == 0:
             continue
+        box = mask_bbox(masks[i])
+        boxes[i] = box
         (rows, cols), poly = polygon_window_mask(polys[i], 0.0, height, width)
         window = masks[i, rows, cols]
         inter = np.count_nonzero(window & poly)
@@ -166,7 +178,7 @@ def instance_metrics(
         rbox_iou[i] = inter / union if union else 0.0
         (drows, dcols), grown = polygon_window_mask(polys[i], dilation, height, width)
         inside[i] = np.count_nonzero(masks[i, drows, dcols] & grown) / area[i]
-        components[i] = _components(masks[i])
+        components[i] = _components(masks[i], box)
     return {
         "score": nan.copy() if scores is None else np.asarray(scores, dtype=np.float64).copy(),
         "stability": nan.copy()
@@ -176,6 +188,7 @@ def instance_metrics(
         "inside_fraction": inside,
         "area": area,
         "n_components": components,
+        "bbox": boxes,
     }
 
 
@@ -250,8 +263,9 @@ class FilterResult:
 
     Attributes:
         masks: (N, H, W) bool, the masks to write (after the reject policy).
-        metrics: :func:`instance_metrics` of the segmenter's masks, except ``area``, which is
-            the area of the mask to write (it differs for substituted instances).
+        metrics: :func:`instance_metrics` of the segmenter's masks, except ``area`` and
+            ``bbox``, which are those of the mask to write (they differ for substituted
+            instances).
         reasons: reject reason per instance, None when kept.
         substituted: (N,) bool, True where the reject policy replaced the mask.
     """
@@ -302,4 +316,6 @@ def apply_filters(
     if substituted.any():
         idx = np.flatnonzero(substituted)
         metrics["area"][idx] = np.count_nonzero(out[idx].reshape(len(idx), -1), axis=1)
+        for i in idx:
+            metrics["bbox"][i] = mask_bbox(out[i])
     return FilterResult(out, metrics, reasons, substituted)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -99,8 +100,15 @@ def test_metrics_match_full_image_computation() -> None:
     masks = rng.random((n, h, w)) < rng.uniform(0.001, 0.05, (n, 1, 1))
     for i in range(n):
         masks[i] |= rasterize_polygon(rbox_polygon(*rng.uniform(0, 70, 2), 10, 6, 0.3), h, w)
+    masks[0] = False  # empty: zero box, no components
+    masks[1, -1, 5] = masks[1, 0, 6] = True  # a run crossing columns (pycocotools' special case)
     m = instance_metrics(masks, polys)
     for i in range(n):
+        assert list(m["bbox"][i]) == rle.bbox(rle.encode(masks[i]))
+        _, labels = cv2.connectedComponents(masks[i].view(np.uint8), connectivity=8)
+        assert m["n_components"][i] == labels.max()
+        if i == 0:
+            continue
         poly = rasterize_polygon(polys[i], h, w)
         grown = dilated_polygon_mask(polys[i], INSIDE_DILATION_PX, h, w)
         assert m["rbox_iou"][i] == pytest.approx(mask_iou(masks[i], poly))
@@ -143,6 +151,16 @@ def test_reject_policy_box_substitutes_the_polygon() -> None:
     assert same is masks and not sub2.any()
     with pytest.raises(ValueError, match="on_reject"):
         apply_reject_policy(masks, polys, [None, None], "drop")
+
+
+def test_substituted_instances_get_the_area_and_box_of_the_box_mask() -> None:
+    masks = np.stack([_box_mask(2, 3, 4, 4), _box_mask(2, 3, 7, 9)])
+    result = apply_filters(masks, np.array([BOX, BOX]), QualityThresholds(min_area=5), "box")
+    np.testing.assert_array_equal(result.substituted, [True, False])
+    box = rasterize_polygon(BOX, H, W)
+    assert result.metrics["area"][0] == box.sum()
+    assert list(result.metrics["bbox"][0]) == rle.bbox(rle.encode(box))
+    assert list(result.metrics["bbox"][1]) == rle.bbox(rle.encode(masks[1]))
 
 
 def test_apply_filters_with_a_build_config() -> None:

@@ -36,6 +36,7 @@ from samrs.segmenters.postprocess import (
     resize_longest_side,
     stability_score,
     upscale_logits,
+    upscale_logits_host,
 )
 from samrs.segmenters.sam import SamSegmenter
 from samrs.segmenters.sam_hq import SamHQSegmenter
@@ -118,8 +119,17 @@ def test_sam_is_deterministic_and_batch_chunk_invariant(scene, sam_reference) ->
     )
 
 
+def _assert_masks_of(masks: np.ndarray, logits: torch.Tensor) -> None:
+    """``masks == logits > 0`` except where the host resize (OpenCV) rounds a logit within
+    1e-3 of 0 to the other side."""
+    flipped = masks != (logits > 0).numpy()
+    assert flipped.mean() < 1e-5
+    assert np.abs(logits.numpy()[flipped]).max(initial=0.0) < 1e-3
+
+
 def test_sam_matches_segment_anything_modules(scene) -> None:
-    """The batched pipeline equals SAM's own decoder + postprocess_masks on the same input."""
+    """The batched pipeline equals SAM's own decoder + postprocess_masks on the same input
+    (scores exactly, masks up to pixels whose logits are within float rounding of 0)."""
     images, polygons = scene
     image, ps = images[1], build_prompts(polygons[1], "rhbox")
     for multimask in (False, True):
@@ -147,7 +157,7 @@ def test_sam_matches_segment_anything_modules(scene) -> None:
                 low, iou = low[torch.arange(len(best)), best][:, None], iou.max(1).values[:, None]
             full = m.postprocess_masks(low, input_size, (h, w))[:, 0]
         np.testing.assert_array_equal(ours.scores, iou[:, 0].numpy())
-        np.testing.assert_array_equal(ours.masks, (full > 0).numpy())
+        _assert_masks_of(ours.masks, full)
     # SDPA attention agrees with segment-anything's attention within float tolerance
     sdpa = SamSegmenter(random_weights=True, device="cpu").segment([image], [ps])[0]
     eager = SamSegmenter(random_weights=True, device="cpu", attention="eager").segment(
@@ -187,7 +197,7 @@ def test_sam_hq_matches_its_decoder(scene) -> None:
             low, iou = torch.cat(lows), torch.cat(ious)
             full = m.postprocess_masks(low, input_size, (h, w))[:, 0]
         np.testing.assert_array_equal(ours.scores, iou[:, 0].numpy())
-        np.testing.assert_array_equal(ours.masks, (full > 0).numpy())
+        _assert_masks_of(ours.masks, full)
     # batch / chunk invariance holds for HQ-SAM too
     images2, polygons2 = _scene(4, sizes=[(300, 400), (256, 256)], n=(2, 5))
     prompts2 = _prompts(polygons2)
@@ -269,8 +279,12 @@ def test_sam_host_and_device_postprocessing_agree(scene) -> None:
     device._host_postprocess = False
     a = host.segment(images, _prompts(polygons))
     b = device.segment(images, _prompts(polygons))
-    _same(a, b)
-    assert [ms.rles for ms in a] == [ms.rles for ms in b]
+    for x, y in zip(a, b, strict=True):  # the resizes round differently (OpenCV / torch)
+        assert (x.masks != y.masks).mean() < 1e-5
+        np.testing.assert_array_equal(x.scores, y.scores)
+        np.testing.assert_allclose(x.stability, y.stability, atol=1e-4)
+        assert x.rles == [rle.encode(m) for m in x.masks]
+        assert y.rles == [rle.encode(m) for m in y.masks]
 
 
 def test_sam_model_forward_for_benchmarks() -> None:
@@ -312,6 +326,11 @@ def test_upscale_and_stability_match_segment_anything() -> None:
     ours = upscale_logits(low, 1024, (569, 1024), (500, 900))
     theirs = seg.model.postprocess_masks(low[:, None], (569, 1024), (500, 900))[:, 0]
     torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+    for k in range(3):  # the host path (OpenCV) agrees to float rounding
+        host = upscale_logits_host(low[k].numpy(), 1024, (569, 1024), (500, 900))
+        np.testing.assert_allclose(host, theirs[k].numpy(), rtol=0, atol=1e-3)
+    same = upscale_logits_host(low[0].numpy(), 256, (256, 256), (256, 256))
+    np.testing.assert_array_equal(same, low[0].numpy())
     torch.testing.assert_close(stability_score(ours), calculate_stability_score(theirs, 0.0, 1.0))
     logits = torch.tensor([[[2.0, 0.5], [-0.5, -3.0]]])  # > 1: 1 pixel, > -1: 3 pixels
     assert stability_score(logits).item() == pytest.approx(1 / 3)

@@ -455,7 +455,7 @@ def _finish_image(
                     "prompt_point": _floats(prompts.points, j),
                     "segmentation": encoded["counts"],
                     "area": area,
-                    "bbox": rle.bbox(encoded),
+                    "bbox": [float(v) for v in verdict.metrics["bbox"][j]],
                     "score": _opt(masks.scores[j]),
                     "stability": _opt(masks.stability[j]),
                     "rbox_iou": float(verdict.metrics["rbox_iou"][j]),

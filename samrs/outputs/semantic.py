@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -108,8 +109,10 @@ def paint_semantic(
     if areas is None and policy == "small-on-top":
         areas = [rle.area(m) if isinstance(m, dict) else int(np.count_nonzero(m)) for m in masks]
     order = paint_order(areas if areas is not None else [0] * len(masks), scores, policy)
-    for i in order:
-        label[_as_mask(masks[i], height, width, i)] = int(class_ids[i]) + shift
+    for i in order if label.size else ():
+        mask = np.ascontiguousarray(_as_mask(masks[i], height, width, i)).view(np.uint8)
+        # OpenCV's masked copy: label[mask] = value, an order of magnitude faster than numpy
+        cv2.copyTo(np.full_like(label, int(class_ids[i]) + shift), mask, label)
     return label
 
 
@@ -187,7 +190,7 @@ def write_semantic_png(
     image = Image.fromarray(label)  # mode L
     image.putpalette(_full_palette(palette))  # -> mode P, indices untouched
     with open(path, "wb") as f:
-        image.save(f, format="PNG", optimize=False, compress_level=6)
+        image.save(f, format="PNG", optimize=False, compress_level=1)
 
 
 def read_semantic_png(path: str | Path) -> np.ndarray:

@@ -3,6 +3,7 @@ score and run-length encoding. Everything here runs on whatever device its tenso
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,28 @@ def upscale_logits(
     if tuple(x.shape[-2:]) != tuple(original_size):
         x = F.interpolate(x, original_size, mode="bilinear", align_corners=False)
     return x[:, 0]
+
+
+def upscale_logits_host(
+    low_res: np.ndarray,
+    image_size: int,
+    input_size: tuple[int, int],
+    original_size: tuple[int, int],
+) -> np.ndarray:
+    """:func:`upscale_logits` of one (s, s) float32 map on the host, with OpenCV's bilinear
+    resize (the same half-pixel sampling and edge clamping as ``F.interpolate``, several
+    times faster on the CPU; values agree to float rounding). Returns (H, W) float32."""
+    x = np.ascontiguousarray(low_res, dtype=np.float32)
+    if x.shape != (image_size, image_size):
+        x = cv2.resize(x, (image_size, image_size), interpolation=cv2.INTER_LINEAR)
+    x = x[: input_size[0], : input_size[1]]
+    if x.shape != tuple(original_size):
+        x = cv2.resize(
+            np.ascontiguousarray(x),
+            (int(original_size[1]), int(original_size[0])),
+            interpolation=cv2.INTER_LINEAR,
+        )
+    return x
 
 
 def stability_score(

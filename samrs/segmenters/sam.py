@@ -65,6 +65,7 @@ from samrs.segmenters.postprocess import (
     stability_score,
     threshold_logits,
     upscale_logits,
+    upscale_logits_host,
 )
 
 MASK_PROMPT_LOGIT = 10.0
@@ -521,18 +522,20 @@ class SamSegmenter(Segmenter):
         """The CPU version of :meth:`_postprocess_on_device`, one mask at a time: each mask's
         full-resolution logits (4 MB for a 1024 x 1024 image) stay in the cache while they
         are thresholded into ``results`` and counted for the stability score, instead of
-        going through memory several times as a whole chunk. Same values."""
+        going through memory several times as a whole chunk; the resize is OpenCV's
+        (:func:`.postprocess.upscale_logits_host`). Same values up to float rounding."""
         threshold = float(self.model.mask_threshold)
         scores_np = scores.float().numpy()
+        low_np = low.float().numpy()
         for k, (i, j) in enumerate(zip(chunk_img.tolist(), chunk_loc.tolist(), strict=True)):
-            logits = upscale_logits(
-                low[k : k + 1],
+            logits = upscale_logits_host(
+                low_np[k],
                 self.config.image_size,
                 encoded.input_sizes[i],
                 encoded.original_sizes[i],
             )
             target = results[i]
-            stab = stability_into(logits[0].numpy(), target.masks[j], threshold, 1.0)
+            stab = stability_into(logits, target.masks[j], threshold, 1.0)
             target.stability[j] = stab
             target.scores[j] = scores_np[k]
             if self.device_rle:
