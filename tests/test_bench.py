@@ -33,10 +33,11 @@ def _keep_this_process_allocator(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_retain_freed_memory_in_a_fresh_process() -> None:
     code = (
         "import os; from samrs.segmenters.memory import retain_freed_memory as r; "
-        "print(r(), r(), os.environ['MALLOC_MMAP_MAX_'], os.environ['MALLOC_TRIM_THRESHOLD_'])"
+        "print(r(), r(), os.environ['MALLOC_MMAP_MAX_'], os.environ['MALLOC_TRIM_THRESHOLD_'], "
+        "os.environ['MALLOC_ARENA_MAX'])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["True", "True", "0", str(1 << 30)]
+    assert out.stdout.split() == ["True", "True", "0", str(1 << 30), "1"]
 
 
 def test_bench_dataset_is_a_dota_dataset(tmp_path: Path) -> None:

@@ -17,9 +17,11 @@ from click.testing import CliRunner
 from PIL import Image
 
 from samrs.build import BuildConfig, BuildError, run_build
+from samrs.build.executors import _local_cluster
 from samrs.build.layout import Layout
 from samrs.cli import main
 from samrs.outputs.manifest import read_table
+from samrs.segmenters.memory import ALLOCATOR_ENV
 from samrs.synth import write_synthetic
 
 
@@ -160,6 +162,30 @@ def test_two_workers_same_bytes(reference: Path, dota: Path, tmp_path: Path) -> 
     summary = run_build(config(dota, out, workers=2, threads=1))
     assert summary.ok
     assert output_files(out) == output_files(reference)
+
+
+def _start_environment() -> dict[str, str | None]:
+    """The allocator variables a process was started with (what glibc reads), not later
+    changes to ``os.environ``."""
+    raw = Path("/proc/self/environ").read_bytes().split(b"\0")
+    env = dict(item.decode().partition("=")[::2] for item in raw if b"=" in item)
+    return {name: env.get(name) for name in ALLOCATOR_ENV}
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="Linux /proc")
+def test_local_cluster_workers_get_the_allocator_settings(dota: Path, tmp_path: Path) -> None:
+    """Every worker process starts with our malloc settings (over Dask's own
+    MALLOC_TRIM_THRESHOLD_), set before it is spawned."""
+    from distributed import Client
+
+    cluster = _local_cluster(config(dota, tmp_path / "out", workers=2))
+    try:
+        with Client(cluster) as client:
+            seen = client.run(_start_environment)
+    finally:
+        cluster.close()
+    assert len(seen) == 2
+    assert all(env == ALLOCATOR_ENV for env in seen.values())
 
 
 def test_killed_worker_is_retried(
