@@ -107,7 +107,9 @@ def mask_geometry(mask: np.ndarray, transform: Affine | None = None) -> Any:
 
 def _polygon_geometry(polygon: Sequence[float], transform: Affine) -> Any:
     pts = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
-    return shapely.Polygon([transform * (float(x), float(y)) for x, y in pts])
+    t = transform  # x' = a x + b y + c, y' = d x + e y + f (any affine version)
+    matrix = np.array([[t.a, t.d], [t.b, t.e]], dtype=np.float64)
+    return shapely.Polygon(pts @ matrix + np.array([t.c, t.f], dtype=np.float64))
 
 
 def instance_feature(
