@@ -175,9 +175,10 @@ def write_semantic_png(
 ) -> None:
     """Write a label map as a palettized (``P``) PNG with all 256 palette entries.
 
-    A full palette keeps Pillow from remapping indices, so readers get the class ids back
-    (PIL ``np.asarray(Image.open(p))``, ``cv2.imread(p, cv2.IMREAD_UNCHANGED)``), while viewers
-    show colours. No timestamps or text chunks: same label -> same bytes.
+    A full palette keeps Pillow from remapping indices, so Pillow readers get the class ids
+    back (``np.asarray(Image.open(p))``; OpenCV always expands palettes to colours), while
+    viewers show colours. No timestamps or text chunks: same label -> same bytes. zlib level 1:
+    about 2.5x faster than level 6 on speckled labels, files about 25% larger.
 
     Args:
         path: the file to write (the caller chooses temporary names for atomic commits).
