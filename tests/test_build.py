@@ -164,6 +164,15 @@ def test_two_workers_same_bytes(reference: Path, dota: Path, tmp_path: Path) -> 
     assert output_files(out) == output_files(reference)
 
 
+def test_cpu_workers_share_the_cores_by_default(dota: Path, tmp_path: Path) -> None:
+    from samrs.build.run import resolve_config
+
+    cores = os.cpu_count() or 1
+    assert resolve_config(config(dota, tmp_path, workers=2)).threads == max(1, cores // 2)
+    assert resolve_config(config(dota, tmp_path, workers=2, threads=3)).threads == 3
+    assert resolve_config(config(dota, tmp_path)).threads is None  # one worker: torch's default
+
+
 def _start_environment() -> dict[str, str | None]:
     """The allocator variables a process was started with (what glibc reads), not later
     changes to ``os.environ``."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -72,6 +73,9 @@ def resolve_config(config: BuildConfig) -> BuildConfig:
         raise BuildError("--gpus must be >= 0, --workers and --shard-size >= 1")
     if config.resume and config.overwrite:
         config = replace(config, resume=False)
+    if config.gpus == 0 and config.workers > 1 and not config.threads:
+        # CPU workers share the cores (Dask would otherwise start each with 1 thread)
+        config = replace(config, threads=max(1, (os.cpu_count() or 1) // config.workers))
     if config.segmenter not in ("sam", "sam-hq"):  # weight options mean nothing there
         config = replace(config, model=None, checkpoint=None, random_weights=False)
     if config.segmenter in ("sam", "sam-hq"):

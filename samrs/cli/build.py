@@ -273,10 +273,6 @@ def command(
     for required in ("source", "root"):
         if not values.get(required):
             raise click.UsageError(f"--{required} is required (on the command line or in --config)")
-    if values["workers"] > 1 and values.get("threads") is None:
-        import os
-
-        values["threads"] = max(1, (os.cpu_count() or 1) // values["workers"])
     try:
         config = BuildConfig.from_dict(values)
         summary = run_build(config)
