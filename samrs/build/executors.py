@@ -64,12 +64,7 @@ def _local_cluster(config: BuildConfig):  # type: ignore[no-untyped-def]
     # set in the nanny before it spawns a worker, so glibc reads them at the worker's start
     # (Dask's default MALLOC_TRIM_THRESHOLD_ would shrink the heap after every image)
     spawn_env = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **ALLOCATOR_ENV}
-    dask.config.set(
-        {
-            "distributed.scheduler.allowed-failures": config.max_retries,
-            "distributed.nanny.pre-spawn-environ": spawn_env,
-        }
-    )
+    dask.config.set({"distributed.nanny.pre-spawn-environ": spawn_env})
     if config.gpus > 0:
         workers = {
             f"gpu-{i}": {
