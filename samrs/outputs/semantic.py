@@ -109,7 +109,9 @@ def paint_semantic(
     if areas is None and policy == "small-on-top":
         areas = [rle.area(m) if isinstance(m, dict) else int(np.count_nonzero(m)) for m in masks]
     order = paint_order(areas if areas is not None else [0] * len(masks), scores, policy)
-    for i in order if label.size else ():
+    if label.size == 0:
+        return label
+    for i in order:
         mask = np.ascontiguousarray(_as_mask(masks[i], height, width, i)).view(np.uint8)
         # OpenCV's masked copy: label[mask] = value, an order of magnitude faster than numpy
         cv2.copyTo(np.full_like(label, int(class_ids[i]) + shift), mask, label)
