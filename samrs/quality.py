@@ -10,8 +10,8 @@ Metrics (one value per mask, see :func:`instance_metrics`):
 - ``area``: mask pixels.
 - ``n_components``: 8-connected components of the mask (0 when empty).
 
-Masks are full images, but the polygon work happens on the polygon's bounding window only,
-and areas are counted once for all masks of the image.
+Masks are :class:`~samrs.masks.MaskCrop` (the mask's bounding box) and the polygon work
+happens on the polygon's bounding window, so the cost follows the objects' sizes.
 
 :func:`judge` gives each instance the first failing reason of ``empty``, ``score``,
 ``stability``, ``rbox_iou``, ``inside_fraction``, ``area`` (None when kept). NaN metrics never
@@ -23,7 +23,6 @@ instance (it stays rejected); ``box`` substitutes the rasterized polygon (the bo
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +30,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from samrs.geometry import dilated_polygon_mask, rasterize_polygon
+from samrs.masks import MaskCrop, crops_of, polygon_window_mask
 
 INSIDE_DILATION_PX = 3.0
 """Dilation (pixels) of the polygon within which mask pixels count as inside."""
@@ -86,59 +85,24 @@ class QualityThresholds:
         )
 
 
-def polygon_window(
-    polygon: Sequence[float] | np.ndarray, pixels: float, height: int, width: int
-) -> tuple[slice, slice]:
-    """``(rows, cols)`` slices of the image covering the polygon grown by ``pixels``
-    (possibly empty when it lies outside the image)."""
-    pts = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
-    grow = max(float(pixels), 0.0) * math.sqrt(2.0) + 1.0  # mitred corners reach further
-    x0 = int(np.clip(math.floor(pts[:, 0].min() - grow), 0, width))
-    x1 = int(np.clip(math.ceil(pts[:, 0].max() + grow), 0, width))
-    y0 = int(np.clip(math.floor(pts[:, 1].min() - grow), 0, height))
-    y1 = int(np.clip(math.ceil(pts[:, 1].max() + grow), 0, height))
-    return slice(y0, max(y0, y1)), slice(x0, max(x0, x1))
-
-
-def polygon_window_mask(
-    polygon: Sequence[float] | np.ndarray, pixels: float, height: int, width: int
-) -> tuple[tuple[slice, slice], np.ndarray]:
-    """The polygon grown by ``pixels`` (0: the polygon itself) rasterized on its window only:
-    ``((rows, cols), mask)`` with ``mask`` the size of the window."""
-    rows, cols = polygon_window(polygon, pixels, height, width)
-    h, w = rows.stop - rows.start, cols.stop - cols.start
-    offset = (float(cols.start), float(rows.start))
-    flat = np.asarray(polygon, dtype=np.float64).reshape(-1)
-    if pixels > 0:
-        mask = dilated_polygon_mask(flat, pixels, h, w, offset)
-    else:
-        mask = rasterize_polygon(flat, h, w, offset)
-    return (rows, cols), mask
-
-
-def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
-    """COCO ``(x, y, w, h)`` box of a boolean mask (zeros when empty), as pycocotools'
-    ``toBbox`` gives for its RLE."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return (0, 0, 0, 0)
-    cols = np.flatnonzero(mask[rows[0] : rows[-1] + 1].any(axis=0))
-    return (int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1))
-
-
-def _components(mask: np.ndarray, bbox: tuple[int, int, int, int]) -> int:
-    """8-connected components of a boolean mask, labelled on its bounding box only (a bool
-    array is read as 0/1 bytes in place; OpenCV takes the strided crop as it is)."""
-    x, y, w, h = bbox
-    if w == 0:
+def _components(crop: MaskCrop) -> int:
+    """8-connected components of a mask, labelled on its crop (a bool array is read as 0/1
+    bytes in place)."""
+    if not crop.mask.size:
         return 0
-    crop = mask[y : y + h, x : x + w].view(np.uint8)
-    n, _ = cv2.connectedComponents(crop, connectivity=8)
+    n, _ = cv2.connectedComponents(crop.mask.view(np.uint8), connectivity=8)
     return int(n) - 1
 
 
+def as_crops(masks: Sequence[MaskCrop] | np.ndarray) -> list[MaskCrop]:
+    """Masks given as crops, or as an (N, H, W) stack of full-image masks, as crops."""
+    if isinstance(masks, np.ndarray):
+        return crops_of(masks)
+    return list(masks)
+
+
 def instance_metrics(
-    masks: np.ndarray,
+    masks: Sequence[MaskCrop] | np.ndarray,
     polygons: np.ndarray,
     scores: np.ndarray | None = None,
     stability: np.ndarray | None = None,
@@ -147,7 +111,7 @@ def instance_metrics(
     """Metrics of every mask of one image (see the module docstring).
 
     Args:
-        masks: (N, H, W) bool.
+        masks: the masks as :class:`~samrs.masks.MaskCrop` (or an (N, H, W) bool stack).
         polygons: (N, 8) or (N, 4, 2) polygons in image pixels.
         scores, stability: (N,) from the segmenter (NaN when absent).
         dilation: pixels by which the polygon grows for ``inside_fraction``.
@@ -155,30 +119,28 @@ def instance_metrics(
     Returns:
         ``{name: (N,) array}`` for every name of :data:`METRICS` (``area`` and
         ``n_components`` int64, the rest float64), and ``bbox``: (N, 4) float64 COCO boxes
-        ``[x, y, w, h]`` of the masks (found on the way to the components).
+        ``[x, y, w, h]`` of the masks.
     """
-    masks = np.asarray(masks, dtype=bool)
-    n, height, width = masks.shape
+    crops = as_crops(masks)
+    n = len(crops)
     polys = np.asarray(polygons, dtype=np.float64).reshape(n, 8)
     nan = np.full(n, np.nan)
-    area = np.array([np.count_nonzero(m) for m in masks], dtype=np.int64).reshape(n)
+    area = np.array([c.area for c in crops], dtype=np.int64).reshape(n)
     rbox_iou = np.zeros(n)
     inside = np.zeros(n)
     components = np.zeros(n, dtype=np.int64)
     boxes = np.zeros((n, 4))
-    for i in range(n):
+    for i, crop in enumerate(crops):
         if area[i] == 0:
             continue
-        box = mask_bbox(masks[i])
-        boxes[i] = box
-        (rows, cols), poly = polygon_window_mask(polys[i], 0.0, height, width)
-        window = masks[i, rows, cols]
-        inter = np.count_nonzero(window & poly)
+        boxes[i] = crop.bbox
+        (rows, cols), poly = polygon_window_mask(polys[i], 0.0, crop.height, crop.width)
+        inter = np.count_nonzero(crop.on_window(rows, cols) & poly)
         union = area[i] + np.count_nonzero(poly) - inter
         rbox_iou[i] = inter / union if union else 0.0
-        (drows, dcols), grown = polygon_window_mask(polys[i], dilation, height, width)
-        inside[i] = np.count_nonzero(masks[i, drows, dcols] & grown) / area[i]
-        components[i] = _components(masks[i], box)
+        (drows, dcols), grown = polygon_window_mask(polys[i], dilation, crop.height, crop.width)
+        inside[i] = np.count_nonzero(crop.on_window(drows, dcols) & grown) / area[i]
+        components[i] = _components(crop)
     return {
         "score": nan.copy() if scores is None else np.asarray(scores, dtype=np.float64).copy(),
         "stability": nan.copy()
@@ -226,35 +188,34 @@ def judge(metrics: dict[str, np.ndarray], thresholds: QualityThresholds) -> list
 
 
 def apply_reject_policy(
-    masks: np.ndarray, polygons: np.ndarray, reasons: Sequence[str | None], policy: str
-) -> tuple[np.ndarray, np.ndarray]:
+    masks: Sequence[MaskCrop] | np.ndarray,
+    polygons: np.ndarray,
+    reasons: Sequence[str | None],
+    policy: str,
+) -> tuple[list[MaskCrop], np.ndarray]:
     """Masks after the ``on_reject`` policy, and which instances were substituted.
 
     ``keep-rejected``: masks unchanged. ``box``: each rejected instance's mask is replaced by
-    its rasterized polygon (a copy of ``masks`` is made when anything changes).
+    its rasterized polygon.
 
     Returns:
-        ``(masks, substituted)`` with ``substituted`` an (N,) bool array.
+        ``(crops, substituted)`` with ``substituted`` an (N,) bool array.
     """
     if policy not in ON_REJECT:
         raise ValueError(
             f"unknown on_reject policy {policy!r}; expected one of {', '.join(ON_REJECT)}"
         )
+    crops = as_crops(masks)
     n = len(reasons)
     substituted = np.zeros(n, dtype=bool)
-    if policy == "keep-rejected" or all(r is None for r in reasons):
-        return masks, substituted
-    out = np.array(masks, dtype=bool, copy=True)
-    height, width = out.shape[1:]
+    if policy == "keep-rejected":
+        return crops, substituted
     polys = np.asarray(polygons, dtype=np.float64).reshape(n, 8)
     for i, reason in enumerate(reasons):
-        if reason is None:
-            continue
-        out[i] = False
-        (rows, cols), poly = polygon_window_mask(polys[i], 0.0, height, width)
-        out[i, rows, cols] = poly
-        substituted[i] = True
-    return out, substituted
+        if reason is not None:
+            crops[i] = MaskCrop.of_polygon(polys[i], 0.0, crops[i].height, crops[i].width)
+            substituted[i] = True
+    return crops, substituted
 
 
 @dataclass
@@ -262,7 +223,7 @@ class FilterResult:
     """The outcome of :func:`apply_filters` for one image.
 
     Attributes:
-        masks: (N, H, W) bool, the masks to write (after the reject policy).
+        masks: the masks to write (after the reject policy), as crops.
         metrics: :func:`instance_metrics` of the segmenter's masks, except ``area`` and
             ``bbox``, which are those of the mask to write (they differ for substituted
             instances).
@@ -270,7 +231,7 @@ class FilterResult:
         substituted: (N,) bool, True where the reject policy replaced the mask.
     """
 
-    masks: np.ndarray
+    masks: list[MaskCrop]
     metrics: dict[str, np.ndarray]
     reasons: list[str | None]
     substituted: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
@@ -292,7 +253,7 @@ def apply_filters(
 
     Args:
         masks: a :class:`~samrs.segmenters.base.MaskSet` (scores and stability are taken from
-            it) or an (N, H, W) bool array.
+            it), a list of :class:`~samrs.masks.MaskCrop` or an (N, H, W) bool array.
         polygons: (N, 8) polygons.
         thresholds: :class:`QualityThresholds`, or any object with the same attribute names
             and optionally ``on_reject`` (e.g. a BuildConfig); None: defaults.
@@ -300,22 +261,20 @@ def apply_filters(
             ``keep-rejected``.
         dilation: see :func:`instance_metrics`.
     """
-    if hasattr(masks, "masks"):
-        arr, scores, stability = masks.masks, masks.scores, masks.stability
+    if hasattr(masks, "crops"):
+        crops, scores, stability = list(masks.crops), masks.scores, masks.stability
     else:
-        arr, scores, stability = np.asarray(masks, dtype=bool), None, None
+        crops, scores, stability = as_crops(masks), None, None
     limits = (
         thresholds
         if isinstance(thresholds, QualityThresholds)
         else QualityThresholds.from_config(thresholds)
     )
     policy = on_reject or getattr(thresholds, "on_reject", None) or "keep-rejected"
-    metrics = instance_metrics(arr, polygons, scores, stability, dilation)
+    metrics = instance_metrics(crops, polygons, scores, stability, dilation)
     reasons = judge(metrics, limits)
-    out, substituted = apply_reject_policy(arr, polygons, reasons, policy)
-    if substituted.any():
-        idx = np.flatnonzero(substituted)
-        metrics["area"][idx] = np.count_nonzero(out[idx].reshape(len(idx), -1), axis=1)
-        for i in idx:
-            metrics["bbox"][i] = mask_bbox(out[i])
+    out, substituted = apply_reject_policy(crops, polygons, reasons, policy)
+    for i in np.flatnonzero(substituted):
+        metrics["area"][i] = out[i].area
+        metrics["bbox"][i] = out[i].bbox
     return FilterResult(out, metrics, reasons, substituted)

@@ -6,6 +6,12 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from samrs.masks import MaskCrop
+
+FULL_ENCODE_SHARE = 0.25
+"""Crops covering at least this share of their image are encoded by pycocotools on the full
+mask (its C loop beats collecting many runs in numpy); smaller ones run length by run length."""
+
 
 def column_major(mask: np.ndarray) -> np.ndarray:
     """A boolean (h, w) mask as the column-major (Fortran-ordered) uint8 array pycocotools
@@ -25,6 +31,37 @@ def encode(mask: np.ndarray) -> dict[str, object]:
         "size": [int(rle["size"][0]), int(rle["size"][1])],
         "counts": rle["counts"].decode("ascii"),
     }
+
+
+def encode_crop(crop: MaskCrop, full_share: float = FULL_ENCODE_SHARE) -> dict[str, object]:
+    """:func:`encode` of a :class:`~samrs.masks.MaskCrop`'s full mask (the same string), with
+    work proportional to the crop for crops under ``full_share`` of the image."""
+    height, width = crop.height, crop.width
+    h, w = crop.mask.shape
+    if h * w >= full_share * height * width:
+        return encode(crop.full())
+    if h == 0:
+        return from_run_lengths([height * width], height, width)
+    # the crop's columns with a blank row above and below, so no run crosses a column
+    padded = np.zeros((w, h + 2), dtype=np.int8)
+    padded[:, 1:-1] = crop.mask.T
+    step = np.diff(padded.reshape(-1))
+    begins = np.flatnonzero(step == 1) + 1
+    ends = np.flatnonzero(step == -1) + 1
+    column, row = np.divmod(begins, h + 2)
+    begins = (crop.x + column) * height + crop.y + row - 1
+    column, row = np.divmod(ends, h + 2)
+    ends = (crop.x + column) * height + crop.y + row - 1
+    joined = ends[:-1] == begins[1:]  # a column's run going on at the top of the next one
+    if joined.any():
+        begins = np.concatenate([begins[:1], begins[1:][~joined]])
+        ends = np.concatenate([ends[:-1][~joined], ends[-1:]])
+    runs = np.empty(2 * begins.size + 1, dtype=np.int64)
+    runs[0] = begins[0]
+    runs[1::2] = ends - begins
+    runs[2:-1:2] = begins[1:] - ends[:-1]
+    runs[-1] = height * width - ends[-1]
+    return from_run_lengths(runs if runs[-1] else runs[:-1], height, width)
 
 
 def from_run_lengths(runs: list[int] | np.ndarray, height: int, width: int) -> dict[str, object]:

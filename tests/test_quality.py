@@ -22,6 +22,7 @@ from samrs.geometry import (
     rasterize_polygon,
     rbox_polygon,
 )
+from samrs.masks import MaskCrop, polygon_window_mask
 from samrs.outputs.manifest import read_table
 from samrs.quality import (
     INSIDE_DILATION_PX,
@@ -30,7 +31,6 @@ from samrs.quality import (
     apply_reject_policy,
     instance_metrics,
     judge,
-    polygon_window_mask,
 )
 from samrs.segmenters.base import MaskSet
 from samrs.segmenters.classic import BoxSegmenter
@@ -144,11 +144,12 @@ def test_reject_policy_box_substitutes_the_polygon() -> None:
     polys = np.array([BOX, BOX])
     out, sub = apply_reject_policy(masks, polys, ["low-rbox-iou", None], "box")
     np.testing.assert_array_equal(sub, [True, False])
-    np.testing.assert_array_equal(out[0], rasterize_polygon(BOX, H, W))
-    np.testing.assert_array_equal(out[1], masks[1])
+    np.testing.assert_array_equal(out[0].full(), rasterize_polygon(BOX, H, W))
+    np.testing.assert_array_equal(out[1].full(), masks[1])
     assert masks[0].sum() == 2  # input untouched
     same, sub2 = apply_reject_policy(masks, polys, ["low-rbox-iou", None], "keep-rejected")
-    assert same is masks and not sub2.any()
+    assert not sub2.any()
+    np.testing.assert_array_equal([c.full() for c in same], masks)
     with pytest.raises(ValueError, match="on_reject"):
         apply_reject_policy(masks, polys, [None, None], "drop")
 
@@ -165,7 +166,9 @@ def test_substituted_instances_get_the_area_and_box_of_the_box_mask() -> None:
 
 def test_apply_filters_with_a_build_config() -> None:
     masks = np.stack([_box_mask(2, 3, 4, 4), _box_mask(2, 3, 7, 9), np.zeros((H, W), bool)])
-    ms = MaskSet(masks, np.array([0.9, 0.9, 0.9], np.float32), np.full(3, np.nan, np.float32))
+    ms = MaskSet.from_masks(
+        masks, np.array([0.9, 0.9, 0.9], np.float32), np.full(3, np.nan, np.float32)
+    )
     config = BuildConfig(source="dota", root="r", out="o", min_rbox_iou=0.5, on_reject="box")
     result = apply_filters(ms, np.array([BOX, BOX, BOX]), config)
     assert result.reasons == ["low-rbox-iou", None, "empty"]
@@ -203,7 +206,7 @@ class _Flawed(BoxSegmenter):
     def segment(self, images, prompts):  # type: ignore[no-untyped-def]
         out = super().segment(images, prompts)
         for ms in out:
-            ms.masks[:1] = False
+            ms.crops[0] = MaskCrop.empty(ms.height, ms.width)
             ms.scores = np.full(len(ms), 0.9, dtype=np.float32)
             ms.scores[1:2] = 0.3
         return out

@@ -425,7 +425,7 @@ def _finish_image(
             encoded = (
                 {"size": [height, width], "counts": precomputed[j]["counts"]}
                 if precomputed is not None and not substituted
-                else rle.encode(mask)
+                else rle.encode_crop(mask)
             )
             area = int(verdict.metrics["area"][j])
             reason = None if substituted else verdict.reasons[j]

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from samrs import rle
 from samrs.classes import ClassTable
-from samrs.geometry import rasterize_polygon
+from samrs.masks import MaskCrop
 from samrs.outputs.manifest import ManifestError, part_paths, schema_of
 from samrs.quality import THRESHOLD_REASONS
 
@@ -162,11 +162,11 @@ def rethreshold(
         return row
     out = dict(row)
     if on_reject == "box":
-        enc = rle.encode(rasterize_polygon(row["polygon"], height, width))
+        mask = MaskCrop.of_polygon(row["polygon"], 0.0, height, width)  # as the build does
         out.update(
-            segmentation=enc["counts"],
-            area=rle.area(enc),
-            bbox=rle.bbox(enc),
+            segmentation=rle.encode_crop(mask)["counts"],
+            area=mask.area,
+            bbox=[float(v) for v in mask.bbox],
             substituted=True,
             flags=[*row["flags"], f"substituted:{reason}"],
         )

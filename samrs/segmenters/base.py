@@ -12,6 +12,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from samrs.masks import MaskCrop, crops_of, stack
+
 
 @dataclass(frozen=True)
 class PromptSet:
@@ -72,31 +74,62 @@ class MaskSet:
     """Per-prompt results for one image.
 
     Attributes:
-        masks: (N, H, W) bool, full image resolution.
+        crops: one :class:`~samrs.masks.MaskCrop` per prompt: the mask at full image
+            resolution, kept as its bounding-box crop (memory follows the objects' sizes).
+        height, width: the image's size.
         scores: (N,) float32 predicted IoU; NaN for segmenters without one.
         stability: (N,) float32 stability score; NaN for segmenters without one.
-        rles: optional precomputed COCO RLEs of ``masks`` (``{"size", "counts"}`` with ASCII
+        rles: optional precomputed COCO RLEs of the masks (``{"size", "counts"}`` with ASCII
             counts, e.g. run lengths computed on the GPU), one per mask; None when absent.
-            Whoever changes ``masks`` afterwards must drop or recompute them.
+            Whoever changes the masks afterwards must drop or recompute them.
         fallback: optional (N,) bool, True where the segmenter could not segment the object
             (e.g. GrabCut on a box of a few pixels) and returned its prompt's mask instead;
             None means no fallback happened.
     """
 
-    masks: np.ndarray
+    crops: list[MaskCrop]
+    height: int
+    width: int
     scores: np.ndarray
     stability: np.ndarray
     rles: list[dict[str, object]] | None = None
     fallback: np.ndarray | None = None
 
+    @classmethod
+    def from_masks(
+        cls,
+        masks: np.ndarray,
+        scores: np.ndarray,
+        stability: np.ndarray,
+        rles: list[dict[str, object]] | None = None,
+        fallback: np.ndarray | None = None,
+    ) -> MaskSet:
+        """A MaskSet of an (N, H, W) stack of full-image boolean masks."""
+        arr = np.asarray(masks, dtype=bool)
+        if arr.ndim != 3:
+            raise ValueError(f"expected (N, H, W) masks, got shape {arr.shape}")
+        height, width = int(arr.shape[1]), int(arr.shape[2])
+        return cls(crops_of(arr), height, width, scores, stability, rles, fallback)
+
+    @property
+    def masks(self) -> np.ndarray:
+        """(N, H, W) bool full-image masks, built on each access and read-only (N x H x W
+        bytes: for tests and small images; the pipeline works on :attr:`crops`, which is
+        what a segmenter or wrapper changes)."""
+        out = stack(self.crops, self.height, self.width)
+        out.flags.writeable = False
+        return out
+
     def __len__(self) -> int:
-        return int(self.masks.shape[0])
+        return len(self.crops)
 
 
 def empty_maskset(height: int, width: int) -> MaskSet:
     """A :class:`MaskSet` without masks for an image of this size."""
     return MaskSet(
-        masks=np.zeros((0, height, width), dtype=bool),
+        crops=[],
+        height=int(height),
+        width=int(width),
         scores=np.zeros(0, dtype=np.float32),
         stability=np.zeros(0, dtype=np.float32),
     )

@@ -27,16 +27,16 @@ import cv2
 import numpy as np
 
 from samrs.geometry import box_polygon, rasterize_polygon
+from samrs.masks import MaskCrop
 from samrs.segmenters.base import MaskSet, PromptSet, Segmenter, as_rgb
 
 
-def prompt_regions(prompts: PromptSet, height: int, width: int) -> np.ndarray:
-    """(N, H, W) bool: the region each prompt outlines (see the module docstring)."""
-    n = len(prompts)
-    out = np.zeros((n, height, width), dtype=bool)
-    for i in range(n):
-        out[i] = rasterize_polygon(_region_polygon(prompts, i), height, width)
-    return out
+def prompt_regions(prompts: PromptSet, height: int, width: int) -> list[MaskCrop]:
+    """The region each prompt outlines (see the module docstring), rasterized."""
+    return [
+        MaskCrop.of_polygon(_region_polygon(prompts, i), 0.0, height, width)
+        for i in range(len(prompts))
+    ]
 
 
 def _region_polygon(prompts: PromptSet, i: int) -> np.ndarray:
@@ -56,10 +56,9 @@ class BoxSegmenter(Segmenter):
             raise ValueError(f"{len(prompts)} prompt sets for {len(images)} images")
         out = []
         for image, ps in zip(images, prompts, strict=True):
-            n = len(ps)
-            masks = prompt_regions(ps, int(image.shape[0]), int(image.shape[1]))
-            nan = np.full(n, np.nan, dtype=np.float32)
-            out.append(MaskSet(masks, nan, nan.copy()))
+            height, width = int(image.shape[0]), int(image.shape[1])
+            nan = np.full(len(ps), np.nan, dtype=np.float32)
+            out.append(MaskSet(prompt_regions(ps, height, width), height, width, nan, nan.copy()))
         return out
 
 
@@ -112,19 +111,19 @@ class GrabCutSegmenter(Segmenter):
             bgr = np.ascontiguousarray(rgb[:, :, ::-1])
             height, width = rgb.shape[:2]
             n = len(ps)
-            masks = np.zeros((n, height, width), dtype=bool)
-            fallback = np.zeros(n, dtype=bool)
+            crops, fallback = [], np.zeros(n, dtype=bool)
             boxes = ps.enclosing_boxes()
             for i in range(n):
-                fallback[i] = not self._one(bgr, ps, i, boxes[i], masks[i])
+                crop, fallback[i] = self._one(bgr, ps, i, boxes[i])
+                crops.append(crop)
             nan = np.full(n, np.nan, dtype=np.float32)
-            out.append(MaskSet(masks, nan, nan.copy(), fallback=fallback))
+            out.append(MaskSet(crops, height, width, nan, nan.copy(), fallback=fallback))
         return out
 
     def _one(
-        self, bgr: np.ndarray, ps: PromptSet, i: int, box: np.ndarray, out: np.ndarray
-    ) -> bool:
-        """Segment object ``i`` into ``out`` (full image); False when it fell back."""
+        self, bgr: np.ndarray, ps: PromptSet, i: int, box: np.ndarray
+    ) -> tuple[MaskCrop, bool]:
+        """Object ``i``'s mask, and True when it fell back to the prompt region."""
         height, width = bgr.shape[:2]
         region_poly = _region_polygon(ps, i)
         x0, y0, x1, y1 = (float(v) for v in box)
@@ -136,10 +135,11 @@ class GrabCutSegmenter(Segmenter):
         cy1 = int(np.clip(math.ceil(y1 + margin), 0, height))
         ch, cw = cy1 - cy0, cx1 - cx0
 
-        def fall_back() -> bool:
-            if ch > 0 and cw > 0:
-                out[cy0:cy1, cx0:cx1] = rasterize_polygon(region_poly, ch, cw, (cx0, cy0))
-            return False
+        def fall_back() -> tuple[MaskCrop, bool]:
+            if ch <= 0 or cw <= 0:
+                return MaskCrop.empty(height, width), True
+            region = rasterize_polygon(region_poly, ch, cw, (cx0, cy0))
+            return MaskCrop.from_window(region, cx0, cy0, height, width), True
 
         if min(x1 - x0, y1 - y0) < self.min_side or ch <= 0 or cw <= 0:
             return fall_back()
@@ -175,5 +175,4 @@ class GrabCutSegmenter(Segmenter):
         fg = fg.astype(bool) & allowed
         if not fg.any():
             return fall_back()
-        out[cy0:cy1, cx0:cx1] = fg
-        return True
+        return MaskCrop.from_window(fg, cx0, cy0, height, width), False

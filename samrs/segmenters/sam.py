@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from samrs.geometry import rasterize_polygon
+from samrs.masks import MaskCrop
 from samrs.segmenters.base import MaskSet, PromptSet, Segmenter, as_rgb, empty_maskset
 from samrs.segmenters.checkpoints import (
     CheckpointError,
@@ -527,20 +528,20 @@ class SamSegmenter(Segmenter):
         threshold = float(self.model.mask_threshold)
         scores_np = scores.float().numpy()
         low_np = low.float().numpy()
+        scratch: dict[tuple[int, int], np.ndarray] = {}
         for k, (i, j) in enumerate(zip(chunk_img.tolist(), chunk_loc.tolist(), strict=True)):
+            height, width = encoded.original_sizes[i]
             logits = upscale_logits_host(
-                low_np[k],
-                self.config.image_size,
-                encoded.input_sizes[i],
-                encoded.original_sizes[i],
+                low_np[k], self.config.image_size, encoded.input_sizes[i], (height, width)
             )
+            binary = scratch.setdefault((height, width), np.empty((height, width), dtype=bool))
             target = results[i]
-            stab = stability_into(logits, target.masks[j], threshold, 1.0)
-            target.stability[j] = stab
+            target.stability[j] = stability_into(logits, binary, threshold, 1.0)
             target.scores[j] = scores_np[k]
+            target.crops[j] = MaskCrop.from_full(binary)
             if self.device_rle:
                 assert target.rles is not None
-                target.rles[j] = masks_to_rles(torch.from_numpy(target.masks[j : j + 1]))[0]
+                target.rles[j] = masks_to_rles(torch.from_numpy(binary[None]))[0]
 
     def decode(self, encoded: Encoded, prompts: Sequence[PromptSet]) -> list[MaskSet]:
         """Masks of every prompt of the encoded images (chunked across images)."""
@@ -558,7 +559,9 @@ class SamSegmenter(Segmenter):
             if len(ps):
                 h, w = encoded.original_sizes[i]
                 results[i] = MaskSet(
-                    masks=np.zeros((len(ps), h, w), dtype=bool),
+                    crops=[MaskCrop.empty(h, w)] * len(ps),
+                    height=h,
+                    width=w,
                     scores=np.zeros(len(ps), dtype=np.float32),
                     stability=np.zeros(len(ps), dtype=np.float32),
                     rles=[{} for _ in range(len(ps))] if self.device_rle else None,
@@ -603,7 +606,8 @@ class SamSegmenter(Segmenter):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         for i, loc, binary, score, stab in pieces:
-            results[i].masks[loc] = binary.numpy()
+            for j, mask in zip(loc.tolist(), binary.numpy(), strict=True):
+                results[i].crops[j] = MaskCrop.from_full(mask)
             results[i].scores[loc] = score.numpy()
             results[i].stability[loc] = stab.numpy()
         return results

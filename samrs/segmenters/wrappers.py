@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from samrs.masks import MaskCrop, polygon_window_mask
 from samrs.segmenters.base import MaskSet, PromptSet, Segmenter
 
 
@@ -32,19 +33,19 @@ class ClipToPolygon(Segmenter):
 
     def segment(self, images: Sequence[np.ndarray], prompts: Sequence[PromptSet]) -> list[MaskSet]:
         """The inner segmenter's masks, clipped."""
-        from samrs.quality import polygon_window_mask
-
         results = self.inner.segment(images, prompts)
         for ms, ps in zip(results, prompts, strict=True):
             if not len(ms):
                 continue
-            height, width = ms.masks.shape[1:]
-            clipped = np.zeros_like(ms.masks)
             polys = np.asarray(ps.polygons, dtype=np.float64).reshape(-1, 8)
-            for i in range(len(ms)):
-                (rows, cols), allowed = polygon_window_mask(polys[i], self.pixels, height, width)
-                clipped[i, rows, cols] = ms.masks[i, rows, cols] & allowed
-            ms.masks = clipped
+            for i, crop in enumerate(ms.crops):
+                (rows, cols), allowed = polygon_window_mask(
+                    polys[i], self.pixels, ms.height, ms.width
+                )
+                clipped = crop.on_window(rows, cols) & allowed
+                ms.crops[i] = MaskCrop.from_window(
+                    clipped, cols.start, rows.start, ms.height, ms.width
+                )
             ms.rles = None
         return results
 
@@ -183,23 +184,22 @@ class SmallObjectZoom(Segmenter):
         results = self.inner.segment(jobs_images, jobs_prompts) if jobs else []
         out = []
         for image, ps in zip(images, prompts, strict=True):
-            n = len(ps)
+            n, height, width = len(ps), int(image.shape[0]), int(image.shape[1])
             out.append(
                 MaskSet(
-                    masks=np.zeros((n, int(image.shape[0]), int(image.shape[1])), dtype=bool),
+                    crops=[MaskCrop.empty(height, width)] * n,
+                    height=height,
+                    width=width,
                     scores=np.full(n, np.nan, dtype=np.float32),
                     stability=np.full(n, np.nan, dtype=np.float32),
                 )
             )
         for (k, crop, members), res in zip(jobs, results, strict=True):
             target = out[k]
+            dx, dy = (0, 0) if crop is None else (crop.x, crop.y)
+            for member, mask in zip(members, res.crops, strict=True):
+                target.crops[member] = mask.placed(dx, dy, target.height, target.width)
             idx = np.asarray(members, dtype=np.int64)
-            if crop is None:
-                target.masks[idx] = res.masks
-            else:
-                target.masks[idx, crop.y : crop.y + crop.height, crop.x : crop.x + crop.width] = (
-                    res.masks
-                )
             target.scores[idx] = res.scores
             target.stability[idx] = res.stability
             if res.fallback is not None:
