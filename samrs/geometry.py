@@ -27,6 +27,7 @@ __all__ = [
     "polygon_hbox",
     "rasterize_geometry",
     "rasterize_polygon",
+    "rasterize_polygons",
     "rbox_polygon",
     "to_shapely",
 ]
@@ -107,35 +108,64 @@ def rasterize_polygon(
         height, width: mask size.
         offset: ``(x, y)`` subtracted from the coordinates first (e.g. a crop origin).
     """
-    mask = np.zeros((height, width), dtype=bool)
-    pts = np.asarray(polygon, dtype=np.float64).reshape(-1, 2) - np.asarray(
-        offset, dtype=np.float64
-    )
-    if len(pts) < 3 or height <= 0 or width <= 0:
-        return mask
-    r0 = max(math.floor(pts[:, 1].min() - 0.5), 0)
-    r1 = min(math.ceil(pts[:, 1].max() + 0.5), height)
-    if r1 <= r0:
-        return mask
-    yc = np.arange(r0, r1, dtype=np.float64)[:, None] + 0.5  # row centres
-    x0, y0 = pts[:, 0], pts[:, 1]
-    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    return rasterize_polygons([polygon], [(height, width)], [offset])[0]
+
+
+def rasterize_polygons(
+    polygons: Sequence[Sequence[float] | np.ndarray],
+    sizes: Sequence[tuple[int, int]],
+    offsets: Sequence[tuple[float, float]] | None = None,
+) -> list[np.ndarray]:
+    """:func:`rasterize_polygon` of many polygons (each with its mask size and offset), with
+    the edge crossings of all their rows computed together: the masks of an image's objects
+    in a few numpy operations instead of a few dozen per object. Same masks, bit for bit."""
+    n = len(polygons)
+    masks = [np.zeros((int(h), int(w)), dtype=bool) for h, w in sizes]
+    if n == 0:
+        return masks
+    shifts = np.zeros((n, 2)) if offsets is None else np.asarray(offsets, dtype=np.float64)
+    vertices = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in polygons]
+    n_vertices = max(len(v) for v in vertices)
+    # pad with copies of the last vertex: the extra edges have no length, and the edge back
+    # to the first vertex still closes the polygon
+    pts = np.empty((n, n_vertices, 2))
+    usable = np.zeros(n, dtype=bool)
+    for i, v in enumerate(vertices):
+        if len(v) >= 3 and masks[i].size:
+            pts[i, : len(v)] = v - shifts[i]
+            pts[i, len(v) :] = pts[i, len(v) - 1]
+            usable[i] = True
+        else:
+            pts[i] = 0.0
+    if not usable.any():
+        return masks
+    heights = np.array([m.shape[0] for m in masks], dtype=np.int64)
+    r0 = np.maximum(np.floor(pts[:, :, 1].min(axis=1) - 0.5), 0).astype(np.int64)
+    r1 = np.minimum(np.ceil(pts[:, :, 1].max(axis=1) + 0.5), heights).astype(np.int64)
+    n_rows = np.where(usable, np.maximum(r1 - r0, 0), 0)
+    if not n_rows.any():
+        return masks
+    owner = np.repeat(np.arange(n), n_rows)  # the polygon of each row band
+    first = np.cumsum(n_rows) - n_rows
+    yc = (np.arange(owner.size) - first[owner] + r0[owner]).astype(np.float64)[:, None] + 0.5
+    x0, y0 = pts[owner, :, 0], pts[owner, :, 1]
+    x1, y1 = np.roll(x0, -1, axis=1), np.roll(y0, -1, axis=1)
     crosses = (np.minimum(y0, y1) <= yc) & (yc < np.maximum(y0, y1))
     dy = np.where(y1 == y0, 1.0, y1 - y0)
     xs = np.where(crosses, x0 + (yc - y0) * (x1 - x0) / dy, np.inf)
     xs.sort(axis=1)
     n_pairs = int(np.count_nonzero(crosses, axis=1).max()) // 2
-    diff = np.zeros((r1 - r0, width + 1), dtype=np.int32)
-    rows = np.arange(r1 - r0)
-    for k in range(n_pairs):
-        xa, xb = xs[:, 2 * k], xs[:, 2 * k + 1]
-        valid = np.isfinite(xb)
-        start = np.clip(np.ceil(xa[valid] - 0.5), 0, width).astype(np.int64)
-        stop = np.clip(np.ceil(xb[valid] - 0.5), 0, width).astype(np.int64)
-        np.add.at(diff, (rows[valid], start), 1)
-        np.add.at(diff, (rows[valid], stop), -1)
-    mask[r0:r1] = np.cumsum(diff[:, :width], axis=1) > 0
-    return mask
+    # even-odd: the sorted crossings pair up into disjoint spans [xa, xb) of covered centres
+    xa, xb = xs[:, 0 : 2 * n_pairs : 2], xs[:, 1 : 2 * n_pairs : 2]
+    starts = np.where(np.isfinite(xb), np.ceil(xa - 0.5), np.inf)
+    stops = np.ceil(xb - 0.5)
+    for i in np.flatnonzero(n_rows):
+        rows = slice(first[i], first[i] + n_rows[i])
+        band = masks[i][r0[i] : r1[i]]
+        cols = np.arange(band.shape[1], dtype=np.float64)
+        for k in range(n_pairs):
+            band |= (cols >= starts[rows, k, None]) & (cols < stops[rows, k, None])
+    return masks
 
 
 def rasterize_geometry(

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from samrs.geometry import dilated_polygon_mask, rasterize_polygon
+from samrs.geometry import rasterize_geometry, rasterize_polygons, to_shapely
 
 
 def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
@@ -34,12 +34,13 @@ def polygon_window(
 ) -> tuple[slice, slice]:
     """``(rows, cols)`` slices of the image covering the polygon grown by ``pixels``
     (possibly empty when it lies outside the image)."""
-    pts = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
+    flat = np.asarray(polygon, dtype=np.float64).reshape(-1).tolist()
+    xs, ys = flat[0::2], flat[1::2]
     grow = max(float(pixels), 0.0) * math.sqrt(2.0) + 1.0  # mitred corners reach further
-    x0 = int(np.clip(math.floor(pts[:, 0].min() - grow), 0, width))
-    x1 = int(np.clip(math.ceil(pts[:, 0].max() + grow), 0, width))
-    y0 = int(np.clip(math.floor(pts[:, 1].min() - grow), 0, height))
-    y1 = int(np.clip(math.ceil(pts[:, 1].max() + grow), 0, height))
+    x0 = min(max(math.floor(min(xs) - grow), 0), width)
+    x1 = min(max(math.ceil(max(xs) + grow), 0), width)
+    y0 = min(max(math.floor(min(ys) - grow), 0), height)
+    y1 = min(max(math.ceil(max(ys) + grow), 0), height)
     return slice(y0, max(y0, y1)), slice(x0, max(x0, x1))
 
 
@@ -48,15 +49,35 @@ def polygon_window_mask(
 ) -> tuple[tuple[slice, slice], np.ndarray]:
     """The polygon grown by ``pixels`` (0: the polygon itself) rasterized on its window only:
     ``((rows, cols), mask)`` with ``mask`` the size of the window."""
-    rows, cols = polygon_window(polygon, pixels, height, width)
-    h, w = rows.stop - rows.start, cols.stop - cols.start
-    offset = (float(cols.start), float(rows.start))
-    flat = np.asarray(polygon, dtype=np.float64).reshape(-1)
-    if pixels > 0:
-        mask = dilated_polygon_mask(flat, pixels, h, w, offset)
-    else:
-        mask = rasterize_polygon(flat, h, w, offset)
-    return (rows, cols), mask
+    return polygon_window_masks([polygon], pixels, height, width)[0]
+
+
+def polygon_window_masks(
+    polygons: Sequence[Sequence[float] | np.ndarray], pixels: float, height: int, width: int
+) -> list[tuple[tuple[slice, slice], np.ndarray]]:
+    """:func:`polygon_window_mask` of each polygon of an image, rasterized together
+    (:func:`~samrs.geometry.rasterize_polygons`)."""
+    windows = [polygon_window(p, pixels, height, width) for p in polygons]
+    outlines: list[np.ndarray] = []
+    sizes, offsets = [], []
+    direct: dict[int, np.ndarray] = {}  # grown outlines with holes or several parts
+    for i, ((rows, cols), polygon) in enumerate(zip(windows, polygons, strict=True)):
+        h, w = rows.stop - rows.start, cols.stop - cols.start
+        offset = (float(cols.start), float(rows.start))
+        flat = np.asarray(polygon, dtype=np.float64).reshape(-1)
+        if pixels > 0:
+            grown = to_shapely(flat).buffer(pixels, join_style="mitre")
+            if grown.geom_type != "Polygon" or grown.interiors:
+                direct[i] = rasterize_geometry(grown, h, w, offset)
+                continue
+            flat = np.asarray(grown.exterior.coords)[:-1] if not grown.is_empty else flat[:0]
+        outlines.append(flat)
+        sizes.append((h, w))
+        offsets.append(offset)
+    rasterized = iter(rasterize_polygons(outlines, sizes, offsets))
+    return [
+        (window, direct[i] if i in direct else next(rasterized)) for i, window in enumerate(windows)
+    ]
 
 
 @dataclass(frozen=True, eq=False)

@@ -30,7 +30,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from samrs.masks import MaskCrop, crops_of, polygon_window_mask
+from samrs.masks import MaskCrop, crops_of, polygon_window_masks
 
 INSIDE_DILATION_PX = 3.0
 """Dilation (pixels) of the polygon within which mask pixels count as inside."""
@@ -130,17 +130,19 @@ def instance_metrics(
     inside = np.zeros(n)
     components = np.zeros(n, dtype=np.int64)
     boxes = np.zeros((n, 4))
-    for i, crop in enumerate(crops):
-        if area[i] == 0:
-            continue
-        boxes[i] = crop.bbox
-        (rows, cols), poly = polygon_window_mask(polys[i], 0.0, crop.height, crop.width)
-        inter = np.count_nonzero(crop.on_window(rows, cols) & poly)
-        union = area[i] + np.count_nonzero(poly) - inter
-        rbox_iou[i] = inter / union if union else 0.0
-        (drows, dcols), grown = polygon_window_mask(polys[i], dilation, crop.height, crop.width)
-        inside[i] = np.count_nonzero(crop.on_window(drows, dcols) & grown) / area[i]
-        components[i] = _components(crop)
+    todo = np.flatnonzero(area > 0)
+    if todo.size:
+        height, width = crops[0].height, crops[0].width
+        exact = polygon_window_masks(polys[todo], 0.0, height, width)
+        grown = polygon_window_masks(polys[todo], dilation, height, width)
+        for i, ((rows, cols), poly), ((drows, dcols), near) in zip(todo, exact, grown, strict=True):
+            crop = crops[i]
+            boxes[i] = crop.bbox
+            inter = np.count_nonzero(crop.on_window(rows, cols) & poly)
+            union = area[i] + np.count_nonzero(poly) - inter
+            rbox_iou[i] = inter / union if union else 0.0
+            inside[i] = np.count_nonzero(crop.on_window(drows, dcols) & near) / area[i]
+            components[i] = _components(crop)
     return {
         "score": nan.copy() if scores is None else np.asarray(scores, dtype=np.float64).copy(),
         "stability": nan.copy()

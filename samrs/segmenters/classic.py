@@ -27,15 +27,16 @@ import cv2
 import numpy as np
 
 from samrs.geometry import box_polygon, rasterize_polygon
-from samrs.masks import MaskCrop
+from samrs.masks import MaskCrop, polygon_window_masks
 from samrs.segmenters.base import MaskSet, PromptSet, Segmenter, as_rgb
 
 
 def prompt_regions(prompts: PromptSet, height: int, width: int) -> list[MaskCrop]:
     """The region each prompt outlines (see the module docstring), rasterized."""
+    regions = [_region_polygon(prompts, i) for i in range(len(prompts))]
     return [
-        MaskCrop.of_polygon(_region_polygon(prompts, i), 0.0, height, width)
-        for i in range(len(prompts))
+        MaskCrop.from_window(window, cols.start, rows.start, height, width)
+        for (rows, cols), window in polygon_window_masks(regions, 0.0, height, width)
     ]
 
 
