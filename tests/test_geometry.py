@@ -17,6 +17,7 @@ from samrs.geometry import (
     polygon_centroid,
     polygon_hbox,
     rasterize_polygon,
+    rasterize_polygons,
     rbox_polygon,
 )
 
@@ -199,3 +200,51 @@ def test_rasterized_area_is_close_to_the_polygon_area(
     pixels = int(rasterize_polygon(polygon, 80, 80).sum())
     # only pixels the boundary passes through can differ: at most about the perimeter
     assert abs(pixels - w * h) <= 2 * (w + h) + 4
+
+
+def _centre_inside(polygon: np.ndarray, cx: float, cy: float) -> bool:
+    """Even-odd rule on one pixel centre, edge by edge: the oracle of the rasterizers."""
+    inside = False
+    n = len(polygon)
+    for k in range(n):
+        (x0, y0), (x1, y1) = polygon[k], polygon[(k + 1) % n]
+        if min(y0, y1) <= cy < max(y0, y1):
+            dy = y1 - y0 if y1 != y0 else 1.0
+            if x0 + (cy - y0) * (x1 - x0) / dy <= cx:
+                inside = not inside
+    return inside
+
+
+@st.composite
+def polygon_jobs(draw: st.DrawFn) -> tuple[list[np.ndarray], list[tuple[int, int]], list]:
+    """A few polygons (0-7 vertices, on a half-pixel grid or not, often concave or
+    self-intersecting), each with its mask size and offset."""
+    polygons, sizes, offsets = [], [], []
+    for _ in range(draw(st.integers(1, 4))):
+        n = draw(st.integers(0, 7))
+        pts = np.array(
+            [[draw(st.floats(-6, 26)), draw(st.floats(-6, 26))] for _ in range(n)]
+        ).reshape(-1, 2)
+        if draw(st.booleans()):
+            pts = np.round(pts * 2) / 2
+        polygons.append(pts)
+        sizes.append((draw(st.integers(0, 20)), draw(st.integers(0, 20))))
+        offsets.append((draw(st.integers(-4, 4)) / 2, draw(st.integers(-4, 4)) / 2))
+    return polygons, sizes, offsets
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(polygon_jobs())
+def test_rasterizing_polygons_together_follows_the_pixel_centre_rule(job) -> None:  # type: ignore[no-untyped-def]
+    polygons, sizes, offsets = job
+    masks = rasterize_polygons(polygons, sizes, offsets)
+    for polygon, (h, w), (ox, oy), mask in zip(polygons, sizes, offsets, masks, strict=True):
+        assert mask.shape == (h, w) and mask.dtype == bool
+        shifted = polygon - np.array([ox, oy])
+        want = np.array(
+            [[len(polygon) >= 3 and _centre_inside(shifted, c + 0.5, r + 0.5) for c in range(w)]
+             for r in range(h)],
+            dtype=bool,
+        ).reshape(h, w)  # fmt: skip
+        np.testing.assert_array_equal(mask, want)
+        np.testing.assert_array_equal(rasterize_polygon(polygon, h, w, (ox, oy)), want)
