@@ -176,11 +176,27 @@ def test_write_rejects_bad_label_or_palette(tmp_path) -> None:
 def test_paint_instances_paints_kept_rows_with_class_map() -> None:
     rows = [
         {"segmentation": rle.encode(m)["counts"], "class_id": c, "area": int(m.sum()),
-         "score": s, "kept": k}
+         "score": s, "kept": k, "polygon": _outline(m)}
         for m, c, s, k in zip(MASKS, CLASSES, SCORES, [True, True, False], strict=True)
     ]  # fmt: skip
     label = paint_instances(4, 6, rows, policy="annotation-order")
     expected = paint_semantic(4, 6, MASKS[:2], CLASSES[:2], policy="annotation-order")
     np.testing.assert_array_equal(label, expected)
+    # with background, the rejected C is ignored (255) where B does not cover it, never 0
     only_b = paint_instances(4, 6, rows, class_map={2: 0}, background=True)
-    np.testing.assert_array_equal(only_b, np.where(B, 1, 0))
+    np.testing.assert_array_equal(only_b, np.where(B, 1, np.where(C, N, 0)))
+    # a rejected instance left out of the rows counts the same through its polygon
+    kept_rows = rows[:2]
+    again = paint_instances(4, 6, kept_rows, class_map={2: 0}, background=True,
+                            rejected_polygons=[rows[2]["polygon"]])  # fmt: skip
+    np.testing.assert_array_equal(again, only_b)
+    np.testing.assert_array_equal(
+        paint_instances(4, 6, kept_rows, class_map={2: 0}, background=True), np.where(B, 1, 0)
+    )
+
+
+def _outline(mask: np.ndarray) -> list[float]:
+    """The pixel-edge box of a rectangular mask, as a flat polygon."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    x0, x1, y0, y1 = cols[0], cols[-1] + 1, rows[0], rows[-1] + 1
+    return [float(v) for v in (x0, y0, x1, y0, x1, y1, x0, y1)]

@@ -256,3 +256,45 @@ def test_empty_masks_and_thresholds_through_samrs_build(
         label = np.asarray(Image.open(out / image["semantic_file"]))
         assert np.array_equal(label != 255, kept)
         assert image["n_kept"] == (4 if on_reject == "box" else 2)
+
+
+def test_rejected_objects_are_never_background(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --background, a rejected instance's polygon is 255 (ignored) where no kept mask
+    covers it, in the build's labels and in labels repainted by the export."""
+    root, out = tmp_path / "dota", tmp_path / "out"
+    make_bench_dataset(root, n_images=2, objects_per_image=4, image_size=128, seed=2)
+    monkeypatch.setattr(worker, "get_segmenter", lambda config: _Flawed())
+    argv = ["-q", "build", "--source", "dota", "--root", str(root), "--out", str(out)]
+    argv += ["--segmenter", "box", "--gpus", "0", "--min-score", "0.5", "--background"]
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 0, result.output
+    rows = read_table(out, "instances").to_pylist()
+    images = {r["image_id"]: r for r in read_table(out, "images").to_pylist()}
+    assert sum(not r["kept"] for r in rows) == 4
+    for image_id, image in images.items():
+        size = (image["height"], image["width"])
+        kept, rejected = np.zeros(size, bool), np.zeros(size, bool)
+        for row in rows:
+            if row["image_id"] == image_id:
+                if row["kept"]:
+                    kept |= rle.decode({"size": list(size), "counts": row["segmentation"]})
+                else:
+                    rejected |= rasterize_polygon(row["polygon"], *size)
+        label = np.asarray(Image.open(out / image["semantic_file"]))
+        assert rejected.any() and (rejected & ~kept).any()
+        np.testing.assert_array_equal(label == 255, rejected & ~kept)
+        np.testing.assert_array_equal(label == 0, ~rejected & ~kept)
+    # the export repaints (a stricter threshold) with the same ignore regions
+    to = tmp_path / "mmseg"
+    argv = ["-q", "export", str(out), "--format", "mmseg", "--to", str(to), "--min-score", "0.4"]
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 0, result.output
+    repainted = sorted((to / "ann_dir").rglob("*.png"))
+    assert len(repainted) == 2
+    for path in repainted:
+        image = images[path.stem]
+        np.testing.assert_array_equal(
+            np.asarray(Image.open(path)), np.asarray(Image.open(out / image["semantic_file"]))
+        )

@@ -409,12 +409,14 @@ def _finish_image(
 ) -> _ImageOutput:
     """Quality, filters, RLE, semantic label and tile image of one segmented image."""
     from samrs import rle
+    from samrs.masks import MaskCrop
     from samrs.outputs.semantic import paint_semantic, semantic_palette, write_semantic_png
     from samrs.quality import apply_filters
 
     height, width = int(pixels.shape[0]), int(pixels.shape[1])
     instance_rows: list[dict[str, object]] = []
     paint_masks, paint_classes, paint_areas, paint_scores = [], [], [], []
+    rejected: list[MaskCrop] = []  # never painted as background
     if image.objects:
         assert prompts is not None and masks is not None
         verdict = apply_filters(masks, prompts.polygons.reshape(-1, 8), config, config.on_reject)
@@ -439,6 +441,8 @@ def _finish_image(
                 paint_classes.append(obj.class_id)
                 paint_areas.append(area)
                 paint_scores.append(_opt(masks.scores[j]))
+            elif config.background:
+                rejected.append(MaskCrop.of_polygon(obj.polygon, 0.0, height, width))
             instance_rows.append(
                 {
                     "instance_id": first_id + j,
@@ -478,6 +482,7 @@ def _finish_image(
         paint_scores,
         policy=config.overlap,
         background=config.background,
+        ignore=rejected,
     )
     semantic_path = layout.semantic(image.image_id)
     palette = semantic_palette(classes, config.background)

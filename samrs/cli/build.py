@@ -164,7 +164,9 @@ def load_config_file(path: str) -> dict[str, Any]:
     help="Which object owns overlapping pixels in semantic labels.",
 )
 @click.option(
-    "--background", is_flag=True, help="Label non-object pixels as class 0 (class ids shift by +1)."
+    "--background",
+    is_flag=True,
+    help="Label non-object pixels as class 0 (class ids shift by +1); rejected objects stay 255.",
 )
 @click.option(
     "--include-rejected",

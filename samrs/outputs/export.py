@@ -149,7 +149,14 @@ class BuildView:
             background: override the build's background flag.
         """
         background = self.background if background is None else background
-        label = paint_instances(item.height, item.width, item.instances, self.overlap, background)
+        label = paint_instances(
+            item.height,
+            item.width,
+            item.instances,
+            self.overlap,
+            background,
+            rejected_polygons=item.rejected_polygons,
+        )
         if class_map is None:
             return label
         shift = 1 if background else 0

@@ -106,12 +106,16 @@ class ImageItem:
         image: the images row.
         instances: instance rows in ``instance_id`` order, with re-evaluated ``kept``,
             ``reject_reason``, ``substituted``, ``segmentation``, ``area``, ``bbox``.
+        rejected_polygons: polygons of the rejected instances left out of ``instances``
+            (ignore regions of a repainted label, see
+            :func:`~samrs.outputs.semantic.paint_instances`).
         n_kept: kept instances among them.
     """
 
     index: int
     image: dict[str, Any]
     instances: list[dict[str, Any]] = field(default_factory=list)
+    rejected_polygons: list[list[float]] = field(default_factory=list)
 
     @property
     def n_kept(self) -> int:
@@ -230,6 +234,8 @@ def iter_build(
                 row = rethreshold(row, sel, item.height, item.width, on_reject)
                 if row["kept"] or sel.include_rejected:
                     item.instances.append(row)
+                else:
+                    item.rejected_polygons.append(row["polygon"])
         for item in chosen.values():
             item.instances.sort(key=lambda r: r["instance_id"])
             yield item

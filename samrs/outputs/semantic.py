@@ -89,6 +89,7 @@ def paint_semantic(
     scores: Sequence[float | None] | None = None,
     policy: str = "small-on-top",
     background: bool = False,
+    ignore: Sequence[np.ndarray | dict | MaskCrop] = (),
 ) -> np.ndarray:
     """Paint instance masks into a class-index label map.
 
@@ -101,6 +102,9 @@ def paint_semantic(
         scores: per-mask scores for the ``score`` policy (None or NaN = lowest).
         policy: one of :data:`OVERLAP_POLICIES`.
         background: label non-object pixels 0 and shift class ids by +1.
+        ignore: regions of annotated objects that are not painted (rejected instances):
+            with ``background`` they are 255 where no painted mask covers them, so an
+            object is never labelled background; without it they are 255 anyway.
 
     Returns:
         (H, W) uint8: class id (shifted with ``background``) or 255 where no mask is.
@@ -119,6 +123,9 @@ def paint_semantic(
     order = paint_order(areas if areas is not None else [0] * len(masks), scores, policy)
     if label.size == 0:
         return label
+    if background:
+        for i, region in enumerate(ignore):
+            _as_crop(region, height, width, i).paint(label, UNLABELLED)
     for i in order:
         _as_crop(masks[i], height, width, i).paint(label, int(class_ids[i]) + shift)
     return label
@@ -139,16 +146,24 @@ def paint_instances(
     policy: str = "small-on-top",
     background: bool = False,
     class_map: Mapping[int, int] | None = None,
+    rejected_polygons: Sequence[Sequence[float]] = (),
 ) -> np.ndarray:
     """Paint the kept instances among manifest rows (the build's and the exporters' rule).
 
     Args:
         height, width: the image size (the RLEs' size).
         rows: instance rows with ``segmentation`` (RLE counts), ``class_id``, ``area``,
-            ``score`` and ``kept``; rows with ``kept = false`` are not painted.
+            ``score``, ``kept`` and ``polygon``; rows with ``kept = false`` are not painted,
+            their polygons are ignore regions (see :func:`paint_semantic`).
         policy, background: see :func:`paint_semantic`.
         class_map: class id -> painted id; instances of unmapped classes are not painted.
+        rejected_polygons: polygons of rejected instances not among ``rows`` (ignore
+            regions too).
     """
+    ignore: list[MaskCrop] = []
+    if background:
+        polygons = [*(r["polygon"] for r in rows if not r["kept"]), *rejected_polygons]
+        ignore = [MaskCrop.of_polygon(p, 0.0, height, width) for p in polygons]
     rows = [r for r in rows if r["kept"] and (class_map is None or r["class_id"] in class_map)]
     return paint_semantic(
         height,
@@ -159,6 +174,7 @@ def paint_instances(
         [r["score"] for r in rows],
         policy=policy,
         background=background,
+        ignore=ignore,
     )
 
 
