@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycocotools import mask as mask_utils
@@ -13,6 +14,7 @@ from samrs.geometry import rasterize_polygon
 from samrs.masks import MaskCrop, crops_of, mask_bbox, stack
 from samrs.outputs.semantic import paint_semantic
 from samrs.segmenters.base import MaskSet
+from samrs.segmenters.postprocess import crops_from_boxes, mask_boxes
 
 
 @st.composite
@@ -51,6 +53,20 @@ def test_crop_round_trip_box_and_rle_equal_the_full_mask(mask: np.ndarray) -> No
     # the run-by-run encoder (forced for every size) writes pycocotools' exact string
     assert rle.encode_crop(crop, full_share=2.0) == full_rle
     assert rle.encode_crop(crop) == full_rle
+
+
+@given(st.lists(full_masks(), min_size=1, max_size=4))
+@settings(max_examples=150, deadline=None)
+def test_crops_gathered_where_the_masks_are_equal_the_host_crops(masks: list) -> None:
+    h, w = masks[0].shape
+    stack_ = np.stack([m for m in masks if m.shape == (h, w)])
+    tensor = torch.from_numpy(stack_)
+    crops = crops_from_boxes(tensor, mask_boxes(tensor).numpy())
+    for mask, crop in zip(stack_, crops, strict=True):
+        want = MaskCrop.from_full(mask)
+        assert (crop.x, crop.y, crop.height, crop.width) == (want.x, want.y, h, w)
+        np.testing.assert_array_equal(crop.mask, want.mask)
+        assert crop.mask.dtype == bool
 
 
 def test_encode_crop_of_a_small_object_in_a_large_image() -> None:

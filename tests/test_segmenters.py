@@ -275,7 +275,10 @@ def test_sam_host_and_device_postprocessing_agree(scene) -> None:
     CPU here), masks, scores, stability and run lengths alike."""
     images, polygons = scene
     host = create_segmenter("sam", random_weights=True, device="cpu", device_rle=True)
-    device = create_segmenter("sam", random_weights=True, device="cpu", device_rle=True)
+    # small chunks: masks of one image span several chunks, each finished one chunk later
+    device = create_segmenter(
+        "sam", random_weights=True, device="cpu", device_rle=True, chunk_size=3
+    )
     device._host_postprocess = False
     a = host.segment(images, _prompts(polygons))
     b = device.segment(images, _prompts(polygons))

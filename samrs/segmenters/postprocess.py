@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from samrs import rle
+from samrs.masks import MaskCrop
 
 
 def resize_longest_side(height: int, width: int, long_side: int) -> tuple[int, int]:
@@ -150,3 +151,46 @@ def masks_to_rles(masks: torch.Tensor) -> list[dict[str, object]]:
     with the run lengths computed on the masks' device."""
     h, w = int(masks.shape[1]), int(masks.shape[2])
     return [rle.from_run_lengths(runs, h, w) for runs in masks_to_rle_runs(masks)]
+
+
+def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """``(N, 4)`` int64 ``x0, y0, x1, y1`` (exclusive ends) of (N, H, W) boolean masks,
+    computed where the masks are (two reductions); an empty mask gets ``x1 <= x0``."""
+    n, h, w = masks.shape
+    rows, cols = masks.any(dim=2), masks.any(dim=1)
+    ys = torch.arange(h, device=masks.device).expand(n, h)
+    xs = torch.arange(w, device=masks.device).expand(n, w)
+    return torch.stack(
+        [
+            torch.where(cols, xs, w).amin(dim=1) if w else torch.zeros(n, dtype=torch.long),
+            torch.where(rows, ys, h).amin(dim=1) if h else torch.zeros(n, dtype=torch.long),
+            torch.where(cols, xs, -1).amax(dim=1) + 1 if w else torch.zeros(n, dtype=torch.long),
+            torch.where(rows, ys, -1).amax(dim=1) + 1 if h else torch.zeros(n, dtype=torch.long),
+        ],
+        dim=1,
+    )
+
+
+def crops_from_boxes(masks: torch.Tensor, boxes: np.ndarray) -> list[MaskCrop]:
+    """:class:`~samrs.masks.MaskCrop` of (N, H, W) boolean masks on any device, given their
+    :func:`mask_boxes` on the host: the crops' pixels are gathered into one buffer on the
+    masks' device and copied once, so the host receives the objects' pixels, not N x H x W.
+
+    Equal to ``MaskCrop.from_full(mask)`` for every mask.
+    """
+    n, h, w = masks.shape
+    parts, shapes = [], []
+    for i in range(n):
+        x0, y0, x1, y1 = (int(v) for v in boxes[i])
+        if x1 > x0 and y1 > y0:
+            parts.append(masks[i, y0:y1, x0:x1].reshape(-1))
+            shapes.append((i, x0, y0, y1 - y0, x1 - x0))
+    crops = [MaskCrop.empty(h, w) for _ in range(n)]
+    if not parts:
+        return crops
+    flat = torch.cat(parts).cpu().numpy()
+    start = 0
+    for i, x0, y0, ch, cw in shapes:
+        crops[i] = MaskCrop(h, w, x0, y0, flat[start : start + ch * cw].reshape(ch, cw))
+        start += ch * cw
+    return crops

@@ -60,6 +60,8 @@ from samrs.segmenters.checkpoints import (
 )
 from samrs.segmenters.models import build_model, build_random_model
 from samrs.segmenters.postprocess import (
+    crops_from_boxes,
+    mask_boxes,
     masks_to_rles,
     resize_longest_side,
     stability_into,
@@ -173,6 +175,26 @@ class Encoded:
     hq_features: torch.Tensor | None
     input_sizes: list[tuple[int, int]]
     original_sizes: list[tuple[int, int]]
+
+
+@dataclass
+class _DevicePiece:
+    """The device-postprocessed masks of one image within a decoded chunk.
+
+    Attributes:
+        image, loc: the image (index in the batch) and the masks' positions in its MaskSet.
+        binary: (n, H, W) bool masks, on the device until their crops are copied.
+        boxes, scores, stability: host tensors (filled asynchronously on CUDA).
+        copied: CUDA event after which the host tensors are complete (None elsewhere).
+    """
+
+    image: int
+    loc: np.ndarray
+    binary: torch.Tensor
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    stability: torch.Tensor
+    copied: Any = None
 
 
 class SamSegmenter(Segmenter):
@@ -482,10 +504,11 @@ class SamSegmenter(Segmenter):
         chunk_loc: np.ndarray,
         encoded: Encoded,
         results: list[MaskSet],
-    ) -> list[tuple[int, np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Masks, stability and (``device_rle``) run lengths of one decoded chunk, computed
-        on the device image by image; returns the pieces still to copy into ``results``
-        (non-blocking copies, finished after one synchronisation)."""
+    ) -> list[_DevicePiece]:
+        """Masks, stability, boxes and (``device_rle``) run lengths of one decoded chunk,
+        computed on the device image by image. The small results travel to the host without
+        waiting (pinned buffers); the masks stay on the device until :meth:`_finish_pieces`
+        copies their crops, one chunk later, so the device keeps decoding meanwhile."""
         pieces = []
         for i in np.unique(chunk_img):
             sel = np.nonzero(chunk_img == i)[0]
@@ -498,18 +521,48 @@ class SamSegmenter(Segmenter):
             )
             binary = threshold_logits(logits, self.model.mask_threshold)
             stab = stability_score(logits, self.model.mask_threshold, 1.0)
+            del logits
             if self.device_rle:
                 target = results[i].rles
                 assert target is not None
                 for j, r in zip(chunk_loc[sel].tolist(), masks_to_rles(binary), strict=True):
                     target[j] = r
-            pieces.append((
-                int(i), chunk_loc[sel],
-                binary.to("cpu", non_blocking=True),
-                scores[sel_dev].float().to("cpu", non_blocking=True),
-                stab.to("cpu", non_blocking=True),
-            ))  # fmt: skip
+            pieces.append(
+                _DevicePiece(
+                    int(i),
+                    chunk_loc[sel],
+                    binary,
+                    self._to_host(mask_boxes(binary)),
+                    self._to_host(scores[sel_dev].float()),
+                    self._to_host(stab),
+                )
+            )
+        if self.device.type == "cuda":
+            event = torch.cuda.Event()
+            event.record()
+            for piece in pieces:
+                piece.copied = event
         return pieces
+
+    def _to_host(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A host copy of a small device tensor, made without waiting on CUDA (pinned)."""
+        if self.device.type != "cuda":
+            return tensor.cpu()
+        out = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+        return out.copy_(tensor, non_blocking=True)
+
+    @staticmethod
+    def _finish_pieces(pieces: list[_DevicePiece], results: list[MaskSet]) -> None:
+        """Copy the crops, scores and stability of postprocessed pieces into ``results``."""
+        for piece in pieces:
+            if piece.copied is not None:
+                piece.copied.synchronize()
+            target = results[piece.image]
+            crops = crops_from_boxes(piece.binary, piece.boxes.numpy())
+            for j, crop in zip(piece.loc.tolist(), crops, strict=True):
+                target.crops[j] = crop
+            target.scores[piece.loc] = piece.scores.numpy()
+            target.stability[piece.loc] = piece.stability.numpy()
 
     def _postprocess_on_host(
         self,
@@ -566,7 +619,7 @@ class SamSegmenter(Segmenter):
                     stability=np.zeros(len(ps), dtype=np.float32),
                     rles=[{} for _ in range(len(ps))] if self.device_rle else None,
                 )
-        pieces: list[tuple[int, np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        pieces: list[_DevicePiece] = []  # the last chunk's, finished during the next one
         with torch.inference_mode():
             for members in groups.values():
                 flat: dict[str, list[torch.Tensor]] = {"boxes": [], "points": [], "masks": []}
@@ -600,16 +653,14 @@ class SamSegmenter(Segmenter):
                             low, scores, img_idx[sl], loc_idx[sl], encoded, results
                         )
                     else:
-                        pieces += self._postprocess_on_device(
+                        done = pieces  # the previous chunk's, copied while this one ran
+                        pieces = self._postprocess_on_device(
                             low, scores, img_idx[sl], loc_idx[sl], encoded, results
                         )
+                        self._finish_pieces(done, results)
+            self._finish_pieces(pieces, results)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        for i, loc, binary, score, stab in pieces:
-            for j, mask in zip(loc.tolist(), binary.numpy(), strict=True):
-                results[i].crops[j] = MaskCrop.from_full(mask)
-            results[i].scores[loc] = score.numpy()
-            results[i].stability[loc] = stab.numpy()
         return results
 
     def segment(self, images: Sequence[np.ndarray], prompts: Sequence[PromptSet]) -> list[MaskSet]:
