@@ -12,26 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
+from samrs.benchmarks.process import build_command, measure_command
 from samrs.benchmarks.run import make_bench_dataset
-
-
-def peak_rss_mb(args: list[str]) -> float:
-    """Run a command in a fresh process and return its peak resident memory in MB."""
-    code = (
-        "import resource, subprocess, sys; "
-        "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code, *args], check=True, capture_output=True, text=True
-    )
-    return int(out.stdout.strip().splitlines()[-1]) / 1024.0
 
 
 def main() -> None:
@@ -43,18 +28,16 @@ def main() -> None:
     parser.add_argument("--segmenter", default="box")
     parser.add_argument("--shard-size", type=int, default=64)
     args = parser.parse_args()
-    _ = resource  # documented: ru_maxrss is in KiB on Linux
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for n in (args.small, args.large):
             root = Path(tmp) / f"data{n}"
             make_bench_dataset(root, n, args.objects_per_image, args.image_size)
-            cmd = [sys.executable, "-m", "samrs.cli", "-q", "build", "--source", "dota",
-                   "--root", str(root), "--out", str(Path(tmp) / f"out{n}"),
-                   "--segmenter", args.segmenter, "--gpus", "0", "--shard-size", str(args.shard_size)]  # fmt: skip
-            if args.segmenter in ("sam", "sam-hq"):  # the tiny model on seeded random weights
-                cmd += ["--random-weights", "--model", "tiny", "--device", "cpu"]
-            results[n] = peak_rss_mb(cmd)
+            out = str(Path(tmp) / f"out{n}")
+            cmd = build_command(
+                str(root), out, args.segmenter, "--shard-size", str(args.shard_size)
+            )
+            results[n] = measure_command(cmd)[1]
     report = {
         "images": [args.small, args.large],
         "peak_rss_mb": [results[args.small], results[args.large]],
