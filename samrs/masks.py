@@ -124,8 +124,7 @@ class MaskCrop:
     ) -> MaskCrop:
         """The polygon grown by ``pixels`` (0: the polygon itself), rasterized (the
         ``box`` segmenter's mask and the ``box`` reject policy's substitute)."""
-        (rows, cols), window = polygon_window_mask(polygon, pixels, height, width)
-        return cls.from_window(window, cols.start, rows.start, height, width)
+        return polygon_crops([polygon], pixels, height, width)[0]
 
     @classmethod
     def from_full(cls, mask: np.ndarray) -> MaskCrop:
@@ -148,10 +147,7 @@ class MaskCrop:
 
     def full(self) -> np.ndarray:
         """The (height, width) bool mask."""
-        out = np.zeros((self.height, self.width), dtype=bool)
-        h, w = self.mask.shape
-        out[self.y : self.y + h, self.x : self.x + w] = self.mask
-        return out
+        return stack([self], self.height, self.width)[0]
 
     def on_window(self, rows: slice, cols: slice) -> np.ndarray:
         """The mask on the image window ``[rows, cols]`` (slices with explicit bounds inside
@@ -185,6 +181,16 @@ class MaskCrop:
         window = label[self.y : self.y + h, self.x : self.x + w]
         # OpenCV's masked copy writes into the view, an order of magnitude faster than numpy
         cv2.copyTo(np.full_like(window, value), self.mask.view(np.uint8), window)
+
+
+def polygon_crops(
+    polygons: Sequence[Sequence[float] | np.ndarray], pixels: float, height: int, width: int
+) -> list[MaskCrop]:
+    """:meth:`MaskCrop.of_polygon` of each polygon of an image, rasterized together."""
+    return [
+        MaskCrop.from_window(window, cols.start, rows.start, height, width)
+        for (rows, cols), window in polygon_window_masks(polygons, pixels, height, width)
+    ]
 
 
 def crops_of(masks: np.ndarray) -> list[MaskCrop]:

@@ -30,7 +30,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from samrs.masks import MaskCrop, crops_of, polygon_window_masks
+from samrs.masks import MaskCrop, crops_of, polygon_crops, polygon_window_masks
 
 INSIDE_DILATION_PX = 3.0
 """Dilation (pixels) of the polygon within which mask pixels count as inside."""
@@ -209,14 +209,15 @@ def apply_reject_policy(
         )
     crops = as_crops(masks)
     n = len(reasons)
-    substituted = np.zeros(n, dtype=bool)
     if policy == "keep-rejected":
-        return crops, substituted
-    polys = np.asarray(polygons, dtype=np.float64).reshape(n, 8)
-    for i, reason in enumerate(reasons):
-        if reason is not None:
-            crops[i] = MaskCrop.of_polygon(polys[i], 0.0, crops[i].height, crops[i].width)
-            substituted[i] = True
+        return crops, np.zeros(n, dtype=bool)
+    substituted = np.array([r is not None for r in reasons], dtype=bool).reshape(n)
+    idx = np.flatnonzero(substituted)
+    if idx.size:
+        polys = np.asarray(polygons, dtype=np.float64).reshape(n, 8)[idx]
+        height, width = crops[idx[0]].height, crops[idx[0]].width
+        for i, box in zip(idx, polygon_crops(polys, 0.0, height, width), strict=True):
+            crops[i] = box
     return crops, substituted
 
 

@@ -28,7 +28,7 @@ from samrs.build.config import BuildConfig
 from samrs.build.layout import MANIFEST_TABLES, Layout
 from samrs.build.plan import Shard
 from samrs.classes import ClassTable
-from samrs.records import ErrorRecord, ImageRecord
+from samrs.records import ErrorRecord, ImageRecord, Polygon
 from samrs.segmenters.base import MaskSet, PromptSet, Segmenter
 
 log = logging.getLogger(__name__)
@@ -409,14 +409,14 @@ def _finish_image(
 ) -> _ImageOutput:
     """Quality, filters, RLE, semantic label and tile image of one segmented image."""
     from samrs import rle
-    from samrs.masks import MaskCrop
+    from samrs.masks import polygon_crops
     from samrs.outputs.semantic import paint_semantic, semantic_palette, write_semantic_png
     from samrs.quality import apply_filters
 
     height, width = int(pixels.shape[0]), int(pixels.shape[1])
     instance_rows: list[dict[str, object]] = []
     paint_masks, paint_classes, paint_areas, paint_scores = [], [], [], []
-    rejected: list[MaskCrop] = []  # never painted as background
+    rejected: list[Polygon] = []  # never painted as background
     if image.objects:
         assert prompts is not None and masks is not None
         verdict = apply_filters(masks, prompts.polygons.reshape(-1, 8), config, config.on_reject)
@@ -442,7 +442,7 @@ def _finish_image(
                 paint_areas.append(area)
                 paint_scores.append(_opt(masks.scores[j]))
             elif config.background:
-                rejected.append(MaskCrop.of_polygon(obj.polygon, 0.0, height, width))
+                rejected.append(obj.polygon)
             instance_rows.append(
                 {
                     "instance_id": first_id + j,
@@ -482,7 +482,7 @@ def _finish_image(
         paint_scores,
         policy=config.overlap,
         background=config.background,
-        ignore=rejected,
+        ignore=polygon_crops(rejected, 0.0, height, width),
     )
     semantic_path = layout.semantic(image.image_id)
     palette = semantic_palette(classes, config.background)

@@ -16,7 +16,7 @@ from PIL import Image
 
 from samrs import rle
 from samrs.classes import UNLABELLED, ClassTable, Color
-from samrs.masks import MaskCrop
+from samrs.masks import MaskCrop, polygon_crops
 
 OVERLAP_POLICIES = ("small-on-top", "score", "annotation-order")
 """How pixels covered by several objects are resolved (see :func:`paint_order`)."""
@@ -73,11 +73,11 @@ def _as_crop(mask: np.ndarray | dict | MaskCrop, height: int, width: int, index:
             raise ValueError(
                 f"mask {index}: RLE size {size} differs from the label {height}x{width}"
             )
-        return MaskCrop(height, width, 0, 0, rle.decode(mask))
+        return MaskCrop.from_full(rle.decode(mask))
     arr = np.asarray(mask)
     if arr.shape != (height, width):
         raise ValueError(f"mask {index}: shape {arr.shape} differs from the label {height}x{width}")
-    return MaskCrop(height, width, 0, 0, np.ascontiguousarray(arr, dtype=bool))
+    return MaskCrop.from_full(arr)
 
 
 def paint_semantic(
@@ -163,7 +163,7 @@ def paint_instances(
     ignore: list[MaskCrop] = []
     if background:
         polygons = [*(r["polygon"] for r in rows if not r["kept"]), *rejected_polygons]
-        ignore = [MaskCrop.of_polygon(p, 0.0, height, width) for p in polygons]
+        ignore = polygon_crops(polygons, 0.0, height, width)
     rows = [r for r in rows if r["kept"] and (class_map is None or r["class_id"] in class_map)]
     return paint_semantic(
         height,

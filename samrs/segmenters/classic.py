@@ -27,17 +27,14 @@ import cv2
 import numpy as np
 
 from samrs.geometry import box_polygon, rasterize_polygon
-from samrs.masks import MaskCrop, polygon_window_masks
+from samrs.masks import MaskCrop, polygon_crops
 from samrs.segmenters.base import MaskSet, PromptSet, Segmenter, as_rgb
 
 
 def prompt_regions(prompts: PromptSet, height: int, width: int) -> list[MaskCrop]:
     """The region each prompt outlines (see the module docstring), rasterized."""
     regions = [_region_polygon(prompts, i) for i in range(len(prompts))]
-    return [
-        MaskCrop.from_window(window, cols.start, rows.start, height, width)
-        for (rows, cols), window in polygon_window_masks(regions, 0.0, height, width)
-    ]
+    return polygon_crops(regions, 0.0, height, width)
 
 
 def _region_polygon(prompts: PromptSet, i: int) -> np.ndarray:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from samrs.masks import MaskCrop, polygon_window_mask
+from samrs.masks import MaskCrop, polygon_window_masks
 from samrs.segmenters.base import MaskSet, PromptSet, Segmenter
 
 
@@ -38,10 +38,10 @@ class ClipToPolygon(Segmenter):
             if not len(ms):
                 continue
             polys = np.asarray(ps.polygons, dtype=np.float64).reshape(-1, 8)
-            for i, crop in enumerate(ms.crops):
-                (rows, cols), allowed = polygon_window_mask(
-                    polys[i], self.pixels, ms.height, ms.width
-                )
+            windows = polygon_window_masks(polys, self.pixels, ms.height, ms.width)
+            for i, (crop, ((rows, cols), allowed)) in enumerate(
+                zip(ms.crops, windows, strict=True)
+            ):
                 clipped = crop.on_window(rows, cols) & allowed
                 ms.crops[i] = MaskCrop.from_window(
                     clipped, cols.start, rows.start, ms.height, ms.width
