@@ -56,6 +56,10 @@ class BuildConfig:
     multimask: bool = False
     clip_to_rbox: float | None = None
     small_object_zoom: int | None = None
+    cpu_threads: int | None = None
+    """Resolved, not set by users: torch threads of a model running on the CPU. Its float
+    results depend on the thread count, so it is part of the configuration (any ``--workers``
+    gives the same bytes); None when the model runs on a GPU or there is no model."""
     # quality filter
     min_score: float = 0.0
     min_stability: float = 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -11,9 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from samrs import __version__
+from samrs.build.checksums import file_digest
 from samrs.build.config import BuildConfig
 from samrs.build.executors import ShardFailure, execute
+from samrs.build.inputs import describe_changes, input_files, read_input_files, write_input_files
 from samrs.build.layout import Layout
+from samrs.build.lock import BuildLock, BuildLockedError
 from samrs.build.plan import Plan, make_plan
 from samrs.build.progress import Progress
 
@@ -73,11 +77,9 @@ def resolve_config(config: BuildConfig) -> BuildConfig:
         raise BuildError("--gpus must be >= 0, --workers and --shard-size >= 1")
     if config.resume and config.overwrite:
         config = replace(config, resume=False)
-    if config.gpus == 0 and config.workers > 1 and not config.threads:
-        # CPU workers share the cores (Dask would otherwise start each with 1 thread)
-        config = replace(config, threads=max(1, (os.cpu_count() or 1) // config.workers))
     if config.segmenter not in ("sam", "sam-hq"):  # weight options mean nothing there
         config = replace(config, model=None, checkpoint=None, random_weights=False)
+    config = _resolve_threads(config)
     if config.segmenter in ("sam", "sam-hq"):
         if config.checkpoint and config.random_weights:
             raise BuildError("give --checkpoint or --random-weights, not both")
@@ -105,6 +107,47 @@ def resolve_config(config: BuildConfig) -> BuildConfig:
         elif config.model is None:
             config = replace(config, model="tiny")
     return replace(config, root=str(root.resolve()), out=str(Path(config.out).resolve()))
+
+
+def _model_on_cpu(config: BuildConfig) -> bool:
+    """Whether the build's model runs on this machine's CPU (not known for a remote cluster,
+    whose workers choose their device: then only an explicit ``--device cpu`` counts)."""
+    if config.segmenter not in ("sam", "sam-hq"):
+        return False
+    if config.device is not None:
+        return config.device == "cpu"
+    if config.scheduler or config.gpus > 0:
+        return False
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def _resolve_threads(config: BuildConfig) -> BuildConfig:
+    """Threads per worker. A model on the CPU gets a thread count that does not depend on
+    ``--workers`` (default: all cores), recorded in the configuration: its float results
+    depend on it. Other builds share the cores between CPU workers (Dask would otherwise
+    start each with one thread)."""
+    cores = os.cpu_count() or 1
+    if _model_on_cpu(config):
+        threads = config.threads or cores
+        return replace(config, threads=threads, cpu_threads=threads)
+    if config.gpus == 0 and config.workers > 1 and not config.threads:
+        config = replace(config, threads=max(1, cores // config.workers))
+    return replace(config, cpu_threads=None)
+
+
+def _check_root_and_out(config: BuildConfig) -> None:
+    """Refuse an --out that holds the dataset or lies inside it (outputs would be read back,
+    and --overwrite could delete source files)."""
+    root, out = Path(config.root), Path(config.out)
+    if root == out or root.is_relative_to(out):
+        raise BuildError(f"--out {out} contains the dataset --root {root}; choose another --out")
+    if out.is_relative_to(root):
+        raise BuildError(
+            f"--out {out} lies inside the dataset --root {root}, where its outputs would be read "
+            "as input; choose a folder outside it"
+        )
 
 
 def _metadata(config: BuildConfig, plan: Plan) -> dict[str, Any]:
@@ -137,20 +180,33 @@ def _metadata(config: BuildConfig, plan: Plan) -> dict[str, Any]:
 
 def _check_existing(config: BuildConfig, layout: Layout) -> dict[str, Any]:
     """Refuse an incompatible OUT; describe what exists (for the plan)."""
-    from samrs.outputs.metadata import BuildMetadataError, read_build_metadata
+    from samrs.outputs.metadata import METADATA_FILE, BuildMetadataError, read_build_metadata
 
     out = layout.out
-    if not out.exists() or not any(out.iterdir()):
+    if not out.exists():
         return {"exists": False}
-    if config.overwrite:
-        return {"exists": True, "overwrite": True}
+    if not out.is_dir():
+        raise BuildError(f"--out {out} is a file, not a folder")
+    if layout.is_empty():
+        return {"exists": False}
     try:
         meta = read_build_metadata(out)
     except BuildMetadataError as exc:
-        raise BuildError(
-            f"--out {out} is not empty and is not a samrs build ({exc}); "
-            "choose another folder or pass --overwrite"
-        ) from exc
+        if not (out / METADATA_FILE).is_file():
+            entries = sorted(p.name for p in out.iterdir())
+            shown = ", ".join(entries[:8]) + (", ..." if len(entries) > 8 else "")
+            raise BuildError(
+                f"--out {out} is not empty and is not a samrs build (no samrs.json): it holds "
+                f"{shown}; samrs deletes only what it wrote and will not delete these (not "
+                "even with --overwrite): choose an empty or new folder"
+            ) from exc
+        if not config.overwrite:
+            raise BuildError(
+                f"--out {out}: {exc}; pass --overwrite to start that build over"
+            ) from exc
+        meta = {}
+    if config.overwrite:
+        return {"exists": True, "overwrite": True}
     if meta.get("fingerprint") != config.fingerprint():
         old = meta.get("config") or {}
         new = config.output_affecting()
@@ -205,48 +261,144 @@ def finalize(out: Path, config: BuildConfig, metadata: dict[str, Any]) -> dict[s
     counts = count_outputs(out)
     write_build_metadata(out, {**metadata, "counts": counts})
     layout.state.mkdir(parents=True, exist_ok=True)
+    files = {name: file_digest(out / name) for name in FINAL_FILES}
     layout.complete_marker.write_text(
-        dumps({"fingerprint": config.fingerprint(), "counts": counts})
+        dumps({"fingerprint": config.fingerprint(), "counts": counts, "files": files})
     )
     return counts
+
+
+FINAL_FILES = ("coco/instances.json",)
+"""Files written by :func:`finalize` from the manifests, checked before a build is taken as
+complete (rebuilt from the manifests when damaged)."""
+
+
+def _final_files_sound(layout: Layout) -> bool:
+    """Whether the completion marker's files are all there with their recorded checksums."""
+    try:
+        recorded = json.loads(layout.complete_marker.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    for name in FINAL_FILES:
+        path = layout.out / name
+        if name not in recorded or not path.is_file() or file_digest(path) != recorded[name]:
+            log.warning("%s is missing or damaged; writing it again", path)
+            return False
+    return True
 
 
 def run_build(config: BuildConfig, *, progress: bool | None = None) -> BuildSummary:
     """Plan, execute and finalize a build (or only plan it, with ``config.dry_run``).
 
+    The build holds ``OUT``'s lock from its first write to its end: a second builder of the
+    same OUT is refused at once, naming the holder.
+
     Raises:
         BuildError: fatal problems, found before any work starts.
     """
-    from samrs.outputs.metadata import write_build_metadata
     from samrs.sources import SourceError
 
     config = resolve_config(config)
+    _check_root_and_out(config)
     layout = Layout(config.out)
     existing = _check_existing(config, layout)
     try:
         plan = make_plan(config)
     except (SourceError, ValueError) as exc:
         raise BuildError(str(exc)) from exc
-    metadata = _metadata(config, plan)
     summary = BuildSummary(
         layout.out, plan.summary(), "dry-run", existing=existing, config=config.to_dict()
     )
     summary.plan["errors_found"] = [e.to_dict() for e in plan.errors]
     if config.dry_run:
         return summary
+    try:
+        lock = BuildLock(layout.lock).acquire()
+    except BuildLockedError as exc:
+        raise BuildError(
+            f"--out {layout.out} is being built right now: its lock {layout.lock} is {exc}; "
+            "wait for that build to end, or use another --out"
+        ) from None
+    except OSError as exc:
+        raise BuildError(_os_error_message(exc, "cannot create the build folder")) from None
+    try:
+        summary.existing = _check_existing(config, layout)  # again, now that OUT is ours
+        return _run_locked(config, layout, plan, summary, progress)
+    except OSError as exc:
+        raise BuildError(
+            _os_error_message(exc, "the build stopped")
+            + "; committed shards are kept: fix the cause and re-run the same command"
+        ) from None
+    finally:
+        lock.release()
+
+
+def _os_error_message(exc: OSError, what: str) -> str:
+    """One line naming the path and the system's reason (read-only, disk full, ...)."""
+    where = f" {exc.filename}" if exc.filename else ""
+    return f"{what}: cannot write{where}: {exc.strerror or exc}"
+
+
+def _check_inputs(layout: Layout, plan: Plan, resuming: bool) -> None:
+    """Refuse to resume a build whose dataset changed; record the plan's input files."""
+    current = input_files(plan.config.root, plan.images, plan.errors)
+    recorded = read_input_files(layout.inputs) if resuming else None
+    if recorded is not None:
+        changes = describe_changes(recorded, current)
+        if changes:
+            raise BuildError(
+                f"the dataset under --root {plan.config.root} changed since this build "
+                f"started ({changes}); resuming would mix outputs of two datasets: restore "
+                "it, or start over with --overwrite (or use another --out)"
+            )
+    elif resuming:
+        log.warning("%s: no record of its input files (older samrs); not checked", layout.out)
+    write_input_files(layout.inputs, current)
+
+
+def _committed_and_sound(layout: Layout) -> set[int]:
+    """Committed shards whose parts and files pass the quick check; the others are
+    uncommitted so that they are built again."""
+    from samrs.build.checksums import check_shards
+
+    for check in check_shards(layout):
+        if not check.ok:
+            log.warning(
+                "shard %d is damaged (%s); building it again",
+                check.shard,
+                "; ".join(check.problems),
+            )
+            layout.uncommit(check.shard)
+    return layout.committed_shards()
+
+
+def _run_locked(
+    config: BuildConfig,
+    layout: Layout,
+    plan: Plan,
+    summary: BuildSummary,
+    progress: bool | None,
+) -> BuildSummary:
+    from samrs.outputs.metadata import write_build_metadata
+
+    existing = summary.existing
+    resuming = bool(existing.get("exists")) and not existing.get("overwrite")
     if existing.get("overwrite"):
         layout.remove_managed()
-    if existing.get("complete"):
+    else:
+        layout.remove_temporaries()
+    metadata = _metadata(config, plan)
+    write_build_metadata(layout.out, metadata)
+    _check_inputs(layout, plan, resuming)
+    committed = _committed_and_sound(layout)
+    if existing.get("complete") and layout.complete_marker.is_file() and _final_files_sound(layout):
         from samrs.outputs.metadata import read_build_metadata
 
         summary.state = "already-complete"
         summary.counts = read_build_metadata(layout.out).get("counts", {})
         return summary
-
-    layout.out.mkdir(parents=True, exist_ok=True)
-    write_build_metadata(layout.out, metadata)
+    layout.complete_marker.unlink(missing_ok=True)
     start = time.perf_counter()
-    committed = layout.committed_shards()
     todo = [s for s in plan.shards if s.index not in committed]
     for shard in todo:
         layout.clear_failure(shard.index)

@@ -216,7 +216,9 @@ def _maybe_inject_fault(shard: int, layout: Layout) -> None:
 
 
 def _commit(layout: Layout, shard: int, rows: dict[str, list[dict[str, object]]]) -> None:
-    """Write the three parts to temporary names, then rename them into place, images last."""
+    """Write the three parts to temporary names and the shard's checksum record, then rename
+    the parts into place, images last."""
+    from samrs.build.checksums import write_shard_record
     from samrs.outputs.manifest import write_part
 
     tmp = layout.tmp(shard)
@@ -226,11 +228,27 @@ def _commit(layout: Layout, shard: int, rows: dict[str, list[dict[str, object]]]
         path = tmp / f"{table}.parquet"
         write_part(path, table, rows[table])
         staged[table] = path
+    write_shard_record(layout, shard, staged, _written_files(layout, rows["images"]))
     for table in MANIFEST_TABLES:
         final = layout.part(table, shard)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staged[table], final)
     tmp.rmdir()
+
+
+def _written_files(layout: Layout, image_rows: list[dict[str, object]]) -> list[str]:
+    """Files under OUT written for the shard's images (paths relative to OUT)."""
+    files = []
+    for row in image_rows:
+        semantic = row.get("semantic_file")
+        if semantic:
+            files.append(str(semantic))
+            geotiff = Path(str(semantic)).with_suffix(".tif")
+            if (layout.out / geotiff).is_file():
+                files.append(geotiff.as_posix())
+        if not os.path.isabs(str(row["file_name"])):  # a tile image written by the build
+            files.append(str(row["file_name"]))
+    return files
 
 
 def _process_images(

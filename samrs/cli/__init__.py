@@ -6,6 +6,7 @@ for the commands that need it).
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 
@@ -28,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("finetune", "Fine-tune SAM on a build with the MeSAM method."),
     "predict": ("predict", "Write semantic labels for images with a fine-tuned model."),
     "evaluate-seg": ("evaluate_seg", "Score semantic labels of a fine-tuned model (mIoU)."),
+    "verify": ("verify", "Check a build's shards and files against their recorded checksums."),
     "bench": ("bench", "Measure throughput: model alone, pipeline, SAMRS reference loop."),
 }
 
@@ -43,6 +45,17 @@ class LazyGroup(click.Group):
             return None
         module = importlib.import_module(f"samrs.cli.{COMMANDS[cmd_name][0]}")
         return module.command
+
+    def invoke(self, ctx: click.Context) -> object:
+        """Run the command; a file-system error nobody handled (a read-only or full disk, a
+        missing permission) becomes one line naming the path instead of a traceback."""
+        try:
+            return super().invoke(ctx)
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:  # click handles a closed stdout itself
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise click.ClickException(f"{where}{exc.strerror or exc}") from exc
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]

@@ -186,7 +186,11 @@ def load_config_file(path: str) -> dict[str, Any]:
     "--threads",
     type=int,
     default=None,
-    help="Torch/OpenCV threads per worker (default: cores / workers).",
+    help="Torch/OpenCV threads per worker. A SAM model on the CPU computes slightly "
+    "different floats with another thread count, so there the count is part of the build's "
+    "configuration and defaults to all cores whatever --workers is (any --workers then gives "
+    "the same bytes; pass --threads cores/workers to avoid oversubscribing). Other builds: "
+    "default cores / workers.",
 )
 @click.option(
     "--scheduler",
@@ -220,7 +224,9 @@ def load_config_file(path: str) -> dict[str, Any]:
 @click.option(
     "--resume/--overwrite",
     default=True,
-    help="Continue an existing build with the same configuration (skip committed shards), or delete it and start over.",
+    help="Continue an existing build with the same configuration and dataset (skip "
+    "committed shards that pass their checksums, rebuild damaged ones), or delete what an "
+    "earlier build wrote there and start over (a folder without samrs.json is never deleted).",
 )
 @click.option(
     "--dry-run", is_flag=True, help="Print the plan and what exists in --out; do nothing."

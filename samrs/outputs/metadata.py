@@ -28,7 +28,7 @@ def write_build_metadata(out: str | Path, data: dict[str, Any]) -> Path:
     """Write ``OUT/samrs.json`` (through a temporary file, then an atomic rename)."""
     path = Path(out) / METADATA_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(dumps(data), encoding="utf-8")
     tmp.replace(path)
     return path
