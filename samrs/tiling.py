@@ -384,6 +384,7 @@ def write_dota_patches(
     patch_size: int,
     progress: Callable[[ImageRecord], None] | None = None,
     pad_value: Sequence[int] | None = None,
+    max_pixels: int | None = None,
 ) -> PatchSummary:
     """Write tiles as DOTA patches: ``out/<split>/images/<id>.png`` and ``labelTxt/<id>.txt``.
 
@@ -392,13 +393,22 @@ def write_dota_patches(
     another size (rates != 1); labels are scaled alike, and the gsd becomes ``gsd * w /
     patch_size``. Consecutive tiles of one source image share one opened image (decoded once
     for PNG/JPEG, windowed reads for TIFF). An unreadable image gives one error record (stage
-    ``image``) per tile, accounting for that tile's objects; the dataset's own errors are
+    ``image``) per tile, accounting for that tile's objects -- also one that would decode more
+    than ``max_pixels`` pixels (default :data:`samrs.imageio.DEFAULT_MAX_IMAGE_PIXELS`; 0: no
+    limit; see :mod:`samrs.imageio`); the dataset's own errors are
     carried into the summary. Images are written as deterministic PNGs; split ``None`` is
     written as ``all``.
     """
     import cv2
 
-    from samrs.imageio import PAD_VALUE, ImageReadError, open_image, write_png
+    from samrs.imageio import (
+        DEFAULT_MAX_IMAGE_PIXELS,
+        PAD_VALUE,
+        ImageReadError,
+        open_image,
+        write_png,
+    )
+    from samrs.records import exception_message
 
     pad = tuple(PAD_VALUE if pad_value is None else pad_value)
     if len(pad) != 3 or not all(0 <= int(v) <= 255 for v in pad):
@@ -408,7 +418,14 @@ def write_dota_patches(
 
     def failed(tile: ImageRecord, exc: Exception) -> None:
         summary.errors.append(
-            ErrorRecord(tile.image_path, None, "image", str(exc), tile.image_id, len(tile.objects))
+            ErrorRecord(
+                tile.image_path,
+                None,
+                "image",
+                exception_message(exc, "reading the image"),
+                tile.image_id,
+                len(tile.objects),
+            )
         )
 
     for path, group in itertools.groupby(tiles.images, key=lambda t: t.image_path):
@@ -416,7 +433,9 @@ def write_dota_patches(
         group_tiles = list(group)
         error: Exception | None = None
         try:
-            source = open_image(path)
+            source = open_image(
+                path, DEFAULT_MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+            )
         except ImageReadError as exc:
             source, error = None, exc
         try:
