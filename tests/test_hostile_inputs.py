@@ -4,14 +4,17 @@ only; the rest of the build completes and every object is accounted for."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
 
+from click.testing import CliRunner
 from hostile_fixture import bomb_jpeg, bomb_png
 
 from samrs.build import BuildConfig, run_build
-from samrs.imageio import name_max
+from samrs.cli import main
+from samrs.imageio import image_size, name_max
 from samrs.outputs.manifest import read_table
 from samrs.sources import read_dataset
 from samrs.synth import write_synthetic
@@ -130,3 +133,23 @@ def test_tiles_whose_names_are_too_long_are_error_rows(tmp_path: Path) -> None:
         e["n_objects"] for e in errors
     )
     assert run_build(_config(root, out, patch_size=512, gap=100)).state == "already-complete"
+
+
+def test_split_applies_the_pixel_limit_to_the_images_it_cuts(tmp_path: Path) -> None:
+    root = tmp_path / "dota"
+    write_synthetic("dota", root, 2, 3)
+    sizes = [image_size(p) for p in sorted(root.rglob("*.png"))]
+    limit = min(w * h for w, h in sizes) - 1  # every image is over it
+    out = tmp_path / "patches"
+    args = ["split", "--source", "dota", "--root", str(root), "--out", str(out)]
+    result = CliRunner().invoke(
+        main, [*args, "--patch-size", "512", "--gap", "100", "--max-image-pixels", str(limit)]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "split.json").read_text())
+    assert report["patches"] == 0 and report["errors"]
+    assert {e["stage"] for e in report["errors"]} == {"image"}
+    assert all(f"limit of {limit:,} pixels" in e["message"] for e in report["errors"])
+    assert sum(e["n_objects"] for e in report["errors"]) == sum(
+        len(t.objects) for t in tile_dataset(read_dataset("dota", root), 512, 100).images
+    )

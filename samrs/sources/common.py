@@ -11,6 +11,12 @@ A reader only knows its format: where images and label files are (:func:`find_le
 :meth:`ReadContext.make_objects` checks the objects (class, corners, area, clipping) and
 :meth:`ReadContext.image_record` (:meth:`~ReadContext.xml_image_record` for XML labels) pairs
 an image with its label, recording a missing image or label as an error row.
+
+Hostile layouts are error rows too: each real folder is walked once (a symlink cycle or a
+second link to a folder is skipped, :func:`find_leaves`), each real image file is read once
+(:func:`drop_symlink_duplicates`), and an image whose id or paths are not valid UTF-8 is not
+returned (:meth:`ReadContext.image_record`); error rows always hold valid UTF-8
+(:func:`printable`).
 """
 
 from __future__ import annotations
