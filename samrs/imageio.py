@@ -67,6 +67,7 @@ __all__ = [
     "crop_padded",
     "georeference",
     "image_size",
+    "long_name",
     "name_max",
     "open_image",
     "read_image",
@@ -597,6 +598,19 @@ def name_max(folder: str | os.PathLike[str]) -> int:
     except (OSError, ValueError, AttributeError):
         return NAME_MAX
     return int(value) if value and value > 0 else NAME_MAX
+
+
+def long_name(path: str | os.PathLike[str], limit: int, shown: str | None = None) -> str | None:
+    """What is wrong with the file name of ``path`` when it is longer than ``limit`` bytes (see
+    :func:`name_max`), else None. ``shown``: how to name the file (default: its name)."""
+    name = Path(path).name
+    size = len(os.fsencode(name))
+    if size <= limit:
+        return None
+    return (
+        f"output file name too long: {shown or name} is {size} bytes, over the file system's "
+        f"limit of {limit} bytes for a file name; shorten the name of the source file"
+    )
 
 
 TEMP_RESERVE = 24

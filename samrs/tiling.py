@@ -395,9 +395,10 @@ def write_dota_patches(
     for PNG/JPEG, windowed reads for TIFF). An unreadable image gives one error record (stage
     ``image``) per tile, accounting for that tile's objects -- also one that would decode more
     than ``max_pixels`` pixels (default :data:`samrs.imageio.DEFAULT_MAX_IMAGE_PIXELS`; 0: no
-    limit; see :mod:`samrs.imageio`); the dataset's own errors are
-    carried into the summary. Images are written as deterministic PNGs; split ``None`` is
-    written as ``all``.
+    limit; see :mod:`samrs.imageio`). A patch whose file name would exceed the file system's
+    name limit is an error record (stage ``read``) accounting for its objects. The dataset's
+    own errors are carried into the summary. Images are written as deterministic PNGs; split
+    ``None`` is written as ``all``.
     """
     import cv2
 
@@ -405,6 +406,8 @@ def write_dota_patches(
         DEFAULT_MAX_IMAGE_PIXELS,
         PAD_VALUE,
         ImageReadError,
+        long_name,
+        name_max,
         open_image,
         write_png,
     )
@@ -416,17 +419,13 @@ def write_dota_patches(
     out = Path(out)
     summary = PatchSummary(out, errors=list(tiles.errors))
 
-    def failed(tile: ImageRecord, exc: Exception) -> None:
+    def failed(tile: ImageRecord, exc: Exception | str, stage: str = "image") -> None:
+        message = exc if isinstance(exc, str) else exception_message(exc, "reading the image")
         summary.errors.append(
-            ErrorRecord(
-                tile.image_path,
-                None,
-                "image",
-                exception_message(exc, "reading the image"),
-                tile.image_id,
-                len(tile.objects),
-            )
+            ErrorRecord(tile.image_path, None, stage, message, tile.image_id, len(tile.objects))
         )
+
+    limit = name_max(out)
 
     for path, group in itertools.groupby(tiles.images, key=lambda t: t.image_path):
         summary.source_images += 1
@@ -444,6 +443,12 @@ def write_dota_patches(
                     progress(tile)
                 if tile.window is None:
                     raise TilingError(f"{tile.image_id} is not a tile (no window)")
+                split = tile.split or "all"
+                patch = out / split / "images" / f"{tile.image_id}.png"
+                problem = long_name(patch, limit, f"{split}/images/{patch.name}")
+                if problem is not None:
+                    failed(tile, f"{problem}; patch skipped", stage="read")
+                    continue
                 if error is not None:
                     failed(tile, error)
                     continue
@@ -458,8 +463,7 @@ def write_dota_patches(
                 if pixels.shape[:2] != (patch_size, patch_size):
                     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
                     pixels = cv2.resize(pixels, (patch_size, patch_size), interpolation=interp)
-                split = tile.split or "all"
-                write_png(out / split / "images" / f"{tile.image_id}.png", pixels)
+                write_png(patch, pixels)
                 gsd = None if tile.gsd is None else tile.gsd / scale
                 label_path = out / split / "labelTxt" / f"{tile.image_id}.txt"
                 label_path.parent.mkdir(parents=True, exist_ok=True)

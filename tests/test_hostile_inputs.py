@@ -153,3 +153,25 @@ def test_split_applies_the_pixel_limit_to_the_images_it_cuts(tmp_path: Path) -> 
     assert sum(e["n_objects"] for e in report["errors"]) == sum(
         len(t.objects) for t in tile_dataset(read_dataset("dota", root), 512, 100).images
     )
+
+
+def test_split_skips_patches_whose_names_are_too_long(tmp_path: Path) -> None:
+    root = tmp_path / "dota"
+    write_synthetic("dota", root, 2, 3)
+    train = root / "train"
+    source = sorted(train.glob("images/*.png"))[0].stem
+    long = "L" * (name_max(tmp_path) - len(".png") - len("__512__0___0") + 1)
+    shutil.copy(train / "images" / f"{source}.png", train / "images" / f"{long}.png")
+    shutil.copy(train / "labelTxt" / f"{source}.txt", train / "labelTxt" / f"{long}.txt")
+    tiles = tile_dataset(read_dataset("dota", root), 512, 100).images
+    long_tiles = [t for t in tiles if t.image_id.startswith(long)]
+    assert long_tiles and all(len(f"{t.image_id}.png") > name_max(tmp_path) for t in long_tiles)
+    out = tmp_path / "patches"
+    args = ["split", "--source", "dota", "--root", str(root), "--out", str(out)]
+    result = CliRunner().invoke(main, [*args, "--patch-size", "512", "--gap", "100"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "split.json").read_text())
+    assert {e["image_id"] for e in report["errors"]} == {t.image_id for t in long_tiles}
+    assert all("output file name too long" in e["message"] for e in report["errors"])
+    assert report["patches"] == len(tiles) - len(long_tiles) == len(list(out.rglob("*.png")))
+    assert sum(e["n_objects"] for e in report["errors"]) == sum(len(t.objects) for t in long_tiles)

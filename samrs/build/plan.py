@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,7 +116,7 @@ def writable_images(
     readers turn them into errors rows).
     """
     from samrs.build.layout import Layout
-    from samrs.imageio import name_max
+    from samrs.imageio import long_name, name_max
 
     layout = Layout(out)
     limits: dict[Path, int] = {}
@@ -130,13 +129,9 @@ def writable_images(
         for path in paths:
             if path.parent not in limits:
                 limits[path.parent] = name_max(path.parent)
-            size = len(os.fsencode(path.name))
-            if size > limits[path.parent]:
-                problem = (
-                    f"output file name too long: {path.relative_to(layout.out)} is {size} "
-                    f"bytes, over the file system's limit of {limits[path.parent]} bytes for a "
-                    f"file name; shorten the name of the source file; image skipped"
-                )
+            problem = long_name(path, limits[path.parent], str(path.relative_to(layout.out)))
+            if problem is not None:
+                problem += "; image skipped"
                 break
         if problem is None:
             kept.append(image)
