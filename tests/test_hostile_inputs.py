@@ -15,6 +15,7 @@ from hostile_fixture import bomb_jpeg, bomb_png
 from samrs.build import BuildConfig, run_build
 from samrs.cli import main
 from samrs.imageio import image_size, name_max
+from samrs.outputs.export import BuildView
 from samrs.outputs.manifest import read_table
 from samrs.sources import read_dataset
 from samrs.synth import write_synthetic
@@ -61,8 +62,9 @@ def test_bombs_loops_duplicates_and_bad_names_fail_only_their_images(tmp_path: P
     shutil.copy(raw + f"/labelTxt/{busy[1]}.txt".encode(), raw + b"/labelTxt/N\xe9.txt")
 
     out = tmp_path / "out"
-    summary = run_build(_config(root, out))
+    summary = run_build(_config(root, out, max_image_pixels=2_000_000_000))
     assert summary.state == "complete" and summary.ok
+    assert BuildView.open(out).max_pixels == 2_000_000_000  # export reads with the same limit
 
     errors = read_table(out, "errors").to_pylist()
     by_id = {e["image_id"]: e for e in errors}
@@ -70,7 +72,7 @@ def test_bombs_loops_duplicates_and_bad_names_fail_only_their_images(tmp_path: P
     for image_id, size in (("B1", "60000x50000"), ("B2", "45000x45000")):
         message = by_id[image_id]["message"]
         assert size in message and image_id in message and "--max-image-pixels" in message
-        assert "limit of 1,600,000,000 pixels" in message
+        assert "limit of 2,000,000,000 pixels" in message
     assert by_id["D1"]["message"].startswith("duplicate via symlink: ")
     assert by_id["N\\xe9"]["stage"] == "read" and "not valid UTF-8" in by_id["N\\xe9"]["message"]
     loops = [e for e in errors if e["source_file"] == str(root / "loop")]
