@@ -24,17 +24,26 @@ window touches are decoded; PNG/JPEG/BMP are decoded whole with Pillow (their co
 seek) -- use :func:`open_image` to decode once and cut many windows.
 
 Broken input raises :class:`ImageReadError` naming the file: missing, unreadable, unknown
-format, or truncated (Pillow's default ``ImageFile.LOAD_TRUNCATED_IMAGES = False`` makes a
+format, too large to decode (:class:`ImageTooLargeError`, see below), or truncated (Pillow's default ``ImageFile.LOAD_TRUNCATED_IMAGES = False`` makes a
 truncated PNG/JPEG raise instead of returning grey garbage; samrs never changes it). JPEG EXIF
 orientation is ignored: annotations refer to the stored pixel grid.
 
-Remote-sensing images are legitimately huge (DOTA v2 has 20,000 x 20,000 px), so Pillow's
-decompression-bomb limit is disabled on import (``Image.MAX_IMAGE_PIXELS = None``).
+**Pixel limit.** Remote-sensing images are legitimately huge (DOTA v2 has 20,000 x 20,000 px),
+so Pillow's own decompression-bomb limit (89 Mpx) is disabled on import
+(``Image.MAX_IMAGE_PIXELS = None``) and samrs applies its own, ``max_pixels`` (default
+:data:`DEFAULT_MAX_IMAGE_PIXELS` = 40,000 x 40,000 = 1.6e9 px; ``None`` or 0: no limit), checked
+from the header before any pixel is decoded: a 40 KB JPEG may declare 40,000 x 40,000 px and
+would need about 5 GB to decode. What is limited is what one read decodes: the whole image for
+files decoded with Pillow (PNG/JPEG/BMP; any window of them needs the whole decode), the window
+(its part inside the image) for windowed rasterio reads -- a 100,000 px GeoTIFF cut into
+1024 px tiles is fine, reading it whole is not. Header-only reads (:func:`image_size`) decode
+nothing and are not limited.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import os
 import tempfile
@@ -49,22 +58,33 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 from samrs.records import Window
 
 __all__ = [
+    "DEFAULT_MAX_IMAGE_PIXELS",
     "PAD_VALUE",
     "STATS_SIDE",
     "ImageReadError",
     "ImageSource",
+    "ImageTooLargeError",
     "crop_padded",
     "georeference",
     "image_size",
+    "long_name",
+    "name_max",
     "open_image",
     "read_image",
     "stretch_to_uint8",
+    "temp_name",
     "window_transform",
     "write_image",
     "write_png",
 ]
 
-Image.MAX_IMAGE_PIXELS = None
+Image.MAX_IMAGE_PIXELS = None  # samrs checks its own limit, max_pixels (module docstring)
+
+DEFAULT_MAX_IMAGE_PIXELS = 40_000 * 40_000
+"""Default largest number of pixels one read decodes (1.6e9; DOTA's largest are ~20,000 px)."""
+
+MAX_PIXELS_OPTION = "--max-image-pixels"
+"""The command-line option that raises the limit (named in the error message)."""
 
 PAD_VALUE: tuple[int, int, int] = (104, 116, 124)
 """Fill colour of window parts outside the image (the mmrotate/BboxToolkit padding)."""
@@ -93,6 +113,32 @@ class ImageReadError(Exception):
 
     def __str__(self) -> str:
         return f"cannot read image {self.path}: {self.reason}"
+
+
+class ImageTooLargeError(ImageReadError):
+    """An image (or window) whose header declares more pixels than the decoding limit."""
+
+
+def check_pixels(
+    path: str | os.PathLike[str],
+    width: int,
+    height: int,
+    max_pixels: int | None,
+    what: str = "image",
+) -> None:
+    """Raise :class:`ImageTooLargeError` when ``width x height`` exceeds ``max_pixels``.
+
+    ``what`` says what would be decoded (``image``, or a window of an image); None or 0 as
+    ``max_pixels`` means no limit.
+    """
+    if not max_pixels or width * height <= max_pixels:
+        return
+    raise ImageTooLargeError(
+        path,
+        f"{what} is {width}x{height} = {width * height:,} pixels, over the limit of "
+        f"{max_pixels:,} pixels to decode (max_image_pixels; raise it with {MAX_PIXELS_OPTION} "
+        "if the file is genuine)",
+    )
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -197,8 +243,11 @@ class ImageSource:
     decoded once, on the first read; rasterio files are read window by window.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
+    ) -> None:
         self.path = Path(path)
+        self.max_pixels = max_pixels
         _check_exists(self.path)
         self._array: np.ndarray | None = None
         self._dataset = None
@@ -228,14 +277,33 @@ class ImageSource:
     def read(
         self, window: Window | None = None, pad_value: Sequence[int] = PAD_VALUE
     ) -> np.ndarray:
-        """The whole image, or a window of it padded with ``pad_value`` where outside."""
+        """The whole image, or a window of it padded with ``pad_value`` where outside.
+
+        Raises:
+            ImageTooLargeError: what this read decodes (the whole image, or the window for a
+                windowed read) has more than ``max_pixels`` pixels; nothing is decoded.
+            ImageReadError: unreadable or truncated file.
+        """
         if window is not None and (int(window[2]) <= 0 or int(window[3]) <= 0):
             raise ValueError(f"window {window} has no area")
-        if self._dataset is None:
-            if self._array is None:
-                self._array = _pil_read(self.path)
-            return crop_padded(self._array, window, pad_value)
-        return _rasterio_read(self._dataset, self.path, window, pad_value)
+        if self._dataset is None or window is None:
+            what, (w, h) = "image", self.size
+        else:
+            w, h = int(window[2]), int(window[3])
+            what = f"window {tuple(int(v) for v in window)} of the {self.width}x{self.height} image"
+        check_pixels(self.path, w, h, self.max_pixels, what)
+        try:
+            if self._dataset is None:
+                if self._array is None:
+                    self._array = _pil_read(self.path)
+                return crop_padded(self._array, window, pad_value)
+            return _rasterio_read(self._dataset, self.path, window, pad_value)
+        except MemoryError:  # the failed allocation is freed: report it as this file's problem
+            raise ImageReadError(
+                self.path,
+                f"out of memory (MemoryError) decoding the {what}, {w}x{h} pixels; "
+                f"use fewer workers, or a lower {MAX_PIXELS_OPTION} to skip such images",
+            ) from None
 
     def close(self) -> None:
         """Release the file and the decoded pixels."""
@@ -256,13 +324,18 @@ class ImageSource:
         self.close()
 
 
-def open_image(path: str | os.PathLike[str]) -> ImageSource:
+def open_image(
+    path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
+) -> ImageSource:
     """Open an image for (repeated) window reads: ``with open_image(p) as src: src.read(w)``.
+
+    Only the header is read here; ``max_pixels`` limits what each read decodes (module
+    docstring).
 
     Raises:
         ImageReadError: missing file, or a format neither Pillow nor rasterio can open.
     """
-    return ImageSource(path)
+    return ImageSource(path, max_pixels)
 
 
 def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
@@ -286,6 +359,7 @@ def read_image(
     path: str | os.PathLike[str],
     window: Window | None = None,
     pad_value: Sequence[int] = PAD_VALUE,
+    max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> np.ndarray:
     """Pixels of an image (or of a window of it) as an (H, W, 3) uint8 RGB array.
 
@@ -294,11 +368,13 @@ def read_image(
         window: ``(x, y, w, h)`` in image pixels, or None for the whole image. Parts outside
             the image are filled with ``pad_value``.
         pad_value: RGB fill of padded pixels.
+        max_pixels: most pixels the read may decode (module docstring); None or 0: no limit.
 
     Raises:
+        ImageTooLargeError: the header declares more than ``max_pixels`` to decode.
         ImageReadError: missing, unreadable or truncated file (message names the file).
     """
-    with open_image(path) as src:
+    with open_image(path, max_pixels) as src:
         return src.read(window, pad_value)
 
 
@@ -507,6 +583,55 @@ def window_transform(
 # --- writing ----------------------------------------------------------------------------------
 
 
+NAME_MAX = 255
+"""File-name limit in bytes when the file system does not say (ext4, XFS, btrfs, APFS...)."""
+
+
+def name_max(folder: str | os.PathLike[str]) -> int:
+    """Longest file name, in bytes, the file system of ``folder`` accepts (``PC_NAME_MAX`` of
+    ``folder`` or its nearest existing parent; :data:`NAME_MAX` when it cannot tell)."""
+    path = Path(os.path.abspath(folder))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        value = os.pathconf(path, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return NAME_MAX
+    return int(value) if value and value > 0 else NAME_MAX
+
+
+def long_name(path: str | os.PathLike[str], limit: int, shown: str | None = None) -> str | None:
+    """What is wrong with the file name of ``path`` when it is longer than ``limit`` bytes (see
+    :func:`name_max`), else None. ``shown``: how to name the file (default: its name)."""
+    name = Path(path).name
+    size = len(os.fsencode(name))
+    if size <= limit:
+        return None
+    return (
+        f"output file name too long: {shown or name} is {size} bytes, over the file system's "
+        f"limit of {limit} bytes for a file name; shorten the name of the source file"
+    )
+
+
+TEMP_RESERVE = 24
+"""Bytes a temporary name may add to :func:`temp_name`'s result (a random or pid tag)."""
+
+
+def temp_name(name: str, tag: str, name_max: int = 255) -> str:
+    """Hidden temporary file name for writing ``name`` atomically: ``.<name>.<tag>``.
+
+    When that (plus :data:`TEMP_RESERVE` bytes for a random suffix) would exceed the file
+    system's name limit ``name_max`` while ``name`` itself fits, ``name`` is replaced by a
+    sha256 prefix of it (``.<24 hex digits>.<tag>``), so a final name that fits never fails
+    because of its temporary name.
+    """
+    candidate = f".{name}.{tag}"
+    if len(os.fsencode(candidate)) + TEMP_RESERVE <= name_max:
+        return candidate
+    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:24]
+    return f".{digest}.{tag}"
+
+
 def write_image(
     path: str | os.PathLike[str],
     array: np.ndarray,
@@ -540,7 +665,7 @@ def write_image(
            ".tiff": "TIFF"}.get(path.suffix.lower())  # fmt: skip
     if fmt is None:
         raise ValueError(f"cannot write {path}: unknown image suffix {path.suffix!r}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_name(path.name, ""), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             img.save(handle, format=fmt, **options)

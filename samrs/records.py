@@ -136,6 +136,25 @@ class ErrorRecord:
         }
 
 
+def exception_message(exc: BaseException, doing: str | None = None) -> str:
+    """A one-line, never empty message for an errors row from an exception.
+
+    ``str(exc)`` on one line when it says something; otherwise (a bare ``MemoryError``
+    stringifies to ``''``) the exception's type name, and what was being done when given
+    (``"MemoryError while reading the image"``). A MemoryError always says it ran out of memory.
+    """
+    text = " ".join(str(exc).split())
+    name = type(exc).__name__
+    if text and not isinstance(exc, MemoryError):
+        return text
+    message = f"{name}: {text}" if text else name
+    if doing:
+        message += f" while {doing}"
+    if isinstance(exc, MemoryError):
+        message = f"out of memory ({message})"
+    return message
+
+
 @dataclass
 class Dataset:
     """What a reader returns: images in a stable order, and every problem found."""

@@ -384,6 +384,7 @@ def write_dota_patches(
     patch_size: int,
     progress: Callable[[ImageRecord], None] | None = None,
     pad_value: Sequence[int] | None = None,
+    max_pixels: int | None = None,
 ) -> PatchSummary:
     """Write tiles as DOTA patches: ``out/<split>/images/<id>.png`` and ``labelTxt/<id>.txt``.
 
@@ -392,13 +393,25 @@ def write_dota_patches(
     another size (rates != 1); labels are scaled alike, and the gsd becomes ``gsd * w /
     patch_size``. Consecutive tiles of one source image share one opened image (decoded once
     for PNG/JPEG, windowed reads for TIFF). An unreadable image gives one error record (stage
-    ``image``) per tile, accounting for that tile's objects; the dataset's own errors are
-    carried into the summary. Images are written as deterministic PNGs; split ``None`` is
-    written as ``all``.
+    ``image``) per tile, accounting for that tile's objects -- also one that would decode more
+    than ``max_pixels`` pixels (default :data:`samrs.imageio.DEFAULT_MAX_IMAGE_PIXELS`; 0: no
+    limit; see :mod:`samrs.imageio`). A patch whose file name would exceed the file system's
+    name limit is an error record (stage ``read``) accounting for its objects. The dataset's
+    own errors are carried into the summary. Images are written as deterministic PNGs; split
+    ``None`` is written as ``all``.
     """
     import cv2
 
-    from samrs.imageio import PAD_VALUE, ImageReadError, open_image, write_png
+    from samrs.imageio import (
+        DEFAULT_MAX_IMAGE_PIXELS,
+        PAD_VALUE,
+        ImageReadError,
+        long_name,
+        name_max,
+        open_image,
+        write_png,
+    )
+    from samrs.records import exception_message
 
     pad = tuple(PAD_VALUE if pad_value is None else pad_value)
     if len(pad) != 3 or not all(0 <= int(v) <= 255 for v in pad):
@@ -406,17 +419,22 @@ def write_dota_patches(
     out = Path(out)
     summary = PatchSummary(out, errors=list(tiles.errors))
 
-    def failed(tile: ImageRecord, exc: Exception) -> None:
+    def failed(tile: ImageRecord, exc: Exception | str, stage: str = "image") -> None:
+        message = exc if isinstance(exc, str) else exception_message(exc, "reading the image")
         summary.errors.append(
-            ErrorRecord(tile.image_path, None, "image", str(exc), tile.image_id, len(tile.objects))
+            ErrorRecord(tile.image_path, None, stage, message, tile.image_id, len(tile.objects))
         )
+
+    limit = name_max(out)
 
     for path, group in itertools.groupby(tiles.images, key=lambda t: t.image_path):
         summary.source_images += 1
         group_tiles = list(group)
         error: Exception | None = None
         try:
-            source = open_image(path)
+            source = open_image(
+                path, DEFAULT_MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+            )
         except ImageReadError as exc:
             source, error = None, exc
         try:
@@ -425,6 +443,12 @@ def write_dota_patches(
                     progress(tile)
                 if tile.window is None:
                     raise TilingError(f"{tile.image_id} is not a tile (no window)")
+                split = tile.split or "all"
+                patch = out / split / "images" / f"{tile.image_id}.png"
+                problem = long_name(patch, limit, f"{split}/images/{patch.name}")
+                if problem is not None:
+                    failed(tile, f"{problem}; patch skipped", stage="read")
+                    continue
                 if error is not None:
                     failed(tile, error)
                     continue
@@ -439,8 +463,7 @@ def write_dota_patches(
                 if pixels.shape[:2] != (patch_size, patch_size):
                     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
                     pixels = cv2.resize(pixels, (patch_size, patch_size), interpolation=interp)
-                split = tile.split or "all"
-                write_png(out / split / "images" / f"{tile.image_id}.png", pixels)
+                write_png(patch, pixels)
                 gsd = None if tile.gsd is None else tile.gsd / scale
                 label_path = out / split / "labelTxt" / f"{tile.image_id}.txt"
                 label_path.parent.mkdir(parents=True, exist_ok=True)

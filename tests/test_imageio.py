@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from hostile_fixture import bomb_jpeg, bomb_png
 from PIL import Image
 from rasterio.errors import NotGeoreferencedWarning
 
 from samrs import imageio
-from samrs.imageio import ImageReadError, image_size, read_image
+from samrs.imageio import ImageReadError, ImageTooLargeError, image_size, read_image
+from samrs.records import exception_message
 
 
 @pytest.fixture(scope="module")
@@ -221,3 +224,81 @@ def test_writers_are_deterministic(tmp_path: Path, rgb: np.ndarray) -> None:
         b = imageio.write_image(tmp_path / f"b{suffix}", rgb, **opts)
         assert a.read_bytes() == b.read_bytes(), suffix
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+# --- hostile inputs: decompression bombs, empty messages, long names -----------------------
+@pytest.mark.parametrize("make", [bomb_jpeg, bomb_png], ids=["jpeg", "png"])
+def test_header_declaring_a_huge_size_is_refused_before_decoding(
+    tmp_path: Path, make: Callable[[Path, int, int], Path]
+) -> None:
+    path = make(tmp_path / f"bomb.{make.__name__[5:]}", 60000, 50000)
+    assert path.stat().st_size < 2000
+    assert image_size(path) == (60000, 50000)  # a header read decodes nothing: no limit
+    with pytest.raises(ImageTooLargeError) as info:
+        read_image(path)  # would need 9 GB if it decoded
+    message = str(info.value)
+    assert str(path) in message and "60000x50000" in message
+    assert f"{imageio.DEFAULT_MAX_IMAGE_PIXELS:,}" in message and "--max-image-pixels" in message
+    with pytest.raises(ImageTooLargeError):  # a window of a PNG/JPEG needs the whole decode
+        imageio.open_image(path).read((0, 0, 8, 8))
+
+
+def test_pixel_limit_is_configurable(tmp_path: Path, rgb: np.ndarray) -> None:
+    path = imageio.write_png(tmp_path / "a.png", rgb)  # 80 x 60 = 4800 px
+    with pytest.raises(ImageTooLargeError, match=r"80x60 = 4,800 pixels.*limit of 4,799"):
+        read_image(path, max_pixels=4799)
+    np.testing.assert_array_equal(read_image(path, max_pixels=4800), rgb)
+    np.testing.assert_array_equal(read_image(path, max_pixels=0), rgb)  # 0: no limit
+
+
+def test_pixel_limit_of_windowed_reads_applies_to_the_window(tmp_path: Path) -> None:
+    data = np.random.default_rng(2).integers(0, 256, (3, 100, 130), dtype=np.uint8)
+    path = tmp_path / "big.tif"
+    _write_geotiff(path, data)
+    with imageio.open_image(path, max_pixels=64 * 64) as src:
+        assert src.windowed
+        window = src.read((10, 20, 64, 64))  # a tile of a raster larger than the limit
+        np.testing.assert_array_equal(window, np.moveaxis(data, 0, -1)[20:84, 10:74])
+        with pytest.raises(ImageTooLargeError, match=r"window \(0, 0, 65, 64\) of the 130x100"):
+            src.read((0, 0, 65, 64))
+        with pytest.raises(ImageTooLargeError, match="image is 130x100"):
+            src.read()
+
+
+def test_memory_error_while_decoding_names_the_file(
+    tmp_path: Path, rgb: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = imageio.write_png(tmp_path / "a.png", rgb)
+
+    def exhausted(path: Path) -> np.ndarray:
+        raise MemoryError
+
+    monkeypatch.setattr(imageio, "_pil_read", exhausted)
+    with pytest.raises(ImageReadError) as info:
+        read_image(path)
+    assert str(path) in str(info.value) and "out of memory (MemoryError)" in str(info.value)
+
+
+def test_exception_message_is_never_empty() -> None:
+    assert exception_message(ValueError("bad\n  value")) == "bad value"
+    assert exception_message(KeyError()) == "KeyError"
+    assert exception_message(RuntimeError(""), "segmenting") == "RuntimeError while segmenting"
+    assert (
+        exception_message(MemoryError(), "reading the image")
+        == "out of memory (MemoryError while reading the image)"
+    )
+    assert exception_message(MemoryError("12 GB")) == "out of memory (MemoryError: 12 GB)"
+
+
+def test_temporary_names_fit_when_the_final_name_fits(tmp_path: Path, rgb: np.ndarray) -> None:
+    limit = imageio.name_max(tmp_path / "not" / "yet")
+    assert limit >= 14
+    assert imageio.temp_name("a.png", "7.tmp") == ".a.png.7.tmp"
+    name = "x" * (limit - 4) + ".png"  # the longest name the file system takes
+    short = imageio.temp_name(name, "1234567.tmp")
+    assert len(short.encode()) + imageio.TEMP_RESERVE <= limit
+    assert short == imageio.temp_name(name, "1234567.tmp")  # deterministic
+    assert short != imageio.temp_name("y" + name[1:], "1234567.tmp")
+    written = imageio.write_png(tmp_path / name, rgb)
+    np.testing.assert_array_equal(read_image(written), rgb)
+    assert [p.name for p in tmp_path.iterdir()] == [name]

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
-import struct
-import zlib
 from pathlib import Path
 
 import PIL.ImageFile
 import pytest
 import rasterio
 import rasterio.io
+from hostile_fixture import bomb_png
 
 from samrs.sources import read_dataset
+from samrs.synth import write_synthetic
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sources"
 
@@ -55,19 +56,6 @@ def test_a_split_folder_reads_as_its_part_of_the_whole(
 # --- image sizes from headers -------------------------------------------------------------------
 
 
-def _png_header_only(path: Path, width: int, height: int) -> None:
-    """A PNG whose header says ``width x height`` and whose pixel data is cut off at once."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = struct.pack(">I", zlib.crc32(kind + data))
-        return struct.pack(">I", len(data)) + kind + data + crc
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\0" * 16)[:6]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat))
-
-
 def _sparse_tiff(path: Path, width: int, height: int) -> None:
     """A tiled GeoTIFF of that size with no blocks written (a few kB on disk)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,7 +78,7 @@ def no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.usefixtures("no_decoding")
 def test_large_image_sizes_come_from_headers(tmp_path: Path) -> None:
-    _png_header_only(tmp_path / "dota/train/images/P9999.png", 20000, 15000)
+    bomb_png(tmp_path / "dota/train/images/P9999.png", 20000, 15000)
     (tmp_path / "dota/train/labelTxt").mkdir(parents=True)
     (tmp_path / "dota/train/labelTxt/P9999.txt").write_text(
         "19000 14000 19990 14000 19990 14990 19000 14990 plane 0\n"
@@ -226,3 +214,85 @@ def test_error_rows_name_the_file_and_what_was_expected(
             assert e.line is not None and e.line >= 1, e  # one object: its line / element
         if source != "dota" and e.line is not None and "XML" not in e.message:
             assert "[" in e.message.split(":")[0], e  # the XML element / JSON entry
+
+
+# --- symlinks and names that cannot be stored ------------------------------------------------
+
+
+@pytest.fixture
+def dota_root(tmp_path: Path) -> Path:
+    root = tmp_path / "dota"
+    write_synthetic("dota", root, 4, 3)
+    return root
+
+
+def _label_objects(path: Path) -> int:
+    return sum(1 for line in path.read_text().splitlines() if len(line.split()) in (9, 10))
+
+
+def test_symlink_cycles_are_walked_once(dota_root: Path) -> None:
+    before = read_dataset("dota", dota_root)
+    (dota_root / "loop").symlink_to(".")
+    (dota_root / "train" / "up").symlink_to("..")
+    (dota_root / "train" / "images" / "loop").symlink_to("..")
+    after = read_dataset("dota", dota_root)
+    assert [(im.image_id, im.image_path, im.objects) for im in after.images] == [
+        (im.image_id, im.image_path, im.objects) for im in before.images
+    ]
+    skipped = [e for e in after.errors if e.message.startswith("duplicate via symlink")]
+    assert [(e.source_file, e.stage, e.n_objects) for e in skipped] == [
+        (str(dota_root / "loop"), "read", 0)
+    ]
+    assert f"{dota_root / 'loop'} -> {dota_root.resolve()}" in skipped[0].message
+
+
+def test_a_file_reached_twice_through_symlinks_is_read_once(
+    dota_root: Path, tmp_path: Path
+) -> None:
+    train, val = dota_root / "train", dota_root / "val"
+    # a link that sorts before the file it points to, and one from another split
+    (train / "images" / "A0.png").symlink_to("P0001.png")
+    shutil.copy(train / "labelTxt" / "P0001.txt", train / "labelTxt" / "A0.txt")
+    (val / "images" / "X9.png").symlink_to(train / "images" / "P0000.png")
+    shutil.copy(train / "labelTxt" / "P0000.txt", val / "labelTxt" / "X9.txt")
+    # a symlinked folder and a symlinked file that lead to files read nowhere else
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(val, elsewhere / "extra")
+    for name in ("X9.png", "P0003.png"):
+        (elsewhere / "extra" / "images" / name).unlink()
+    shutil.copy(val / "images" / "P0003.png", elsewhere / "real.png")
+    (elsewhere / "extra" / "images" / "E1.png").symlink_to(elsewhere / "real.png")
+    shutil.copy(val / "labelTxt" / "P0003.txt", elsewhere / "extra" / "labelTxt" / "E1.txt")
+    (dota_root / "extra").symlink_to(elsewhere / "extra")
+
+    ds = read_dataset("dota", dota_root)
+    paths = {im.image_id: im.image_path for im in ds.images}
+    assert paths["P0000"] == str(train / "images" / "P0000.png")  # not renamed P0000_2
+    assert paths["P0001"] == str(train / "images" / "P0001.png")  # the file, not the link
+    assert paths["E1"] == str(dota_root / "extra" / "images" / "E1.png")  # distinct: read
+    assert "A0" not in paths and "X9" not in paths
+    dupes = {e.image_id: e for e in ds.errors if e.message.startswith("duplicate via symlink")}
+    assert set(dupes) == {"A0", "X9"}
+    assert dupes["A0"].message.startswith(
+        f"duplicate via symlink: {train / 'images' / 'A0.png'} -> "
+        f"{(train / 'images' / 'P0001.png').resolve()}"
+    )
+    assert dupes["A0"].n_objects == _label_objects(train / "labelTxt" / "P0001.txt") > 0
+    assert dupes["X9"].n_objects == _label_objects(train / "labelTxt" / "P0000.txt") > 0
+    labels = [*dota_root.rglob("*.txt"), *(elsewhere / "extra").rglob("*.txt")]
+    assert _objects_read_and_lost(ds) == sum(_label_objects(p) for p in labels)
+
+
+def test_a_file_name_that_is_not_utf8_is_an_error_row_for_that_image(dota_root: Path) -> None:
+    train = os.fsencode(dota_root / "train")
+    shutil.copy(train + b"/images/P0000.png", train + b"/images/Q\xff.png")
+    shutil.copy(train + b"/labelTxt/P0000.txt", train + b"/labelTxt/Q\xff.txt")
+    ds = read_dataset("dota", dota_root)
+    assert len(ds.images) == 4
+    (error,) = [e for e in ds.errors if "UTF-8" in e.message]
+    assert error.source_file == str(dota_root / "train" / "images" / "Q\\xff.png")
+    assert error.image_id == "Q\\xff" and error.stage == "read"
+    assert error.n_objects == _label_objects(dota_root / "train" / "labelTxt" / "P0000.txt") > 0
+    for e in ds.errors:  # every row can be stored as UTF-8
+        json.dumps(e.to_dict()).encode("utf-8")
+        e.source_file.encode("utf-8")

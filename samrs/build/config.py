@@ -6,6 +6,8 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 
+from samrs.imageio import DEFAULT_MAX_IMAGE_PIXELS
+
 # Fields that do not change what a build writes: excluded from the fingerprint.
 EXECUTION_FIELDS = frozenset(
     {
@@ -38,6 +40,7 @@ class BuildConfig:
     split: str | None = None
     class_order: str = "official"
     on_unknown_class: str = "error"
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS  # None or 0: no limit
     # tiling
     patch_size: int | None = None
     gap: int = 200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from samrs.build.config import BuildConfig
 from samrs.classes import ClassTable, class_table
@@ -94,9 +95,53 @@ def make_plan(config: BuildConfig) -> Plan:
             clip=config.clip_to_window,
         )
     table = class_table(config.source, dataset.version, config.class_order)
-    plan = Plan(config, table, list(dataset.images), list(dataset.errors), [], n_source_images)
+    errors = list(dataset.errors)
+    images = writable_images(dataset.images, errors, config.out)
+    plan = Plan(config, table, images, errors, [], n_source_images)
     plan.shards = cut_shards(plan.images, plan.errors, config.shard_size)
     return plan
+
+
+def writable_images(
+    images: list[ImageRecord], errors: list[ErrorRecord], out: str
+) -> list[ImageRecord]:
+    """The images whose output files can be created under ``out``; each other one becomes an
+    errors row (stage ``read``, accounting for its objects) appended to ``errors``.
+
+    An image id gives the names ``semantic/<id>.png`` (and ``.tif``) and, for tiles,
+    ``images/<id>.png``: one longer than the file system's name limit
+    (:func:`samrs.imageio.name_max`, 255 bytes on most) would fail its whole shard at write
+    time, on every re-run. Temporary names never exceed the limit when the final name fits
+    (:func:`samrs.imageio.temp_name`). Ids that are not valid UTF-8 never get here (the
+    readers turn them into errors rows).
+    """
+    from samrs.build.layout import Layout
+    from samrs.imageio import long_name, name_max
+
+    layout = Layout(out)
+    limits: dict[Path, int] = {}
+    kept = []
+    for image in images:
+        paths = [layout.semantic(image.image_id)]
+        if image.window is not None:
+            paths.append(layout.tile_image(image.image_id))
+        problem = None
+        for path in paths:
+            if path.parent not in limits:
+                limits[path.parent] = name_max(path.parent)
+            problem = long_name(path, limits[path.parent], str(path.relative_to(layout.out)))
+            if problem is not None:
+                problem += "; image skipped"
+                break
+        if problem is None:
+            kept.append(image)
+        else:
+            errors.append(
+                ErrorRecord(
+                    image.image_path, None, "read", problem, image.image_id, len(image.objects)
+                )
+            )
+    return kept
 
 
 def cut_shards(

@@ -28,7 +28,7 @@ from samrs.build.config import BuildConfig
 from samrs.build.layout import MANIFEST_TABLES, Layout
 from samrs.build.plan import Shard
 from samrs.classes import ClassTable
-from samrs.records import ErrorRecord, ImageRecord, Polygon
+from samrs.records import ErrorRecord, ImageRecord, Polygon, exception_message
 from samrs.segmenters.base import MaskSet, PromptSet, Segmenter
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,9 @@ class _SourceCache:
     recently used first out) and each is read under its own lock.
     """
 
-    def __init__(self, size: int = 3) -> None:
+    def __init__(self, size: int = 3, max_pixels: int | None = None) -> None:
         self.size = size
+        self.max_pixels = max_pixels
         self.lock = threading.Lock()
         self.sources: OrderedDict[str, tuple[Any, threading.Lock]] = OrderedDict()
 
@@ -94,7 +95,7 @@ class _SourceCache:
         with source_lock:
             source = self.sources.get(image.image_path, entry)[0]
             if source is None:
-                source = open_image(image.image_path)
+                source = open_image(image.image_path, self.max_pixels)
                 with self.lock:
                     self.sources[image.image_path] = (source, source_lock)
             pixels = source.read(image.window)
@@ -259,7 +260,7 @@ def _process_images(
     layout: Layout,
 ) -> Iterator[_ImageOutput]:
     """Outputs of the shard's images, in order, with decoding and writing overlapped."""
-    cache = _SourceCache()
+    cache = _SourceCache(max_pixels=config.max_image_pixels)
     io_threads = max(2, min(8, (os.cpu_count() or 2)))
     batch_size = max(1, config.batch_size)
     instance_ids = _instance_ids(shard)
@@ -287,7 +288,7 @@ def _process_images(
                 try:
                     pixels[i], geos[i] = future.result()
                 except Exception as exc:  # a corrupt image is a record error, not a crash
-                    failures[i] = ("image", str(exc))
+                    failures[i] = ("image", exception_message(exc, "reading the image"))
             todo = [i for i in pixels if shard.images[i].objects]
             prompts = {i: _prompts(shard.images[i], config) for i in todo}
             masks: dict[int, MaskSet] = {}
@@ -299,13 +300,15 @@ def _process_images(
                     masks = dict(zip(todo, results, strict=True))
                 except Exception as exc:
                     if len(todo) == 1:
-                        failures[todo[0]] = ("segment", f"segmenter failed: {exc}")
+                        message = exception_message(exc, "segmenting")
+                        failures[todo[0]] = ("segment", f"segmenter failed: {message}")
                     else:  # isolate the image that fails
                         for i in todo:
                             try:
                                 masks[i] = segmenter.segment([pixels[i]], [prompts[i]])[0]
                             except Exception as inner:
-                                failures[i] = ("segment", f"segmenter failed: {inner}")
+                                message = exception_message(inner, "segmenting")
+                                failures[i] = ("segment", f"segmenter failed: {message}")
             for i, _ in batch:
                 image = shard.images[i]
                 if i in failures:
@@ -408,7 +411,9 @@ def _failed_image(
 
 def _write_atomic(path: Path, write) -> None:  # type: ignore[no-untyped-def]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    from samrs.imageio import temp_name
+
+    tmp = path.with_name(temp_name(path.name, f"{os.getpid()}.tmp"))
     write(tmp)
     os.replace(tmp, path)
 

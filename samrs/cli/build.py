@@ -13,6 +13,7 @@ from samrs.classes import SOURCES
 from samrs.cli.options import (
     class_order_option,
     json_option,
+    max_image_pixels_option,
     on_unknown_class_option,
     split_option,
     version_option,
@@ -57,6 +58,7 @@ def load_config_file(path: str) -> dict[str, Any]:
 )
 @class_order_option
 @on_unknown_class_option
+@max_image_pixels_option
 @click.option(
     "--segmenter",
     type=click.Choice(SEGMENTERS),

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from samrs.classes import ORDERS, SOURCES
+from samrs.imageio import DEFAULT_MAX_IMAGE_PIXELS
 
 F = Callable[..., Any]
 
@@ -51,4 +52,15 @@ on_unknown_class_option = click.option(
 )
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON document on stdout and nothing else."
+)
+max_image_pixels_option = click.option(
+    "--max-image-pixels",
+    type=click.IntRange(min=0),
+    default=DEFAULT_MAX_IMAGE_PIXELS,
+    show_default=True,
+    metavar="N",
+    help="Largest number of pixels one image read may decode, checked from the header before "
+    "decoding (a decompression bomb, e.g. a 40 KB JPEG declaring 40000x40000 px, becomes an "
+    "error row instead of exhausting memory). Whole image for PNG/JPEG; the window for tiled "
+    "GeoTIFF reads. 0: no limit.",
 )

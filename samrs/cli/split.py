@@ -12,6 +12,7 @@ import click
 from samrs.cli.options import (
     class_order_option,
     json_option,
+    max_image_pixels_option,
     on_unknown_class_option,
     root_option,
     source_option,
@@ -93,6 +94,7 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
 )
 @click.option("--clip", is_flag=True, help="Clamp the corners of cut objects to the window.")
 @click.option("--overwrite", is_flag=True, help="Replace a previous `samrs split` output.")
+@max_image_pixels_option
 @json_option
 def command(
     source: str,
@@ -110,6 +112,7 @@ def command(
     pad_value: tuple[int, int, int],
     clip: bool,
     overwrite: bool,
+    max_image_pixels: int,
     as_json: bool,
 ) -> None:
     """Cut the images of a dataset into patches: OUT/<split>/images/*.png + labelTxt/*.txt.
@@ -140,13 +143,20 @@ def command(
     _prepare_out(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     if as_json:
-        summary = write_dota_patches(tiles, out, patch_size, pad_value=pad_value)
+        summary = write_dota_patches(
+            tiles, out, patch_size, pad_value=pad_value, max_pixels=max_image_pixels
+        )
     else:
         with click.progressbar(
             length=len(tiles.images), label="cutting patches", file=sys.stderr
         ) as bar:
             summary = write_dota_patches(
-                tiles, out, patch_size, progress=lambda _: bar.update(1), pad_value=pad_value
+                tiles,
+                out,
+                patch_size,
+                progress=lambda _: bar.update(1),
+                pad_value=pad_value,
+                max_pixels=max_image_pixels,
             )
     report = {
         "source": source,

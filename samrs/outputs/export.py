@@ -36,7 +36,7 @@ import numpy as np
 
 from samrs import __version__, rle
 from samrs.classes import UNLABELLED, ClassTable
-from samrs.imageio import image_size, read_image, write_png
+from samrs.imageio import DEFAULT_MAX_IMAGE_PIXELS, image_size, read_image, write_png
 from samrs.outputs.coco import write_coco
 from samrs.outputs.geo import instances_to_geojson, is_georeferenced, write_semantic_geotiff
 from samrs.outputs.manifest import read_table
@@ -92,6 +92,8 @@ class BuildView:
     background: bool
     on_reject: str | None
     root: Path | None
+    max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
+    """Pixel limit of image reads: the build's ``max_image_pixels`` (it read these images)."""
 
     @classmethod
     def open(cls, out: str | Path) -> BuildView:
@@ -107,6 +109,7 @@ class BuildView:
             background=bool(config.get("background", False)),
             on_reject=config.get("on_reject"),
             root=Path(root) if root else None,
+            max_pixels=config.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS),
         )
 
     def items(self, sel: Selection) -> Any:
@@ -215,7 +218,7 @@ def _place_image(view: BuildView, item: ImageItem, dst_stem: Path, mode: str) ->
     src = view.image_path(item.image)
     if view.needs_crop(item.image, src):
         dst = dst_stem.with_suffix(".png")
-        write_png(dst, read_image(src, tuple(item.image["window"])))
+        write_png(dst, read_image(src, tuple(item.image["window"]), max_pixels=view.max_pixels))
         return dst
     dst = dst_stem.with_name(dst_stem.name + src.suffix.lower())
     place_file(src, dst, mode)
@@ -441,7 +444,8 @@ def export_ros_sam(
             place_file(src, to / "img" / f"{name}.png", images)
         else:
             window = tuple(item.image["window"]) if view.needs_crop(item.image, src) else None
-            write_png(to / "img" / f"{name}.png", read_image(src, window))
+            pixels = read_image(src, window, max_pixels=view.max_pixels)
+            write_png(to / "img" / f"{name}.png", pixels)
         boxes = np.asarray([r["hbox"] for r in rows], dtype=np.float32).reshape(-1, 4)
         masks = np.stack([rle.decode(item.rle(r)) for r in rows]).astype(np.uint8) * 255
         np.save(to / "boxes" / f"{name}.npy", boxes)

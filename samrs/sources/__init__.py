@@ -15,7 +15,14 @@ from pathlib import Path
 
 from samrs.classes import DEFAULT_VERSION, SOURCES, class_table
 from samrs.records import Dataset
-from samrs.sources.common import ReadContext, SourceError, check_root, sort_images, unique_ids
+from samrs.sources.common import (
+    ReadContext,
+    SourceError,
+    check_root,
+    drop_symlink_duplicates,
+    sort_images,
+    unique_ids,
+)
 from samrs.tiling import SPLIT_MARKER
 
 __all__ = ["READERS", "ReadContext", "SourceError", "read_dataset"]
@@ -116,4 +123,5 @@ def read_dataset(
     images = module.read(path, ctx)
     if split is not None and not images and not ctx.errors:
         raise SourceError(f"no {source} images of split {split!r} found under {path}")
-    return Dataset(source, version, unique_ids(sort_images(images)), ctx.errors)
+    images = drop_symlink_duplicates(sort_images(images), ctx, path)
+    return Dataset(source, version, unique_ids(images), ctx.errors)

@@ -11,12 +11,19 @@ A reader only knows its format: where images and label files are (:func:`find_le
 :meth:`ReadContext.make_objects` checks the objects (class, corners, area, clipping) and
 :meth:`ReadContext.image_record` (:meth:`~ReadContext.xml_image_record` for XML labels) pairs
 an image with its label, recording a missing image or label as an error row.
+
+Hostile layouts are error rows too: each real folder is walked once (a symlink cycle or a
+second link to a folder is skipped, :func:`find_leaves`), each real image file is read once
+(:func:`drop_symlink_duplicates`), and an image whose id or paths are not valid UTF-8 is not
+returned (:meth:`ReadContext.image_record`); error rows always hold valid UTF-8
+(:func:`printable`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import xml.etree.ElementTree as ET
 from collections import defaultdict
@@ -94,6 +101,24 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
 
 
+def printable(text: str) -> str:
+    """``text`` as valid UTF-8: bytes of a non-UTF-8 file name (which Python keeps as lone
+    surrogates, PEP 383) become ``\\xNN`` escapes; valid text is returned unchanged."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` can be stored as a UTF-8 string (no undecodable file-name bytes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 # --- folder discovery ---------------------------------------------------------------------
 def split_of(root: Path, leaf: Path) -> str | None:
     """Split name of a data folder ``leaf`` found under ``root``.
@@ -112,19 +137,41 @@ def split_of(root: Path, leaf: Path) -> str | None:
     return rel[0] if rel else None
 
 
+def real_path(path: Path | str) -> Path:
+    """The file or folder ``path`` leads to, every symlink resolved (``os.path.realpath``)."""
+    return Path(os.path.realpath(path))
+
+
 def find_leaves(
-    root: Path, is_leaf: Callable[[Path], bool], max_depth: int = 3
+    root: Path,
+    is_leaf: Callable[[Path], bool],
+    max_depth: int = 3,
+    on_duplicate: Callable[[Path, Path, Path], None] | None = None,
 ) -> list[tuple[str | None, Path]]:
     """Data folders under ``root`` (root included), with their split names, in a stable order.
+
+    Symlinked folders are followed, but each real folder is walked once: real sub-folders
+    first, then symlinked ones (so a dataset's own folder wins over a link to it), and a
+    folder whose real path was already walked -- a cycle such as ``loop -> ..``, or a second
+    link to one folder -- is skipped and reported to ``on_duplicate``.
 
     Args:
         root: the ``--root`` folder (a dataset's top folder or one split's folder).
         is_leaf: whether a folder holds the data itself (e.g. has ``images/`` or ``labelTxt/``).
         max_depth: how deep below root to look.
+        on_duplicate: called with ``(skipped folder, its real path, the path walked)``.
     """
     found: list[Path] = []
+    walked: dict[Path, Path] = {}  # real folder -> the path it was walked as
+    links: list[tuple[Path, int]] = []  # symlinked folders, walked after the real ones
 
     def walk(folder: Path, depth: int) -> None:
+        real = real_path(folder)
+        if real in walked:
+            if on_duplicate is not None:
+                on_duplicate(folder, real, walked[real])
+            return
+        walked[real] = folder
         if is_leaf(folder):
             found.append(folder)
             return
@@ -132,9 +179,17 @@ def find_leaves(
             return
         for sub in sorted(folder.iterdir()):
             if sub.is_dir() and not sub.name.startswith("."):
-                walk(sub, depth + 1)
+                if sub.is_symlink():
+                    links.append((sub, depth + 1))
+                else:
+                    walk(sub, depth + 1)
 
     walk(root, 0)
+    while links:
+        pending = sorted(links, key=lambda link: (link[1], natural_key(str(link[0]))))
+        links.clear()
+        for sub, depth in pending:
+            walk(sub, depth)
     leaves = [(split_of(root, leaf), leaf) for leaf in found]
     return sorted(leaves, key=lambda sl: (split_rank(sl[0]), natural_key(str(sl[1]))))
 
@@ -286,7 +341,7 @@ class ReadContext:
         Raises:
             SourceError: no data folder at all under ``root`` (``looked_for`` says which).
         """
-        leaves = find_leaves(root, is_leaf)
+        leaves = find_leaves(root, is_leaf, on_duplicate=self.duplicate_folder)
         if not leaves:
             raise SourceError(f"no {looked_for} folder found under {root}")
         return [(split, leaf) for split, leaf in leaves if not by_split or self.wants(split)]
@@ -301,8 +356,38 @@ class ReadContext:
         n_objects: int = 0,
         stage: str = "read",
     ) -> None:
-        """Record one problem."""
-        self.errors.append(ErrorRecord(str(source_file), line, stage, message, image_id, n_objects))
+        """Record one problem (file names that are not valid UTF-8 are written with ``\\xNN``
+        escapes, see :func:`printable`, so the row can always be stored)."""
+        self.errors.append(
+            ErrorRecord(
+                printable(str(source_file)),
+                line,
+                stage,
+                printable(message),
+                None if image_id is None else printable(image_id),
+                n_objects,
+            )
+        )
+
+    def duplicate_folder(self, folder: Path, target: Path, walked: Path) -> None:
+        """An error row for a folder not walked because its real path already was."""
+        self.error(
+            folder,
+            None,
+            f"duplicate via symlink: {folder} -> {target}; not read again (read as {walked})",
+        )
+
+    def duplicate_file(self, image: ImageRecord, target: Path, kept: ImageRecord) -> None:
+        """An error row for an image whose file is already read through another path; its
+        objects are accounted for by the row."""
+        self.error(
+            image.image_path,
+            None,
+            f"duplicate via symlink: {image.image_path} -> {target}; not read again "
+            f"(read as {kept.image_path}, image id {kept.image_id})",
+            image_id=image.image_id,
+            n_objects=len(image.objects),
+        )
 
     def size_of(
         self,
@@ -470,9 +555,23 @@ class ReadContext:
             images_in: where the image of a label was looked for (for the error row).
             stem: the image file stem looked for (default: ``label``'s stem).
         """
+        if image is None and label is None:
+            raise ValueError("image_record needs an image or a label file")
+        names = [image_id, *(str(p) for p in (image, label) if p is not None)]
+        bad = next((name for name in names if not is_utf8(name)), None)
+        if bad is not None:  # an id or path no manifest can hold: this image only fails
+            objects = parse(None, None) if parse is not None else ()
+            self.error(
+                image if image is not None else label,  # type: ignore[arg-type]
+                None,
+                f"file name is not valid UTF-8 ({printable(bad)}): image ids and manifest "
+                "paths are UTF-8 strings; rename the file (and its folder) to UTF-8; image "
+                "skipped",
+                image_id=image_id,
+                n_objects=len(objects),
+            )
+            return None
         if image is None:
-            if label is None:
-                raise ValueError("image_record needs an image or a label file")
             objects = parse(None, None) if parse is not None else ()
             self.error(
                 label,
@@ -613,6 +712,35 @@ def _fmt(polygon: Sequence[float]) -> str:
 
 
 # --- finishing a dataset ------------------------------------------------------------------
+def drop_symlink_duplicates(
+    images: Sequence[ImageRecord], ctx: ReadContext, root: Path
+) -> list[ImageRecord]:
+    """Each image file once: of the records whose image paths lead to the same real file
+    (through a symlinked file or folder), the first reached without a symlink below ``root``
+    is kept (else the first); each other one is an error row (stage ``read``,
+    ``duplicate via symlink: <path> -> <target>``) that accounts for its objects.
+    Symlinks to distinct files are ordinary images."""
+    real_root = real_path(root)
+    groups: dict[Path, list[int]] = defaultdict(list)
+    for i, image in enumerate(images):
+        groups[real_path(image.image_path)].append(i)
+    drop: dict[int, tuple[Path, int]] = {}
+    for target, members in groups.items():
+        if len(members) < 2:
+            continue
+
+        def linked(i: int, target: Path = target) -> bool:
+            relative = os.path.relpath(images[i].image_path, root)
+            return Path(os.path.normpath(real_root / relative)) != target
+
+        kept = min(members, key=lambda i: (linked(i), i))
+        drop.update((i, (target, kept)) for i in members if i != kept)
+    for i in sorted(drop):
+        target, kept = drop[i]
+        ctx.duplicate_file(images[i], target, images[kept])
+    return [image for i, image in enumerate(images) if i not in drop]
+
+
 def sort_images(images: Iterable[ImageRecord]) -> list[ImageRecord]:
     """Images by split (usual split order), then id (numbers in ids compared as numbers)."""
     return sorted(images, key=lambda im: (split_rank(im.split), natural_key(im.image_id)))
