@@ -66,8 +66,9 @@ __all__ = [
 
 Image.MAX_IMAGE_PIXELS = None
 
-PAD_VALUE: tuple[int, int, int] = (104, 116, 124)
-"""Fill colour of window parts outside the image (the mmrotate/BboxToolkit padding)."""
+PAD_VALUE: tuple[int, int, int] = (124, 116, 104)
+"""RGB fill of window parts outside the image: mmrotate/BboxToolkit pad with
+``[104, 116, 124]`` on the BGR arrays OpenCV reads, i.e. RGB (124, 116, 104)."""
 
 STATS_SIDE = 1024
 """Longer side of the decimated whole image the >8-bit stretch percentiles are taken on."""
