@@ -92,6 +92,7 @@ def make_plan(config: BuildConfig) -> Plan:
             rates=config.rates,
             iof_threshold=config.iof_threshold,
             clip=config.clip_to_window,
+            convention=config.tile_convention,
         )
     table = class_table(config.source, dataset.version, config.class_order)
     plan = Plan(config, table, list(dataset.images), list(dataset.errors), [], n_source_images)

@@ -125,6 +125,14 @@ def load_config_file(path: str) -> dict[str, Any]:
     help="Keep an object in a patch when this share of it lies inside.",
 )
 @click.option(
+    "--tile-convention",
+    type=click.Choice(("mmrotate", "devkit")),
+    default="mmrotate",
+    help="Tiling rules (see `samrs split --help`): mmrotate's (patches padded with RGB "
+    "124,116,104, its [104,116,124] being BGR) or the official DOTA_devkit's (names "
+    "<id>__<rate>__<x>___<y>, black padding, cut objects clipped, rate 1 only).",
+)
+@click.option(
     "--min-score", type=float, default=0.0, help="Reject masks with a lower SAM predicted IoU."
 )
 @click.option(
