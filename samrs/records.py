@@ -82,10 +82,11 @@ class ImageRecord:
             for whole images).
         imagesource: the ``imagesource:`` header of a DOTA label file (e.g. ``GoogleEarth``),
             kept so that patch label files can repeat it; None where the source has none.
-        ignore_polygons: for a tile, the polygons (tile coordinates) of the source objects
+        ignore_polygons: for a tile, the source polygons (tile coordinates) of the objects
             that lie partly in the window but are not objects of the tile (below the iof
-            threshold, or not representable under the tile convention): their pixels are
-            never labelled background. Empty for whole images.
+            threshold, or not representable under the tile convention) or are objects of it
+            in an altered form (clipped, integer coordinates): their pixels are never labelled
+            background (255 where no kept mask covers them). Empty for whole images.
     """
 
     image_id: str

@@ -23,9 +23,10 @@ kept where ``iof >= iof_threshold`` (0.7), translated to window coordinates, mar
 (flag ``clipped``). An object can appear in several overlapping windows (expected: every
 window is a training sample). An object kept by no window is not dropped silently: it becomes
 an error record (stage ``tile``, ``n_objects=1``). Object provenance (file, line, element) is
-kept unchanged. Objects that lie partly in a window but are not kept there (*remnants*) are
-carried on the tile as ``ImageRecord.ignore_polygons`` (tile coordinates): their pixels are
-never labelled background.
+kept unchanged. Objects that lie partly in a window but are not kept there (*remnants*), and
+objects kept in an altered form (clipped, integer coordinates), are carried on the tile with
+their source polygons as ``ImageRecord.ignore_polygons`` (tile coordinates): their pixels are
+never labelled background (255 where no kept mask covers them).
 
 Two conventions (``convention``): ``mmrotate`` (default, all of the above) and ``devkit``, the
 official DOTA_devkit splitter (``ImgSplit_multi_process.py``, CAPTAIN-WHU/DOTA_devkit), whose
@@ -247,7 +248,8 @@ def _assign(
     clip: bool,
     hboxes: np.ndarray | None,
 ) -> tuple[list[tuple[int, ObjectAnnotation]], list[Polygon]]:
-    """:func:`assign_objects` and the remnants' polygons (window coordinates)."""
+    """:func:`assign_objects` and the ignore polygons (window coordinates): source polygons
+    of the remnants and of the objects ``clip`` moved."""
     x, y, w, h = window
     boxes = _hboxes(objects) if hboxes is None else hboxes
     touching = np.nonzero(
@@ -266,7 +268,10 @@ def _assign(
         truncated = obj.truncated or overlap < 1.0 - _EPS
         flags = obj.flags
         if clip and overlap < 1.0 - _EPS:
+            source_polygon = polygon
             polygon, moved = clip_polygon(polygon, (0.0, 0.0, float(w), float(h)))
+            if moved:
+                remnants.append(source_polygon)
             if moved and "clipped" not in flags:
                 flags = (*flags, "clipped")
         kept.append((index, obj.with_changes(polygon=polygon, truncated=truncated, flags=flags)))
@@ -305,63 +310,82 @@ def devkit_assign(
     image_height: int,
     iof_threshold: float = IOF_THRESHOLD,
 ) -> tuple[list[tuple[int, ObjectAnnotation]], list[Polygon]]:
-    """Objects of a window under the DOTA_devkit rules (module docstring), and remnants.
+    """Objects of a window under the DOTA_devkit rules (module docstring), and ignore polygons.
 
-    Returns ``(kept, remnants)``: ``kept`` as in :func:`assign_objects` (cut objects get the
-    flags ``clipped`` and, at ``iof <= iof_threshold``, ``low-iof``); ``remnants`` the
-    polygons (window coordinates) of objects partly in the window the devkit does not write
-    (a cut that is a triangle or has more than 5 vertices).
+    Returns ``(kept, ignore)``: ``kept`` as in :func:`assign_objects` (cut objects get the
+    flags ``clipped`` and, at ``iof <= iof_threshold``, ``low-iof``); ``ignore`` the source
+    polygons (window coordinates) of the objects reaching into the window that are not kept
+    unchanged: not written (a cut that is a triangle or has more than 5 vertices) or written
+    altered (clipped, or moved by the integer truncation). Where a 5-vertex cut has two
+    equally short edges, the first in the intersection ring (as shapely returns it) is merged,
+    as in the devkit.
     """
     from shapely.geometry import Polygon as ShapelyPolygon
-    from shapely.geometry import box as shapely_box
-    from shapely.geometry.polygon import orient
 
     x, y, size, _ = window
     right, down = min(x + size, image_width - 1), min(y + size, image_height - 1)
-    frame = shapely_box(x, y, right, down)
+    # the frame's ring starts where the devkit's does: the intersection's first vertex (hence
+    # which of two equally short edges a 5-vertex cut loses) follows the input rings
+    frame = ShapelyPolygon([(x, y), (right, y), (right, down), (x, down)])
     kept: list[tuple[int, ObjectAnnotation]] = []
-    remnants: list[Polygon] = []
+    ignore: list[Polygon] = []
     for index, obj in enumerate(objects):
-        poly = [float(math.trunc(v)) for v in obj.polygon]  # parse_dota_poly2: int()
-        xs, ys = poly[0::2], poly[1::2]
-        if max(xs) <= x or max(ys) <= y or min(xs) >= right or min(ys) >= down:
+        x0, y0, x1, y1 = obj.hbox
+        if x1 <= x or y1 <= y or x0 >= x + size or y0 >= y + size:
             continue
-        gt = ShapelyPolygon(list(zip(xs, ys, strict=True)))
-        if gt.area <= 0:
-            continue  # the devkit skips it (an error record if no window keeps it)
-        if min(xs) >= x and min(ys) >= y and max(xs) <= right and max(ys) <= down:
-            moved = _translate(poly, x, y)
-            kept.append((index, obj.with_changes(polygon=moved)))
-            continue
-        try:
-            inter = gt.intersection(frame)
-        except Exception:  # shapely refuses an invalid (self-crossing) polygon: not written
-            inter = None
-        overlap = 0.0 if inter is None else inter.area / gt.area
-        if overlap <= 0.0:
-            if inter is None:
-                remnants.append(_translate(obj.polygon, x, y))
-            continue
-        points = (
-            list(orient(inter, sign=1.0).exterior.coords)[:-1]
-            if inter.geom_type == "Polygon"
-            else []
-        )
-        if len(points) == 5:
-            points = _poly4_from_poly5(points)
-        if len(points) != 4:
-            remnants.append(_translate(obj.polygon, x, y))
-            continue
-        flat = _best_rotation(points, poly)
-        clipped = []
-        for i, v in enumerate(flat):
-            local = math.trunc(v - (x if i % 2 == 0 else y))
-            clipped.append(float(1 if local <= 1 else size if local >= size else local))
-        flags = obj.flags if "clipped" in obj.flags else (*obj.flags, "clipped")
-        if overlap <= iof_threshold:
-            flags = (*flags, LOW_IOF_FLAG)
-        kept.append((index, obj.with_changes(polygon=tuple(clipped), truncated=True, flags=flags)))
-    return kept, remnants
+        source_polygon = _translate(obj.polygon, x, y)
+        written = _devkit_object(obj, x, y, right, down, size, frame, iof_threshold)
+        if written is not None:
+            kept.append((index, written))
+        if written is None or written.polygon != source_polygon:
+            ignore.append(source_polygon)
+    return kept, ignore
+
+
+def _devkit_object(
+    obj: ObjectAnnotation,
+    x: int,
+    y: int,
+    right: int,
+    down: int,
+    size: int,
+    frame: object,
+    iof_threshold: float,
+) -> ObjectAnnotation | None:
+    """One object as the devkit writes it in a window framed by ``frame``, or None."""
+    from shapely.geometry import Polygon as ShapelyPolygon
+    from shapely.geometry.polygon import orient
+
+    poly = [float(math.trunc(v)) for v in obj.polygon]  # parse_dota_poly2: int()
+    xs, ys = poly[0::2], poly[1::2]
+    if max(xs) <= x or max(ys) <= y or min(xs) >= right or min(ys) >= down:
+        return None
+    gt = ShapelyPolygon(list(zip(xs, ys, strict=True)))
+    if gt.area <= 0:
+        return None  # the devkit skips it (an error record if no window keeps it)
+    if min(xs) >= x and min(ys) >= y and max(xs) <= right and max(ys) <= down:
+        return obj.with_changes(polygon=_translate(poly, x, y))
+    try:
+        inter = gt.intersection(frame)
+    except Exception:  # shapely refuses an invalid (self-crossing) polygon: not written
+        inter = None
+    overlap = 0.0 if inter is None else inter.area / gt.area
+    if inter is None or overlap <= 0.0 or inter.geom_type != "Polygon":
+        return None
+    points = list(orient(inter, sign=1.0).exterior.coords)[:-1]
+    if len(points) == 5:
+        points = _poly4_from_poly5(points)
+    if len(points) != 4:
+        return None  # a triangle, or more than 5 vertices: the devkit does not write it
+    flat = _best_rotation(points, poly)
+    clipped = []
+    for i, v in enumerate(flat):
+        local = math.trunc(v - (x if i % 2 == 0 else y))
+        clipped.append(float(1 if local <= 1 else size if local >= size else local))
+    flags = obj.flags if "clipped" in obj.flags else (*obj.flags, "clipped")
+    if overlap <= iof_threshold:
+        flags = (*flags, LOW_IOF_FLAG)
+    return obj.with_changes(polygon=tuple(clipped), truncated=True, flags=flags)
 
 
 def tile_image(
