@@ -180,6 +180,16 @@ def test_mmrotate_remnants_are_the_cut_objects_left_out() -> None:
     assert all(OBJECTS[2].polygon not in t.ignore_polygons for t in tiles.images)
 
 
+def test_mmrotate_clipped_objects_are_ignore_regions_too() -> None:
+    tiles = tile_dataset(Dataset("dota", "1.0", [IMAGE]), 200, 50, clip=True)
+    first = next(t for t in tiles.images if t.window[:2] == (0, 0))
+    kept = _by_line(first)
+    assert kept[2].polygon == (170, 50, 200, 50, 200, 70, 170, 70) and "clipped" in kept[2].flags
+    assert OBJECTS[1].polygon in first.ignore_polygons  # its source polygon, in full
+    unclipped = tile_dataset(Dataset("dota", "1.0", [IMAGE]), 200, 50)
+    assert OBJECTS[1].polygon not in unclipped.images[0].ignore_polygons
+
+
 # --- a dense real-format tile through build, manifest and export ----------------------------
 
 
