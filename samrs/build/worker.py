@@ -480,7 +480,7 @@ def _finish_image(
                 }
             )
     if config.background:
-        rejected.extend(image.ignore_polygons)  # remnants of objects cut by the tile
+        rejected.extend(image.ignore_polygons)  # objects cut by the tile edge, left out or clipped
     label = paint_semantic(
         height,
         width,

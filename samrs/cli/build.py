@@ -17,6 +17,7 @@ from samrs.cli.options import (
     split_option,
     version_option,
 )
+from samrs.tiling import TILE_CONVENTIONS
 
 PROMPTS = ("hbox", "rhbox", "rbox-mask", "point", "rhbox+point")
 SEGMENTERS = ("sam", "sam-hq", "box", "grabcut")
@@ -126,7 +127,7 @@ def load_config_file(path: str) -> dict[str, Any]:
 )
 @click.option(
     "--tile-convention",
-    type=click.Choice(("mmrotate", "devkit")),
+    type=click.Choice(TILE_CONVENTIONS),
     default="mmrotate",
     help="Tiling rules (see `samrs split --help`): mmrotate's (patches padded with RGB "
     "124,116,104, its [104,116,124] being BGR) or the official DOTA_devkit's (names "

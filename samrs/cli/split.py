@@ -97,7 +97,7 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
     "dropped, objects below --iof-threshold left out (2 marks cut objects). devkit: the "
     "official DOTA_devkit ImgSplit: names <id>__<rate>__<x>___<y>, every patch padded to "
     "full size with black, cut objects clipped to the window, those below the threshold "
-    "kept with difficulty 2 (rate 1 only).",
+    "kept with difficulty 2 (rate 1 only; --coverage-threshold and --clip do not apply).",
 )
 @click.option(
     "--pad-value",
