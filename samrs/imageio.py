@@ -86,8 +86,9 @@ DEFAULT_MAX_IMAGE_PIXELS = 40_000 * 40_000
 MAX_PIXELS_OPTION = "--max-image-pixels"
 """The command-line option that raises the limit (named in the error message)."""
 
-PAD_VALUE: tuple[int, int, int] = (104, 116, 124)
-"""Fill colour of window parts outside the image (the mmrotate/BboxToolkit padding)."""
+PAD_VALUE: tuple[int, int, int] = (124, 116, 104)
+"""RGB fill of window parts outside the image: mmrotate/BboxToolkit pad with
+``[104, 116, 124]`` on the BGR arrays OpenCV reads, i.e. RGB (124, 116, 104)."""
 
 STATS_SIDE = 1024
 """Longer side of the decimated whole image the >8-bit stretch percentiles are taken on."""

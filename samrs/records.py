@@ -80,6 +80,13 @@ class ImageRecord:
         window: for a tile, its window in the source image; None for whole images.
         source_width, source_height: size of the whole source image (equal to width/height
             for whole images).
+        imagesource: the ``imagesource:`` header of a DOTA label file (e.g. ``GoogleEarth``),
+            kept so that patch label files can repeat it; None where the source has none.
+        ignore_polygons: for a tile, the source polygons (tile coordinates) of the objects
+            that lie partly in the window but are not objects of the tile (below the iof
+            threshold, or not representable under the tile convention) or are objects of it
+            in an altered form (clipped, integer coordinates): their pixels are never labelled
+            background (255 where no kept mask covers them). Empty for whole images.
     """
 
     image_id: str
@@ -95,6 +102,8 @@ class ImageRecord:
     window: Window | None = None
     source_width: int | None = None
     source_height: int | None = None
+    imagesource: str | None = None
+    ignore_polygons: tuple[Polygon, ...] = ()
 
     def with_changes(self, **changes: object) -> ImageRecord:
         """A copy with some fields replaced."""

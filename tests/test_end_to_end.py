@@ -24,6 +24,7 @@ from pycocotools.cocoeval import COCOeval
 
 from samrs import rle
 from samrs.cli import main
+from samrs.geometry import rasterize_polygon
 
 BUILD_ARGS = ["--source", "dota", "--segmenter", "grabcut", "--patch-size", "1024"]
 
@@ -229,10 +230,13 @@ def test_stats_equal_direct_counts(build: Path, build_bg: Path) -> None:
     assert s["images"]["by_status"] == images["status"].value_counts().to_dict()
     assert s["build"]["config_fingerprint"] == meta(build)["fingerprint"]
     assert s["instances"]["truncated"] == int(inst["truncated"].sum())
-    # the compared build: every non-object pixel is background (class 0)
+    # the compared build: every unlabelled pixel is background (class 0), except those of
+    # objects cut by a tile edge or rejected, which stay 255 (never background)
     assert s["compare"][0]["name"] == build_bg.name
     bg = s["compare"][0]["stats"]
-    assert bg["pixels"]["background"] == pixels[255] and bg["pixels"]["unlabelled"] == 0
+    ignored = sum(int((label(build_bg, i) == 255).sum()) for i in images["image_id"])
+    assert bg["pixels"]["unlabelled"] == ignored
+    assert bg["pixels"]["background"] + ignored == pixels[255]
     folder = build / "stats"
     for name in ("stats.json", "report.html", "classes_pixels.png", "mask_area.png"):
         assert (folder / name).stat().st_size > 0
@@ -277,9 +281,20 @@ def test_evaluate_json(build: Path, src: Path) -> None:
 
 def test_background_build_shifts_ids_and_palette(build: Path, build_bg: Path, tmp_path) -> None:
     classes = meta(build)["class_table"]["classes"]
-    for image_id in frame(build, "images")["image_id"]:
+    inst = frame(build_bg, "instances")
+    for row in frame(build_bg, "images").itertuples():
+        image_id = row.image_id
         plain, bg = label(build, image_id), label(build_bg, image_id)
-        np.testing.assert_array_equal(bg, np.where(plain == 255, 0, plain + 1))
+        # 255 stays only on objects: tile remnants (ignore_polygons) and rejected instances
+        objects = np.zeros_like(bg, dtype=bool)
+        rejected = inst[(inst["image_id"] == row.image_id) & ~inst["kept"]]["polygon"]
+        remnants = [] if row.ignore_polygons is None else list(row.ignore_polygons)
+        for polygon in [*remnants, *rejected]:
+            objects |= rasterize_polygon(list(polygon), row.height, row.width)
+        ignored = bg == 255
+        assert (plain[ignored] == 255).all() and objects[ignored].all()
+        expected = np.where(plain == 255, 0, plain + 1)
+        np.testing.assert_array_equal(bg[~ignored], expected[~ignored])
     pal = Image.open(build_bg / "semantic" / f"{image_id}.png").getpalette()
     for c in classes:
         assert pal[3 * (c["id"] + 1) : 3 * (c["id"] + 2)] == c["color"]

@@ -272,7 +272,7 @@ def test_patches_pad_windows_past_the_image(dota_root: Path, tmp_path: Path) -> 
     write_dota_patches(tiles, tmp_path / "out", 1400)
     patch = read_image(tmp_path / "out" / "train" / "images" / "P0000__1400__0___0.png")
     np.testing.assert_array_equal(patch[:1100, :1300], read_image(image.image_path))
-    assert (patch[1100:] == (104, 116, 124)).all() and (patch[:, 1300:] == (104, 116, 124)).all()
+    assert (patch[1100:] == (124, 116, 104)).all() and (patch[:, 1300:] == (124, 116, 104)).all()
 
 
 def test_rate_patches_are_resized_with_scaled_labels(dota_root: Path, tmp_path: Path) -> None:
@@ -323,7 +323,10 @@ def test_split_cli(dota_root: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0 and "patches" in result.output
     again = {p.name: p.read_bytes() for p in sorted((out / "train" / "images").iterdir())}
     assert again == first  # deterministic bytes
-    assert read_dataset("dota", out).n_objects == doc["objects"]
+    # the source count and the patch count are both kept (an object in 2 patches counts twice)
+    assert read_dataset("dota", out).n_objects == doc["patch_objects"] > doc["source_objects"]
+    assert doc["source_objects"] == read_dataset("dota", dota_root).n_objects
+    assert "objects" not in doc
     result = runner.invoke(main, [*args[:-2], "--gap", "600", "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and "--gap" in result.output
     (tmp_path / "other").mkdir()
@@ -413,7 +416,7 @@ def test_split_cli_pad_value_and_coverage(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["pad_value"] == [0, 0, 255] and doc["coverage_threshold"] == 0.6
-    assert doc["patches"] == 1 and doc["objects"] == 1
+    assert doc["patches"] == 1 and doc["patch_objects"] == doc["source_objects"] == 1
     patch = read_image(tmp_path / "a/val/images/P0010__32__0___0.png")
     assert (patch[16:] == (0, 0, 255)).all() and (patch[:, 24:] == (0, 0, 255)).all()
     assert (patch[:16, :24] == 128).all()  # the grey image itself
@@ -434,7 +437,7 @@ def test_split_output_of_any_source_reads_back_with_its_classes(tmp_path: Path) 
     doc = json.loads(result.stdout)
     back = read_dataset("fair1m", out)
     assert (back.source, back.version, back.errors) == ("fair1m", "2.0", [])
-    assert len(back.images) == doc["patches"] == 8 and back.n_objects == doc["objects"]
+    assert len(back.images) == doc["patches"] == 8 and back.n_objects == doc["patch_objects"]
     names = {o.class_name for im in back.images for o in im.objects}
     assert names == {"Small Car", "Boeing737", "Dry Cargo Ship", "other-ship"}  # FAIR1M names
     assert back.images[0].image_id == "train_1__24__0___0"

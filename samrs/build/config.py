@@ -47,6 +47,7 @@ class BuildConfig:
     rates: tuple[float, ...] = (1.0,)
     iof_threshold: float = 0.7
     clip_to_window: bool = False
+    tile_convention: str = "mmrotate"
     # segmentation
     segmenter: str = "sam"
     model: str | None = None

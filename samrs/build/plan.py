@@ -93,6 +93,7 @@ def make_plan(config: BuildConfig) -> Plan:
             rates=config.rates,
             iof_threshold=config.iof_threshold,
             clip=config.clip_to_window,
+            convention=config.tile_convention,
         )
     table = class_table(config.source, dataset.version, config.class_order)
     errors = list(dataset.errors)

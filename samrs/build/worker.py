@@ -70,9 +70,17 @@ class _SourceCache:
     recently used first out) and each is read under its own lock.
     """
 
-    def __init__(self, size: int = 3, max_pixels: int | None = None) -> None:
+    def __init__(
+        self,
+        size: int = 3,
+        max_pixels: int | None = None,
+        pad_value: tuple[int, int, int] | None = None,
+    ) -> None:
+        from samrs.imageio import PAD_VALUE
+
         self.size = size
         self.max_pixels = max_pixels
+        self.pad_value = PAD_VALUE if pad_value is None else pad_value
         self.lock = threading.Lock()
         self.sources: OrderedDict[str, tuple[Any, threading.Lock]] = OrderedDict()
 
@@ -98,7 +106,7 @@ class _SourceCache:
                 source = open_image(image.image_path, self.max_pixels)
                 with self.lock:
                     self.sources[image.image_path] = (source, source_lock)
-            pixels = source.read(image.window)
+            pixels = source.read(image.window, self.pad_value)
         geo = georeference(image.image_path) if source.windowed else None
         if geo is not None and image.window is not None:
             geo = (geo[0], window_transform(geo[1], image.window))
@@ -260,7 +268,11 @@ def _process_images(
     layout: Layout,
 ) -> Iterator[_ImageOutput]:
     """Outputs of the shard's images, in order, with decoding and writing overlapped."""
-    cache = _SourceCache(max_pixels=config.max_image_pixels)
+    from samrs.tiling import patch_pad_value
+
+    cache = _SourceCache(
+        max_pixels=config.max_image_pixels, pad_value=patch_pad_value(config.tile_convention)
+    )
     io_threads = max(2, min(8, (os.cpu_count() or 2)))
     batch_size = max(1, config.batch_size)
     instance_ids = _instance_ids(shard)
@@ -381,6 +393,7 @@ def _image_row(
         "crs": None,
         "transform": None,
         "shard": shard,
+        "ignore_polygons": [[float(v) for v in p] for p in image.ignore_polygons] or None,
     }
     row.update(values)
     return row
@@ -496,6 +509,8 @@ def _finish_image(
                     "flags": flags,
                 }
             )
+    if config.background:
+        rejected.extend(image.ignore_polygons)  # objects cut by the tile edge, left out or clipped
     label = paint_semantic(
         height,
         width,

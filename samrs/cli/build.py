@@ -18,6 +18,7 @@ from samrs.cli.options import (
     split_option,
     version_option,
 )
+from samrs.tiling import TILE_CONVENTIONS
 
 PROMPTS = ("hbox", "rhbox", "rbox-mask", "point", "rhbox+point")
 SEGMENTERS = ("sam", "sam-hq", "box", "grabcut")
@@ -125,6 +126,14 @@ def load_config_file(path: str) -> dict[str, Any]:
     type=float,
     default=0.7,
     help="Keep an object in a patch when this share of it lies inside.",
+)
+@click.option(
+    "--tile-convention",
+    type=click.Choice(TILE_CONVENTIONS),
+    default="mmrotate",
+    help="Tiling rules (see `samrs split --help`): mmrotate's (patches padded with RGB "
+    "124,116,104, its [104,116,124] being BGR) or the official DOTA_devkit's (names "
+    "<id>__<rate>__<x>___<y>, black padding, cut objects clipped, rate 1 only).",
 )
 @click.option(
     "--min-score", type=float, default=0.0, help="Reject masks with a lower SAM predicted IoU."

@@ -19,7 +19,7 @@ from samrs.cli.options import (
     split_option,
     version_option,
 )
-from samrs.tiling import SPLIT_MARKER
+from samrs.tiling import SPLIT_MARKER, TILE_CONVENTIONS
 
 
 def _rates(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
@@ -32,7 +32,11 @@ def _rates(ctx: click.Context, param: click.Parameter, value: str) -> tuple[floa
     return rates
 
 
-def _pad_value(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int, int]:
+def _pad_value(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[int, int, int] | None:
+    if value is None:
+        return None
     parts = [v.strip() for v in value.split(",")]
     if len(parts) != 3 or not all(v.isdigit() and int(v) <= 255 for v in parts):
         raise click.BadParameter(f"expected R,G,B with values 0-255, got {value!r}")
@@ -87,10 +91,21 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
     "best covered windows when none passes).",
 )
 @click.option(
+    "--tile-convention",
+    type=click.Choice(TILE_CONVENTIONS),
+    default="mmrotate",
+    help="mmrotate: names <id>__<window>__<x>___<y>, windows mostly outside the image "
+    "dropped, objects below --iof-threshold left out (2 marks cut objects). devkit: the "
+    "official DOTA_devkit ImgSplit: names <id>__<rate>__<x>___<y>, every patch padded to "
+    "full size with black, cut objects clipped to the window, those below the threshold "
+    "kept with difficulty 2 (rate 1 only; --coverage-threshold and --clip do not apply).",
+)
+@click.option(
     "--pad-value",
-    default="104,116,124",
+    default=None,
     callback=_pad_value,
-    help="R,G,B fill of window parts outside the image.",
+    help="R,G,B fill of window parts outside the image [default: 124,116,104 for mmrotate "
+    "(its [104,116,124] is applied to BGR arrays, i.e. this RGB), 0,0,0 for devkit].",
 )
 @click.option("--clip", is_flag=True, help="Clamp the corners of cut objects to the window.")
 @click.option("--overwrite", is_flag=True, help="Replace a previous `samrs split` output.")
@@ -109,7 +124,8 @@ def command(
     rates: tuple[float, ...],
     iof_threshold: float,
     coverage_threshold: float,
-    pad_value: tuple[int, int, int],
+    tile_convention: str,
+    pad_value: tuple[int, int, int] | None,
     clip: bool,
     overwrite: bool,
     max_image_pixels: int,
@@ -117,12 +133,14 @@ def command(
 ) -> None:
     """Cut the images of a dataset into patches: OUT/<split>/images/*.png + labelTxt/*.txt.
 
-    Windows, object assignment (iof), padding and patch names (<id>__<size>__<x>___<y>)
-    follow mmrotate's splitter; the output is itself a DOTA dataset (`--source dota`).
-    Objects that fall in no window and unreadable images are listed in OUT/split.json.
+    Windows, object assignment (iof), padding and patch names follow mmrotate's splitter
+    or, with --tile-convention devkit, the official DOTA_devkit's; the output is itself a
+    DOTA dataset (`--source dota`) whose label files keep their source's imagesource:/gsd:
+    headers. OUT/split.json records the options, source_objects and patch_objects counts,
+    objects that fall in no window and unreadable images.
     """
     from samrs.sources import SourceError, read_dataset
-    from samrs.tiling import TilingError, tile_dataset, write_dota_patches
+    from samrs.tiling import TilingError, patch_pad_value, tile_dataset, write_dota_patches
 
     if gap >= patch_size:
         raise click.UsageError(f"--gap ({gap}) must be smaller than --patch-size ({patch_size})")
@@ -136,15 +154,29 @@ def command(
             on_unknown_class=on_unknown_class,
         )
         tiles = tile_dataset(
-            dataset, patch_size, gap, rates, iof_threshold, clip, coverage_threshold
+            dataset,
+            patch_size,
+            gap,
+            rates,
+            iof_threshold,
+            clip,
+            coverage_threshold,
+            convention=tile_convention,
         )
     except (SourceError, TilingError) as exc:
         raise click.ClickException(str(exc)) from exc
+    if pad_value is None:
+        pad_value = patch_pad_value(tile_convention)
     _prepare_out(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     if as_json:
         summary = write_dota_patches(
-            tiles, out, patch_size, pad_value=pad_value, max_pixels=max_image_pixels
+            tiles,
+            out,
+            patch_size,
+            pad_value=pad_value,
+            max_pixels=max_image_pixels,
+            convention=tile_convention,
         )
     else:
         with click.progressbar(
@@ -157,18 +189,20 @@ def command(
                 progress=lambda _: bar.update(1),
                 pad_value=pad_value,
                 max_pixels=max_image_pixels,
+                convention=tile_convention,
             )
     report = {
         "source": source,
         "version": dataset.version,
         "root": str(root),
         "images": len(dataset.images),
-        "objects": dataset.n_objects,
+        "source_objects": dataset.n_objects,
         "patch_size": patch_size,
         "gap": gap,
         "rates": list(rates),
         "iof_threshold": iof_threshold,
         "coverage_threshold": coverage_threshold,
+        "tile_convention": tile_convention,
         "pad_value": list(pad_value),
         "clip": clip,
         **summary.to_dict(),
@@ -179,7 +213,7 @@ def command(
         return
     click.echo(
         f"{len(dataset.images)} images, {dataset.n_objects} objects -> {summary.patches} "
-        f"patches with {summary.objects} objects in {out} "
+        f"patches with {summary.objects} objects (counted in every patch) in {out} "
         f"({', '.join(f'{n} {s}' for s, n in summary.splits.items()) or 'no patches'})"
     )
     if summary.errors:

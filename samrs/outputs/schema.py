@@ -31,6 +31,7 @@ IMAGES = pa.schema(
         pa.field("crs", pa.string()),
         pa.field("transform", pa.list_(pa.float64(), 6)),
         pa.field("shard", pa.int32(), nullable=False),
+        pa.field("ignore_polygons", pa.list_(pa.list_(pa.float64(), 8))),
     ],
     metadata={"samrs_manifest_version": MANIFEST_VERSION, "table": "images"},
 )

@@ -107,8 +107,8 @@ class ImageItem:
         instances: instance rows in ``instance_id`` order, with re-evaluated ``kept``,
             ``reject_reason``, ``substituted``, ``segmentation``, ``area``, ``bbox``.
         rejected_polygons: polygons of the rejected instances left out of ``instances``
-            (ignore regions of a repainted label, see
-            :func:`~samrs.outputs.semantic.paint_instances`).
+            and of the tile's remnants (images column ``ignore_polygons``): ignore regions
+            of a repainted label, see :func:`~samrs.outputs.semantic.paint_instances`.
         n_kept: kept instances among them.
     """
 
@@ -217,7 +217,8 @@ def iter_build(
         for image in images:
             index += 1
             if sel.wants_image(image, include_errors):
-                chosen[image["image_id"]] = ImageItem(index, image)
+                remnants = [list(p) for p in image.get("ignore_polygons") or []]
+                chosen[image["image_id"]] = ImageItem(index, image, rejected_polygons=remnants)
         all_ids = {image["image_id"] for image in images}
         inst_part = inst_dir / image_part.name
         if inst_part.is_file():

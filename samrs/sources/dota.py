@@ -5,7 +5,7 @@ label folder may also be ``labelTxt-v1.5/`` or ``labelTxt-v1.0/labelTxt/`` as do
 ``--root`` is the top folder or one split's folder (or a ``samrs split`` output folder).
 
 Label file: optional header lines ``imagesource:GoogleEarth`` and ``gsd:0.25`` (gsd may be
-``null``), then one object per line ``x1 y1 x2 y2 x3 y3 x4 y4 class [difficult]`` with integer
+``null``; both are kept on the record, ``ImageRecord.imagesource`` and ``gsd``), then one object per line ``x1 y1 x2 y2 x3 y3 x4 y4 class [difficult]`` with integer
 or float coordinates, CRLF or LF line ends. ``difficult`` is 0/1 (missing -> 0); the value 2
 written by mmrotate's splitter for cut objects reads as not difficult but truncated.
 
@@ -82,14 +82,24 @@ def read_label_lines(path: Path, ctx: ReadContext, image_id: str | None) -> list
     return LINE_END.split(text)
 
 
-def label_gsd(lines: list[str]) -> float | None:
-    """The ``gsd:`` header value (None when absent, ``null`` or not a number)."""
-    gsd = None
+def _header(lines: list[str], name: str) -> str | None:
+    value = None
     for line in lines:
         header = HEADER.match(line)
-        if header and header.group(1).lower() == "gsd":
-            gsd = parse_float(header.group(2))
-    return gsd
+        if header and header.group(1).lower() == name:
+            value = header.group(2).strip()
+    return value
+
+
+def label_gsd(lines: list[str]) -> float | None:
+    """The ``gsd:`` header value (None when absent, ``null`` or not a number)."""
+    value = _header(lines, "gsd")
+    return None if value is None else parse_float(value)
+
+
+def label_imagesource(lines: list[str]) -> str | None:
+    """The ``imagesource:`` header value (None when absent or empty)."""
+    return _header(lines, "imagesource") or None
 
 
 def line_fields(line: str) -> ObjectFields | str | None:
@@ -152,9 +162,13 @@ def _read_image(
     def parse(width: int | None, height: int | None) -> list[ObjectAnnotation]:
         return parse_label_lines(lines, label, ctx, image_id=stem, width=width, height=height)
 
-    return ctx.image_record(
+    record = ctx.image_record(
         stem, split, image, label=label, parse=parse, gsd=label_gsd(lines), images_in=images_in
     )
+    imagesource = label_imagesource(lines)
+    if record is None or imagesource is None:
+        return record
+    return record.with_changes(imagesource=imagesource)
 
 
 def read(root: Path, ctx: ReadContext) -> list[ImageRecord]:
