@@ -245,18 +245,31 @@ def inspect_checkpoint(
         raise CheckpointError(
             f"{path}: a plain SAM checkpoint (no HQ output token); use the sam segmenter for it"
         )
+    check_structure(state, detected, is_hq, path)
     info = CheckpointInfo(str(path), detected, is_hq, len(state))
     return info, state
 
 
-def load_into(
-    model: torch.nn.Module, state: Mapping[str, torch.Tensor], path: str | os.PathLike[str]
-) -> None:
-    """``model.load_state_dict(state, strict=True)``, errors turned into :class:`CheckpointError`."""
-    own = model.state_dict()
+def expected_shapes(model: str, hq: bool) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of a registry model's state dict (built on the meta device:
+    no memory, a fraction of a second even for vit_h)."""
+    import torch
+
+    from samrs.segmenters.models import build_model
+
+    with torch.device("meta"):
+        net = build_model(SAM_MODELS[model], hq=hq)
+    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
+
+
+def structure_problems(
+    own: Mapping[str, tuple[int, ...]], state: Mapping[str, torch.Tensor]
+) -> list[str]:
+    """What keeps ``state`` from loading strictly into a model with tensors ``own`` (empty
+    when it fits): missing, unexpected and wrong-shaped tensors, counted, the first named."""
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    wrong = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    wrong = [k for k in own if k in state and tuple(own[k]) != tuple(state[k].shape)]
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing tensors (e.g. {missing[0]})")
@@ -266,8 +279,30 @@ def load_into(
         k = wrong[0]
         problems.append(
             f"{len(wrong)} tensors of another shape (e.g. {k}: {tuple(state[k].shape)} "
-            f"instead of {tuple(own[k].shape)})"
+            f"instead of {tuple(own[k])})"
         )
+    return problems
+
+
+def check_structure(
+    state: Mapping[str, torch.Tensor], model: str, hq: bool, path: str | os.PathLike[str]
+) -> None:
+    """Raise :class:`CheckpointError` unless ``state`` loads strictly into ``model``: found
+    when the checkpoint is inspected, before any image work (not inside a worker)."""
+    problems = structure_problems(expected_shapes(model, hq), state)
+    if problems:
+        kind = "HQ-SAM" if hq else "SAM"
+        raise CheckpointError(
+            f"{path}: not a complete {kind} {model} checkpoint: {'; '.join(problems)}"
+        )
+
+
+def load_into(
+    model: torch.nn.Module, state: Mapping[str, torch.Tensor], path: str | os.PathLike[str]
+) -> None:
+    """``model.load_state_dict(state, strict=True)``, errors turned into :class:`CheckpointError`."""
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    problems = structure_problems(own, state)
     if problems:
         raise CheckpointError(f"{path}: does not fit the model: {'; '.join(problems)}")
     model.load_state_dict(state, strict=True)
