@@ -1,0 +1,225 @@
+"""The zoom wrapper's ROS-SAM rules (fixed centred crops, zero padding, 2x bicubic, paste back)
+and the build presets (``--preset samrs``, ``--preset ros-sam``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from samrs.benchmarks.run import make_bench_dataset
+from samrs.build.config import PRESETS, preset_options
+from samrs.cli import main
+from samrs.geometry import box_polygon
+from samrs.prompts import build_prompts
+from samrs.segmenters import create_segmenter
+from samrs.segmenters.base import MaskSet, PromptSet, Segmenter
+from samrs.segmenters.classic import BoxSegmenter
+from samrs.segmenters.wrappers import SmallObjectZoom
+
+ROS = {"crop": 64, "factor": 2.0, "zoom_all": True, "border": "pad"}
+
+
+class Recording(Segmenter):
+    """The box segmenter, remembering the images and prompts it was given."""
+
+    name = "box"
+
+    def __init__(self, inner: Segmenter | None = None) -> None:
+        self.inner = inner or BoxSegmenter()
+        self.images: list[np.ndarray] = []
+        self.prompts: list[PromptSet] = []
+        self.results: list[MaskSet] = []
+
+    def segment(self, images: Sequence[np.ndarray], prompts: Sequence[PromptSet]) -> list[MaskSet]:
+        self.images += [np.array(i) for i in images]
+        self.prompts += list(prompts)
+        out = self.inner.segment(images, prompts)
+        self.results += out
+        return out
+
+
+def scene() -> tuple[np.ndarray, PromptSet]:
+    rng = np.random.default_rng(4)
+    image = rng.integers(0, 256, (100, 120, 3), dtype=np.uint8)
+    boxes = [
+        (50.0, 40.0, 70.0, 52.0),  # inside
+        (2.0, 3.0, 14.0, 11.0),  # at the top-left corner: its crop leaves the image
+        (90.0, 70.0, 119.0, 99.0),  # large, at the bottom-right corner
+    ]
+    return image, build_prompts(np.array([box_polygon(b) for b in boxes]), "hbox")
+
+
+def crop_of(image: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray:
+    """The side x side window at (x0, y0), zero outside the image (by padding, not slicing)."""
+    pad = side
+    padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)))
+    return padded[y0 + pad : y0 + pad + side, x0 + pad : x0 + pad + side]
+
+
+def test_ros_sam_plan_is_one_centred_crop_per_object():
+    image, prompts = scene()
+    zoom = SmallObjectZoom(BoxSegmenter(), None, **ROS)
+    big, crops = zoom.plan(prompts, *image.shape[:2])
+    assert big == []  # every object, even the large one
+    # centre (60, 46) -> (28, 14); (8, 7) -> (-24, -25); (104.5, 84.5) -> (72, 52)
+    assert [(c.x, c.y, c.width, c.height, c.members) for c in crops] == [
+        (28, 14, 64, 64, (0,)),
+        (-24, -25, 64, 64, (1,)),
+        (72, 52, 64, 64, (2,)),
+    ]
+    # samrs's default rules shift crops inside the image and leave large objects alone
+    shifted = SmallObjectZoom(BoxSegmenter(), 25, crop=48)
+    big, crops = shifted.plan(prompts, *image.shape[:2])
+    assert big == [2] and all(c.x >= 0 and c.y >= 0 for c in crops)
+
+
+def test_ros_sam_geometry_crop_resize_paste():
+    image, prompts = scene()
+    rec = Recording()
+    zoom = SmallObjectZoom(rec, None, **ROS)
+    out = zoom.segment([image], [prompts])[0]
+    _, crops = zoom.plan(prompts, *image.shape[:2])
+    assert len(rec.images) == 3
+    for crop, seen, ps, res in zip(crops, rec.images, rec.prompts, rec.results, strict=True):
+        # the segmenter sees the zero-padded crop upsampled 2x bicubic (saturated to uint8)
+        expected = cv2.resize(
+            crop_of(image, crop.x, crop.y, 64), (128, 128), interpolation=cv2.INTER_CUBIC
+        )
+        assert seen.shape == (128, 128, 3) and seen.dtype == np.uint8
+        np.testing.assert_array_equal(seen, expected)
+        (i,) = crop.members
+        box = prompts.boxes[i]
+        np.testing.assert_allclose(ps.boxes[0], (box - [crop.x, crop.y, crop.x, crop.y]) * 2)
+        np.testing.assert_allclose(ps.polygons[0], (prompts.polygons[i] - [crop.x, crop.y]) * 2)
+        # pasted back: 2x2 block means >= 0.5, the part inside the image, zero elsewhere
+        big = res.crops[0].full()
+        small = big.reshape(64, 2, 64, 2).mean(axis=(1, 3)) >= 0.5
+        want = np.zeros(image.shape[:2], dtype=bool)
+        ys = slice(max(crop.y, 0), min(crop.y + 64, 100))
+        xs = slice(max(crop.x, 0), min(crop.x + 64, 120))
+        want[ys, xs] = small[
+            ys.start - crop.y : ys.stop - crop.y, xs.start - crop.x : xs.stop - crop.x
+        ]
+        np.testing.assert_array_equal(out.crops[i].full(), want)
+        assert out.crops[i].area > 0
+    # the box segmenter's mask survives the round trip (the geometry lines up)
+    direct = BoxSegmenter().segment([image], [prompts])[0]
+    for i in range(3):
+        np.testing.assert_array_equal(out.crops[i].full(), direct.crops[i].full())
+
+
+def test_ros_sam_rules_with_the_tiny_random_sam():
+    image, prompts = scene()
+    sam = create_segmenter("sam", model="tiny", random_weights=True, device="cpu", seed=1)
+    wrapped = create_segmenter(
+        "sam", model="tiny", random_weights=True, device="cpu", seed=1, zoom=ROS
+    )
+    assert (
+        isinstance(wrapped, SmallObjectZoom)
+        and wrapped.describe()["small_object_zoom"]["border"] == "pad"
+    )
+    out = wrapped.segment([image], [prompts])[0]
+    assert any(out.crops[i].area for i in range(3))  # the comparison below is not vacuous
+    _, crops = wrapped.plan(prompts, *image.shape[:2])
+    for crop in crops:
+        (i,) = crop.members
+        up = cv2.resize(
+            crop_of(image, crop.x, crop.y, 64), (128, 128), interpolation=cv2.INTER_CUBIC
+        )
+        off = np.array([crop.x, crop.y, crop.x, crop.y])
+        ps = PromptSet(
+            mode="hbox",
+            polygons=((prompts.polygons[i] - [crop.x, crop.y]) * 2)[None],
+            boxes=((prompts.boxes[i] - off) * 2)[None],
+        )
+        mask = sam.segment([up], [ps])[0].crops[0].full()
+        small = mask.reshape(64, 2, 64, 2).mean(axis=(1, 3)) >= 0.5
+        want = np.zeros(image.shape[:2], dtype=bool)
+        ys = slice(max(crop.y, 0), min(crop.y + 64, 100))
+        xs = slice(max(crop.x, 0), min(crop.x + 64, 120))
+        want[ys, xs] = small[
+            ys.start - crop.y : ys.stop - crop.y, xs.start - crop.x : xs.stop - crop.x
+        ]
+        np.testing.assert_array_equal(out.crops[i].full(), want)
+
+
+def test_zoom_option_errors():
+    with pytest.raises(ValueError, match="positive size"):
+        SmallObjectZoom(BoxSegmenter(), None)
+    with pytest.raises(ValueError, match="zoom_border"):
+        SmallObjectZoom(BoxSegmenter(), 10, border="wrap")
+    with pytest.raises(ValueError, match="zoom_factor"):
+        SmallObjectZoom(BoxSegmenter(), 10, factor=0.5)
+
+
+def test_presets_by_source():
+    assert preset_options(None, "dota") == {}
+    assert preset_options("samrs", "fair1m") == {
+        "overlap": "annotation-order",
+        "class_order": "samrs",
+        "prompt": "rhbox",
+    }
+    assert preset_options("samrs", "dota")["prompt"] == "hbox"
+    assert "prompt" not in preset_options("samrs", "hrsc")  # not a SAMRS subset
+    assert preset_options("ros-sam", "dota") == {
+        "zoom_all": True,
+        "zoom_crop": 512,
+        "zoom_factor": 2.0,
+        "zoom_border": "pad",
+    }
+    assert set(PRESETS) == {"samrs", "ros-sam"}
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset_options("sam2", "dota")
+
+
+@pytest.fixture(scope="module")
+def dota_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data") / "dota"
+    make_bench_dataset(root, n_images=1, objects_per_image=3, image_size=256, seed=3)
+    return root
+
+
+def _plan(root, out, *args: str) -> dict:
+    argv = ["-q", "build", "--source", "dota", "--root", str(root), "--out", str(out)]
+    res = CliRunner().invoke(main, [*argv, "--segmenter", "box", "--dry-run", "--json", *args])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.output)["config"]
+
+
+def test_build_presets_apply_before_config_and_explicit_options(dota_root, tmp_path):
+    out = tmp_path / "out"
+    plain = _plan(dota_root, out)
+    assert (plain["overlap"], plain["class_order"], plain["prompt"]) == (
+        "small-on-top",
+        "official",
+        "rhbox",
+    )
+    samrs = _plan(dota_root, out, "--preset", "samrs")
+    assert (samrs["overlap"], samrs["class_order"], samrs["prompt"], samrs["preset"]) == (
+        "annotation-order",
+        "samrs",
+        "hbox",
+        "samrs",
+    )
+    explicit = _plan(dota_root, out, "--preset", "samrs", "--overlap", "score")
+    assert explicit["overlap"] == "score" and explicit["class_order"] == "samrs"
+    res = CliRunner().invoke(
+        main,
+        ["build", "--source", "dota", "--root", str(dota_root), "--out", str(out),
+         "--segmenter", "box", "--dry-run", "--zoom-crop", "512"],
+    )  # fmt: skip
+    assert res.exit_code != 0 and "--small-object-zoom or --zoom-all" in res.output
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[build]\npreset = "ros-sam"\nzoom-crop = 256\n')
+    ros = _plan(dota_root, out, "--config", str(recipe))
+    assert (ros["zoom_all"], ros["zoom_crop"], ros["zoom_factor"], ros["zoom_border"]) == (
+        True,
+        256,
+        2.0,
+        "pad",
+    )
