@@ -1,5 +1,5 @@
-"""The zoom wrapper's ROS-SAM rules (fixed centred crops, zero padding, 2x bicubic, paste back)
-and the build presets (``--preset samrs``, ``--preset ros-sam``)."""
+"""The zoom wrapper's ROS-SAM rules (fixed centred crops, zero padding, 2x bicubic, paste back),
+SAM's PIL-exact input resize, and the build presets (``--preset samrs``, ``--preset ros-sam``)."""
 
 from __future__ import annotations
 
@@ -163,6 +163,7 @@ def test_presets_by_source():
         "overlap": "annotation-order",
         "class_order": "samrs",
         "prompt": "rhbox",
+        "resize": "pil",
     }
     assert preset_options("samrs", "dota")["prompt"] == "hbox"
     assert "prompt" not in preset_options("samrs", "hrsc")  # not a SAMRS subset
@@ -223,3 +224,24 @@ def test_build_presets_apply_before_config_and_explicit_options(dota_root, tmp_p
         2.0,
         "pad",
     )
+
+
+def test_pil_resize_is_segment_anythings_predictor_input():
+    import torch
+    from segment_anything.utils.transforms import ResizeLongestSide
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (600, 800, 3), dtype=np.uint8)
+    pil = create_segmenter("sam", model="tiny", random_weights=True, device="cpu", resize="pil")
+    assert pil.describe()["resize"] == "pil"
+    resized = ResizeLongestSide(1024).apply_image(image)  # what SamPredictor.set_image does
+    t = torch.as_tensor(resized).permute(2, 0, 1)[None].float()
+    expected = pil.model.preprocess(t)[0]
+    got, sizes = pil.preprocess([image])
+    assert sizes == [(768, 1024)]
+    torch.testing.assert_close(got[0], expected, atol=1e-5, rtol=0)
+    default = create_segmenter("sam", model="tiny", random_weights=True, device="cpu")
+    other = default.preprocess([image])[0][0]
+    assert (other - expected).abs().max() > 0.01  # the torch resize is not the same
+    with pytest.raises(ValueError, match="resize must be one of"):
+        create_segmenter("sam", model="tiny", random_weights=True, device="cpu", resize="cv2")

@@ -60,6 +60,7 @@ class BuildConfig:
     zoom_factor: float | None = None
     zoom_all: bool = False
     zoom_border: str = "shift"
+    resize: str = "torch"
     # quality filter
     min_score: float = 0.0
     min_stability: float = 0.0
@@ -125,6 +126,7 @@ PRESETS: dict[str, dict[str, object]] = {
         "overlap": "annotation-order",
         "class_order": "samrs",
         "prompt": {"dota": "hbox", "dior": "hbox", "fair1m": "rhbox"},
+        "resize": "pil",
     },
     "ros-sam": {
         "zoom_all": True,
@@ -137,7 +139,8 @@ PRESETS: dict[str, dict[str, object]] = {
 
 * ``samrs``: the SAMRS generation scripts' rules: annotation-order painting (later objects
   overwrite earlier ones), the SAMRS papers' class order, horizontal boxes for DOTA (SOTA) and
-  DIOR (SIOR), boxes around the rotated boxes for FAIR1M (FAST).
+  DIOR (SIOR), boxes around the rotated boxes for FAIR1M (FAST), and SAM's input resized with
+  PIL as segment-anything's predictor does (``--resize pil``).
 * ``ros-sam``: ROS-SAM's inference rules: every box on its own 512-pixel crop centred on it,
   zero-padded where it leaves the image, upsampled 2x bicubic, masks pasted back.
 """

@@ -134,6 +134,7 @@ def segmenter_options(config: BuildConfig) -> dict[str, object]:
             "zoom_all": config.zoom_all,
             "border": config.zoom_border,
         },
+        "resize": config.resize,
     }
 
 

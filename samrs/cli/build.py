@@ -131,12 +131,19 @@ def load_config_file(path: str) -> dict[str, Any]:
     "objects), or stay centred with zero padding, one per object (ROS-SAM).",
 )
 @click.option(
+    "--resize",
+    type=click.Choice(["torch", "pil"]),
+    default="torch",
+    help="SAM's input resize: torch (antialiased bilinear on the device) or pil (exactly "
+    "segment-anything's predictor, on the host; for reproduction runs).",
+)
+@click.option(
     "--preset",
     type=click.Choice(sorted(PRESETS)),
     default=None,
     help="A published method's rules, applied before --config and command-line options: "
     "samrs = annotation-order overlap, SAMRS class order, hbox (DOTA, DIOR) / rhbox (FAIR1M) "
-    "prompts; ros-sam = --zoom-all --zoom-crop 512 --zoom-factor 2 --zoom-border pad.",
+    "prompts, --resize pil; ros-sam = --zoom-all --zoom-crop 512 --zoom-factor 2 --zoom-border pad.",
 )
 @click.option(
     "--patch-size",

@@ -101,6 +101,7 @@ def create_segmenter(
     clip_to_rbox: float | None = None,
     small_object_zoom: int | None = None,
     zoom: dict[str, object] | None = None,
+    resize: str = "torch",
     **options: object,
 ) -> Segmenter:
     """Build a segmenter by name, with its wrappers.
@@ -115,6 +116,7 @@ def create_segmenter(
         small_object_zoom: segment objects smaller than this many pixels on zoomed crops.
         zoom: further :class:`~.wrappers.SmallObjectZoom` settings (``crop``, ``factor``,
             ``zoom_all``, ``border``); ``zoom_all`` zooms every object.
+        resize: SAM's input resize, ``torch`` or ``pil`` (see :class:`~.sam.SamSegmenter`).
         **options: extra keyword arguments of the segmenter class (e.g. ``precision``,
             ``attention``, ``device_rle`` for SAM; ``iterations`` for GrabCut).
 
@@ -138,6 +140,7 @@ def create_segmenter(
             "chunk_size": chunk_size,
             "multimask": multimask,
             "compile": compile,
+            "resize": resize,
             **options,
         }
         if name == "sam":
