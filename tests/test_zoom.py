@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -54,11 +53,35 @@ def scene() -> tuple[np.ndarray, PromptSet]:
     return image, build_prompts(np.array([box_polygon(b) for b in boxes]), "hbox")
 
 
-def crop_of(image: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray:
-    """The side x side window at (x0, y0), zero outside the image (by padding, not slicing)."""
-    pad = side
-    padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)))
-    return padded[y0 + pad : y0 + pad + side, x0 + pad : x0 + pad + side]
+def ros_crop(image: np.ndarray, box: np.ndarray, p: int) -> tuple[np.ndarray, int, int]:
+    """ROS-SAM's crop_images for one box: the window [max(int(c - p//2), 0),
+    min(int(c + p//2), size)) per axis, zero-padded at the bottom / right to p x p."""
+    h, w = image.shape[:2]
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    sx, sy = max(int(cx - p // 2), 0), max(int(cy - p // 2), 0)
+    ex, ey = min(int(cx + p // 2), w), min(int(cy + p // 2), h)
+    cut = image[sy:ey, sx:ex]
+    return np.pad(cut, ((0, p - cut.shape[0]), (0, p - cut.shape[1]), (0, 0))), sx, sy
+
+
+def bicubic2x(image: np.ndarray) -> np.ndarray:
+    """torch bicubic 2x as ROS-SAM (float), clamped, truncated to uint8."""
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+    t = F.interpolate(t, scale_factor=2, mode="bicubic", align_corners=False)
+    return np.trunc(t[0].permute(1, 2, 0).clamp(0, 255).numpy()).astype(np.uint8)
+
+
+def pasted(small: np.ndarray, sx: int, sy: int, shape: tuple[int, int]) -> np.ndarray:
+    """ROS-SAM's reconstruct_image for one mask: [start, min(start + p, size)) per axis."""
+    h, w = shape
+    p = small.shape[0]
+    out = np.zeros(shape, dtype=bool)
+    ex, ey = min(sx + p, w), min(sy + p, h)
+    out[sy:ey, sx:ex] = small[: ey - sy, : ex - sx]
+    return out
 
 
 def test_ros_sam_plan_is_one_centred_crop_per_object():
@@ -66,11 +89,12 @@ def test_ros_sam_plan_is_one_centred_crop_per_object():
     zoom = SmallObjectZoom(BoxSegmenter(), None, **ROS)
     big, crops = zoom.plan(prompts, *image.shape[:2])
     assert big == []  # every object, even the large one
-    # centre (60, 46) -> (28, 14); (8, 7) -> (-24, -25); (104.5, 84.5) -> (72, 52)
-    assert [(c.x, c.y, c.width, c.height, c.members) for c in crops] == [
-        (28, 14, 64, 64, (0,)),
-        (-24, -25, 64, 64, (1,)),
-        (72, 52, 64, 64, (2,)),
+    # centre (60, 46): window 28..92 x 14..78; (8, 7): truncated to 0..40 x 0..39;
+    # (104.5, 84.5): 72..120 x 52..100 (the image ends)
+    assert [(c.x, c.y, c.width, c.height, c.members, c.content) for c in crops] == [
+        (28, 14, 64, 64, (0,), (64, 64)),
+        (0, 0, 64, 64, (1,), (40, 39)),
+        (72, 52, 64, 64, (2,), (48, 48)),
     ]
     # samrs's default rules shift crops inside the image and leave large objects alone
     shifted = SmallObjectZoom(BoxSegmenter(), 25, crop=48)
@@ -86,26 +110,20 @@ def test_ros_sam_geometry_crop_resize_paste():
     _, crops = zoom.plan(prompts, *image.shape[:2])
     assert len(rec.images) == 3
     for crop, seen, ps, res in zip(crops, rec.images, rec.prompts, rec.results, strict=True):
-        # the segmenter sees the zero-padded crop upsampled 2x bicubic (saturated to uint8)
-        expected = cv2.resize(
-            crop_of(image, crop.x, crop.y, 64), (128, 128), interpolation=cv2.INTER_CUBIC
-        )
-        assert seen.shape == (128, 128, 3) and seen.dtype == np.uint8
-        np.testing.assert_array_equal(seen, expected)
         (i,) = crop.members
         box = prompts.boxes[i]
-        np.testing.assert_allclose(ps.boxes[0], (box - [crop.x, crop.y, crop.x, crop.y]) * 2)
-        np.testing.assert_allclose(ps.polygons[0], (prompts.polygons[i] - [crop.x, crop.y]) * 2)
-        # pasted back: 2x2 block means >= 0.5, the part inside the image, zero elsewhere
+        canvas, sx, sy = ros_crop(image, box, 64)
+        # the segmenter sees ROS-SAM's crop upsampled 2x bicubic
+        assert seen.shape == (128, 128, 3) and seen.dtype == np.uint8
+        np.testing.assert_array_equal(seen, bicubic2x(canvas))
+        # boxes shifted, clipped to the crop, doubled
+        want_box = np.clip(box - [sx, sy, sx, sy], 0, 64) * 2
+        np.testing.assert_allclose(ps.boxes[0], want_box)
+        np.testing.assert_allclose(ps.polygons[0], (prompts.polygons[i] - [sx, sy]) * 2)
+        # pasted back: 2x2 block means >= 0.5, over [start, min(start + 64, size))
         big = res.crops[0].full()
         small = big.reshape(64, 2, 64, 2).mean(axis=(1, 3)) >= 0.5
-        want = np.zeros(image.shape[:2], dtype=bool)
-        ys = slice(max(crop.y, 0), min(crop.y + 64, 100))
-        xs = slice(max(crop.x, 0), min(crop.x + 64, 120))
-        want[ys, xs] = small[
-            ys.start - crop.y : ys.stop - crop.y, xs.start - crop.x : xs.stop - crop.x
-        ]
-        np.testing.assert_array_equal(out.crops[i].full(), want)
+        np.testing.assert_array_equal(out.crops[i].full(), pasted(small, sx, sy, (100, 120)))
         assert out.crops[i].area > 0
     # the box segmenter's mask survives the round trip (the geometry lines up)
     direct = BoxSegmenter().segment([image], [prompts])[0]
@@ -128,24 +146,15 @@ def test_ros_sam_rules_with_the_tiny_random_sam():
     _, crops = wrapped.plan(prompts, *image.shape[:2])
     for crop in crops:
         (i,) = crop.members
-        up = cv2.resize(
-            crop_of(image, crop.x, crop.y, 64), (128, 128), interpolation=cv2.INTER_CUBIC
-        )
-        off = np.array([crop.x, crop.y, crop.x, crop.y])
+        canvas, sx, sy = ros_crop(image, prompts.boxes[i], 64)
         ps = PromptSet(
             mode="hbox",
-            polygons=((prompts.polygons[i] - [crop.x, crop.y]) * 2)[None],
-            boxes=((prompts.boxes[i] - off) * 2)[None],
+            polygons=((prompts.polygons[i] - [sx, sy]) * 2)[None],
+            boxes=(np.clip(prompts.boxes[i] - [sx, sy, sx, sy], 0, 64) * 2)[None],
         )
-        mask = sam.segment([up], [ps])[0].crops[0].full()
+        mask = sam.segment([bicubic2x(canvas)], [ps])[0].crops[0].full()
         small = mask.reshape(64, 2, 64, 2).mean(axis=(1, 3)) >= 0.5
-        want = np.zeros(image.shape[:2], dtype=bool)
-        ys = slice(max(crop.y, 0), min(crop.y + 64, 100))
-        xs = slice(max(crop.x, 0), min(crop.x + 64, 120))
-        want[ys, xs] = small[
-            ys.start - crop.y : ys.stop - crop.y, xs.start - crop.x : xs.stop - crop.x
-        ]
-        np.testing.assert_array_equal(out.crops[i].full(), want)
+        np.testing.assert_array_equal(out.crops[i].full(), pasted(small, sx, sy, (100, 120)))
 
 
 def test_zoom_option_errors():

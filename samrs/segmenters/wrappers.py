@@ -56,10 +56,11 @@ class Crop:
     """One object-centred crop of an image and the objects segmented on it.
 
     Attributes:
-        x, y: top-left corner in the image (negative, or beyond the image's far edges, with
-            ``border="pad"``: the outside is zero-padded).
+        x, y: top-left corner in the image.
         width, height: size (square unless the image is smaller than a shifted crop).
         members: indices of the prompts segmented on this crop.
+        content: ``(width, height)`` of the image pixels copied to the crop's top-left
+            corner, the rest being zero (``border="pad"``); None: the whole crop.
     """
 
     x: int
@@ -67,6 +68,7 @@ class Crop:
     width: int
     height: int
     members: tuple[int, ...]
+    content: tuple[int, int] | None = None
 
 
 ZOOM_BORDERS = ("shift", "pad")
@@ -85,16 +87,21 @@ class SmallObjectZoom(Segmenter):
       edges, or touching the image border) share it, so the encoder runs once per group; an
       object whose crop would exceed ``max_crop_fraction`` of the image's longest side stays
       in the full-image pass (unless ``zoom_all``).
-    * ``border="pad"`` (ROS-SAM): the crop stays centred; the part outside the image is
-      zero pixels and is dropped when the mask is pasted back; one crop per object.
+    * ``border="pad"`` (ROS-SAM's ``crop_images`` / ``reconstruct_image``): one crop per
+      object; its window runs from ``max(int(c - crop // 2), 0)`` to
+      ``min(int(c + crop // 2), size)`` on each axis (``c`` = the box centre), i.e. it is
+      truncated at the image border, not shifted; those pixels go to the top-left of a
+      ``crop x crop`` canvas, zero elsewhere; box prompts are clipped to the canvas; the mask
+      is pasted back over ``[start, min(start + crop, size))``.
 
-    ``factor``: the crop is upsampled by this factor with bicubic interpolation (clamped to
-    the image's range) and the prompts scaled with it before the inner segmenter sees it; its
-    masks are brought back to crop resolution by area averaging (a pixel is set when at least
-    half of it is covered). Without ``factor`` the inner segmenter resizes the crop to its own
-    input size (SAM: a 256-pixel crop is magnified 4x). Masks are then pasted into an empty
-    mask of the full image. All crops and full images go to the inner segmenter in one call,
-    so its batching applies.
+    ``factor``: the crop is upsampled by this factor with bicubic interpolation (torch's, as
+    ROS-SAM; clamped to 0..255 and truncated to integers as its ``astype(uint8)``) and the
+    prompts scaled with it before the inner segmenter sees it; its masks are brought back to
+    crop resolution by area averaging (a pixel is set when at least half of it is covered).
+    Without ``factor`` the inner segmenter resizes the crop to its own input size (SAM: a
+    256-pixel crop is magnified 4x). Masks are then pasted into an empty mask of the full
+    image. All crops and full images go to the inner segmenter in one call, so its batching
+    applies.
     """
 
     def __init__(
@@ -173,16 +180,14 @@ class SmallObjectZoom(Segmenter):
         big = [int(i) for i in np.flatnonzero(~small)]
         centres = (ext[:, :2] + ext[:, 2:]) / 2
         if self.border == "pad":
-            crops = [
-                Crop(
-                    math.floor(centres[i, 0] - sizes[i] / 2),
-                    math.floor(centres[i, 1] - sizes[i] / 2),
-                    int(sizes[i]),
-                    int(sizes[i]),
-                    (int(i),),
-                )
-                for i in np.flatnonzero(small)
-            ]
+            crops = []
+            for i in np.flatnonzero(small):
+                size, half = int(sizes[i]), int(sizes[i]) // 2
+                x0, y0 = max(int(centres[i, 0] - half), 0), max(int(centres[i, 1] - half), 0)
+                x1 = min(int(centres[i, 0] + half), width)
+                y1 = min(int(centres[i, 1] + half), height)
+                content = (max(x1 - x0, 0), max(y1 - y0, 0))
+                crops.append(Crop(x0, y0, size, size, (int(i),), content))
             return big, crops
         crops = []
         assigned = np.zeros(n, dtype=bool)
@@ -217,20 +222,32 @@ class SmallObjectZoom(Segmenter):
     def crop_image(self, image: np.ndarray, crop: Crop) -> np.ndarray:
         """The crop's pixels (zero outside the image), upsampled by ``factor`` if set."""
         height, width = image.shape[:2]
-        out = np.zeros((crop.height, crop.width, *image.shape[2:]), dtype=image.dtype)
-        x0, y0 = max(crop.x, 0), max(crop.y, 0)
-        x1, y1 = min(crop.x + crop.width, width), min(crop.y + crop.height, height)
-        if x0 < x1 and y0 < y1:
-            out[y0 - crop.y : y1 - crop.y, x0 - crop.x : x1 - crop.x] = image[y0:y1, x0:x1]
+        cw, ch = crop.content or (crop.width, crop.height)
+        cw, ch = min(cw, width - crop.x), min(ch, height - crop.y)
+        if crop.content is None and (cw, ch) == (crop.width, crop.height):
+            out = image[crop.y : crop.y + ch, crop.x : crop.x + cw]
+        else:
+            out = np.zeros((crop.height, crop.width, *image.shape[2:]), dtype=image.dtype)
+            out[:ch, :cw] = image[crop.y : crop.y + ch, crop.x : crop.x + cw]
         if self.factor is None:
             return out
-        size = (round(crop.width * self.factor), round(crop.height * self.factor))
-        # OpenCV's bicubic saturates integer images to their range (the clamp)
-        return cv2.resize(out, size, interpolation=cv2.INTER_CUBIC)
+        import torch
+        from torch.nn import functional as F
+
+        size = (round(crop.height * self.factor), round(crop.width * self.factor))
+        t = torch.from_numpy(np.ascontiguousarray(out)).float()
+        t = t.permute(2, 0, 1)[None] if t.ndim == 3 else t[None, None]
+        t = F.interpolate(t, size=size, mode="bicubic", align_corners=False)
+        t = t.clamp_(0, 255).to(torch.uint8)  # float -> uint8 truncates, as numpy's astype
+        t = t[0].permute(1, 2, 0) if out.ndim == 3 else t[0, 0]
+        return t.numpy().astype(image.dtype, copy=False)
 
     def crop_prompts(self, prompts: PromptSet, crop: Crop) -> PromptSet:
         """Prompts in the coordinates of :meth:`crop_image`'s output."""
         shifted = prompts.subset(list(crop.members)).shifted(crop.x, crop.y)
+        if crop.content is not None and shifted.boxes is not None:  # ROS-SAM clips the boxes
+            limit = [crop.width, crop.height, crop.width, crop.height]
+            shifted = replace(shifted, boxes=np.clip(shifted.boxes, 0, limit))
         if self.factor is None:
             return shifted
         f = self.factor
