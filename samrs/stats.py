@@ -209,7 +209,7 @@ def compute_stats(out: str | Path, progress: ProgressCallback | None = None) -> 
     splits: Counter[str] = Counter()
     n_objects_hist: Counter[int] = Counter()
     n_kept_hist: Counter[int] = Counter()
-    n_images = n_tiles = image_pixels = sum_objects = sum_kept = 0
+    n_images = n_tiles = image_pixels = sum_objects = sum_kept = with_objects = 0
     px_classes = np.zeros(k, dtype=np.int64)
     px = {"background": 0, "unlabelled": 0, "invalid": 0}
     n_labels = missing_labels = no_label = 0
@@ -235,6 +235,7 @@ def compute_stats(out: str | Path, progress: ProgressCallback | None = None) -> 
             n_kept_hist[int(row["n_kept"])] += 1
             sum_objects += int(row["n_objects"])
             sum_kept += int(row["n_kept"])
+            with_objects += int(row["n_objects"]) > 0
             if row["width"] is not None and row["height"] is not None:
                 image_pixels += int(row["width"]) * int(row["height"])
             if row["semantic_file"] is None:
@@ -329,6 +330,8 @@ def compute_stats(out: str | Path, progress: ProgressCallback | None = None) -> 
             "by_status": _sorted_counter(status),
             "by_split": _sorted_counter(splits),
             "tiles": n_tiles,
+            # SAMRS's scripts skip images without objects: its subset sizes count these
+            "with_objects": with_objects,
             "pixels": image_pixels,
             "objects": sum_objects,
             "kept": sum_kept,
@@ -399,6 +402,7 @@ def format_stats(stats: dict[str, Any], top: int = 10) -> str:
         f"{stats['build']['name']}: {im['total']:,} images ({im['tiles']:,} tiles), "
         f"{ins['total']:,} instances: {ins['kept']:,} kept, {ins['rejected']:,} rejected, "
         f"{ins['substituted']:,} substituted; {err['rows']:,} error rows ({err['objects']:,} objects)",
+        f"images with objects: {im['with_objects']:,} (SAMRS's count: it skips the others)",
         f"labelled pixels: {px['labelled']:,} of {px['total']:,} "
         f"({100 * _share(px['labelled'], px['total']):.1f}%)",
     ]

@@ -170,10 +170,12 @@ def test_wrong_architecture_and_family(tiny_ckpt: Path, tiny_hq_ckpt: Path, tmp_
     state["mask_decoder.iou_prediction_head.layers.0.weight"] = torch.zeros(7, 7)
     partial = tmp_path / "partial.pth"
     torch.save(state, partial)
-    validate_checkpoint("sam", checkpoint=str(partial))  # the quick check reads shapes only
-    with pytest.raises(CheckpointError, match=r"1 missing tensors.*of another shape") as info:
-        create_segmenter("sam", checkpoint=str(partial))
-    assert str(partial) in str(info.value)
+    # the structure is checked with the checkpoint, before any image work
+    for check in (validate_checkpoint, create_segmenter):
+        with pytest.raises(CheckpointError, match=r"1 missing tensors.*of another shape") as info:
+            check("sam", checkpoint=str(partial))
+        assert str(partial) in str(info.value)
+        assert "not a complete SAM tiny checkpoint" in str(info.value)
 
 
 def test_weight_options() -> None:
@@ -219,7 +221,12 @@ def test_build_checks_the_checkpoint_before_any_work(
     truncated.write_bytes(tiny_ckpt.read_bytes()[:100_000])
     text = tmp_path / "readme.pth"
     text.write_text("weights are at https://example.org\n")
+    state = torch.load(tiny_ckpt, weights_only=True)
+    del state["mask_decoder.iou_token.weight"]
+    partial = tmp_path / "partial.pth"
+    torch.save(state, partial)
     cases = [
+        (["--checkpoint", str(partial)], "partial.pth: not a complete SAM tiny checkpoint: 1 miss"),
         (["--checkpoint", str(tmp_path / "missing.pth")], "missing.pth: checkpoint not found"),
         (["--checkpoint", str(truncated)], "truncated.pth: truncated checkpoint"),
         (["--checkpoint", str(text)], "readme.pth: not a PyTorch checkpoint (a text file)"),

@@ -36,8 +36,10 @@ def _one_thread():
     torch.set_num_threads(old)
 
 
-def tiny(num_classes: int = 3, image_size: int = 64, lora_rank: int = 4) -> MeSAMConfig:
-    return MeSAMConfig.from_name("tiny", num_classes, image_size, lora_rank)
+def tiny(
+    num_classes: int = 3, image_size: int = 64, lora_rank: int = 4, variant: str = "mesam"
+) -> MeSAMConfig:
+    return MeSAMConfig.from_name("tiny", num_classes, image_size, lora_rank, variant)
 
 
 # --- schedules ------------------------------------------------------------------------------
@@ -78,7 +80,13 @@ def test_vit_b_mixers_add_the_published_parameter_count():
         for plan in plans
         for p in InceptionMixer(768, plan.high, plan.low, plan.kernel_size).parameters()
     )
-    assert n == 12_606_976  # "about 12.6M" in the MeSAM paper
+    assert n == 12_593_536  # "about 12.6M" in the MeSAM paper (bias-free fusion conv)
+    v1 = sum(
+        p.numel()
+        for plan in plans
+        for p in InceptionMixer(768, plan.high, plan.low, plan.kernel_size, False).parameters()
+    )
+    assert v1 - n == sum(2 * plan.high + plan.low for plan in plans)  # samrs-v1: conv bias
 
 
 @pytest.mark.parametrize("model", ["vit_l", "vit_h"])
@@ -165,8 +173,8 @@ def test_lora_starts_at_zero_and_touches_only_q_and_v():
     assert not any("lora" in n for n, _ in no_lora.named_parameters())
 
 
-def test_zero_init_encoder_equals_sam_encoder():
-    cfg = tiny(image_size=64)
+def test_samrs_v1_zero_init_encoder_equals_sam_encoder():
+    cfg = tiny(image_size=64, variant="samrs-v1")
     sam_cfg = SAM_MODELS["tiny"]
     torch.manual_seed(1)
     sam_encoder = ImageEncoderViT(
@@ -199,15 +207,27 @@ def test_zero_init_encoder_equals_sam_encoder():
         assert not torch.allclose(model.image_encoder(x)[0], expected, atol=1e-3)
 
 
-def test_fuse_logits_is_safe_and_per_image():
+def test_fuse_logits_batch_mean_is_mesams_rule_with_gradient():
+    sam = torch.randn(2, 3, 4, 4, requires_grad=True)
+    corr = torch.randn(2, 3, 4, 4, requires_grad=True)
+    fused = fuse_logits(sam, corr)  # default: MeSAM's batch-mean rule
+    expected = 0.9 * sam + 0.1 * corr * (sam.mean() / corr.mean())
+    torch.testing.assert_close(fused, expected)
+    fused.sum().backward()
+    assert corr.grad is not None and sam.grad is not None
+    # the scale couples the images of a batch (MeSAM's behaviour)
+    assert not torch.allclose(fuse_logits(sam[:1], corr[:1]), fused[:1])
+
+
+def test_fuse_logits_rms_is_safe_and_per_image():
     sam = torch.randn(2, 3, 4, 4)
-    assert torch.equal(fuse_logits(sam, torch.zeros_like(sam)), 0.9 * sam)
+    assert torch.equal(fuse_logits(sam, torch.zeros_like(sam), mode="rms"), 0.9 * sam)
     corr = torch.randn(2, 3, 4, 4) * 1e-12
-    fused = fuse_logits(sam, corr)
+    fused = fuse_logits(sam, corr, mode="rms")
     assert torch.isfinite(fused).all()
     big = torch.randn(2, 3, 4, 4) * 1e6
-    single = fuse_logits(sam[:1], big[:1])
-    torch.testing.assert_close(fuse_logits(sam, big)[:1], single)  # no batch coupling
+    single = fuse_logits(sam[:1], big[:1], mode="rms")
+    torch.testing.assert_close(fuse_logits(sam, big, mode="rms")[:1], single)  # per image
     # the correction term is brought to the SAM logits' magnitude
     part = single - 0.9 * sam[:1]
     assert part.square().mean().sqrt() == pytest.approx(0.1 * sam[:1].square().mean().sqrt())
@@ -298,7 +318,7 @@ def test_full_vit_b_builds_and_backpropagates():
     model = build_mesam(MeSAMConfig.from_name("vit_b", 3, image_size=64), seed=0)
     summary = configure_trainable(model)
     assert summary.groups["lora"] == 12 * 2 * (768 * 4 + 4 * 768)
-    assert summary.groups["encoder_new"] == 12_606_976 + 256  # mixers + multiscale scale
+    assert summary.groups["encoder_new"] == 12_593_536  # mixers (fixed multiscale weights)
     logits = model(torch.zeros(1, 3, 64, 64))
     assert logits.shape == (1, 4, 16, 16)
     logits.sum().backward()

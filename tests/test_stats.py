@@ -27,6 +27,7 @@ from samrs.stats import (
     StatsError,
     area_bin,
     compute_stats,
+    format_stats,
     label_pixel_counts,
     write_report,
 )
@@ -108,6 +109,9 @@ def test_image_and_error_counts(build: Path, stats: dict) -> None:
     n_obj = {str(k): v for k, v in sorted(images["n_objects"].value_counts().items())}
     n_kept = {str(k): v for k, v in sorted(images["n_kept"].value_counts().items())}
     assert stats["objects_per_image"]["n_objects"] == n_obj == {"0": 1, "3": 2, "4": 1}
+    # SAMRS's subset sizes count only images with objects (its scripts skip the others)
+    assert stats["images"]["with_objects"] == int((images["n_objects"] > 0).sum()) == 3
+    assert "images with objects: 3 (SAMRS's count" in format_stats(stats)
     assert stats["objects_per_image"]["n_kept"] == n_kept
     assert stats["objects_per_image"]["mean_objects"] == pytest.approx(images["n_objects"].mean())
     by_stage = {

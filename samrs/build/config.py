@@ -60,6 +60,11 @@ class BuildConfig:
     multimask: bool = False
     clip_to_rbox: float | None = None
     small_object_zoom: int | None = None
+    zoom_crop: int | None = None
+    zoom_factor: float | None = None
+    zoom_all: bool = False
+    zoom_border: str = "shift"
+    resize: str = "torch"
     cpu_threads: int | None = None
     """Resolved, not set by users: torch threads of a model running on the CPU. Its float
     results depend on the thread count, so it is part of the configuration (any ``--workers``
@@ -91,6 +96,7 @@ class BuildConfig:
     overwrite: bool = False
     dry_run: bool = False
     progress: bool = True
+    preset: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
@@ -119,3 +125,50 @@ class BuildConfig:
         """sha256 over the output-affecting configuration (stable JSON)."""
         blob = json.dumps(self.output_affecting(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# --- presets --------------------------------------------------------------------------------
+
+PRESETS: dict[str, dict[str, object]] = {
+    "samrs": {
+        "overlap": "annotation-order",
+        "class_order": "samrs",
+        "prompt": {"dota": "hbox", "dior": "hbox", "fair1m": "rhbox"},
+        "resize": "pil",
+    },
+    "ros-sam": {
+        "zoom_all": True,
+        "zoom_crop": 512,
+        "zoom_factor": 2.0,
+        "zoom_border": "pad",
+    },
+}
+"""Named sets of build options (``--preset``). A value that is a dict is chosen by source.
+
+* ``samrs``: the SAMRS generation scripts' rules: annotation-order painting (later objects
+  overwrite earlier ones), the SAMRS papers' class order, horizontal boxes for DOTA (SOTA) and
+  DIOR (SIOR), boxes around the rotated boxes for FAIR1M (FAST), and SAM's input resized with
+  PIL as segment-anything's predictor does (``--resize pil``).
+* ``ros-sam``: ROS-SAM's inference rules: every box on its own 512-pixel crop centred on it,
+  zero-padded where it leaves the image, upsampled 2x bicubic, masks pasted back.
+"""
+
+
+def preset_options(preset: str | None, source: str | None) -> dict[str, object]:
+    """The options a preset sets for ``source`` (empty for None).
+
+    Raises:
+        ValueError: unknown preset.
+    """
+    if preset is None:
+        return {}
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
+    out: dict[str, object] = {}
+    for key, value in PRESETS[preset].items():
+        if isinstance(value, dict):
+            if source in value:
+                out[key] = value[source]
+        else:
+            out[key] = value
+    return out

@@ -137,6 +137,13 @@ def segmenter_options(config: BuildConfig) -> dict[str, object]:
         "compile": config.compile,
         "clip_to_rbox": config.clip_to_rbox,
         "small_object_zoom": config.small_object_zoom,
+        "zoom": {
+            "crop": config.zoom_crop,
+            "factor": config.zoom_factor,
+            "zoom_all": config.zoom_all,
+            "border": config.zoom_border,
+        },
+        "resize": config.resize,
     }
 
 

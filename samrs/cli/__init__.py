@@ -27,6 +27,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ablate": ("ablate", "Compare prompt modes and segmenters against ground truth."),
     "export": ("export", "Export a build as COCO, mmsegmentation or ROS-SAM data."),
     "finetune": ("finetune", "Fine-tune SAM on a build with the MeSAM method."),
+    "convert-mesam": ("convert_mesam", "Turn a checkpoint of MeSAM's own code into a run."),
+    "convert-ros-sam": (
+        "convert_ros_sam",
+        "Turn ROS-SAM's trained weights into an HQ-SAM checkpoint.",
+    ),
     "predict": ("predict", "Write semantic labels for images with a fine-tuned model."),
     "evaluate-seg": ("evaluate_seg", "Score semantic labels of a fine-tuned model (mIoU)."),
     "verify": ("verify", "Check a build's shards and files against their recorded checksums."),

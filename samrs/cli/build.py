@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from samrs.build.config import BuildConfig
+from samrs.build.config import PRESETS, BuildConfig, preset_options
 from samrs.classes import SOURCES
 from samrs.cli.options import (
     class_order_option,
@@ -107,7 +107,46 @@ def load_config_file(path: str) -> dict[str, Any]:
     type=int,
     default=None,
     metavar="PX",
-    help="Segment objects smaller than PX on an upsampled crop around them (ROS-SAM).",
+    help="Segment objects smaller than PX on an upsampled crop around them (ROS-SAM's idea).",
+)
+@click.option(
+    "--zoom-crop",
+    type=click.IntRange(min=16),
+    default=None,
+    metavar="PX",
+    help="Zoom crop side in pixels (ROS-SAM: 512); default max(256, 4 x the object's side).",
+)
+@click.option(
+    "--zoom-factor",
+    type=click.FloatRange(1.0, 8.0),
+    default=None,
+    help="Upsample zoom crops by this factor, bicubic (ROS-SAM: 2); default: the segmenter "
+    "resizes the crop to its input size.",
+)
+@click.option(
+    "--zoom-all", is_flag=True, help="Zoom every object, not only small ones (as ROS-SAM does)."
+)
+@click.option(
+    "--zoom-border",
+    type=click.Choice(["shift", "pad"]),
+    default="shift",
+    help="Crops at image borders: shift inside the image (and share crops between nearby "
+    "objects), or stay centred with zero padding, one per object (ROS-SAM).",
+)
+@click.option(
+    "--resize",
+    type=click.Choice(["torch", "pil"]),
+    default="torch",
+    help="SAM's input resize: torch (antialiased bilinear on the device) or pil (exactly "
+    "segment-anything's predictor, on the host; for reproduction runs).",
+)
+@click.option(
+    "--preset",
+    type=click.Choice(sorted(PRESETS)),
+    default=None,
+    help="A published method's rules, applied before --config and command-line options: "
+    "samrs = annotation-order overlap, SAMRS class order, hbox (DOTA, DIOR) / rhbox (FAIR1M) "
+    "prompts, --resize pil; ros-sam = --zoom-all --zoom-crop 512 --zoom-factor 2 --zoom-border pad.",
 )
 @click.option(
     "--patch-size",
@@ -265,6 +304,10 @@ def command(
 
     The build is cut into shards committed atomically: re-running the same command after a
     crash continues where it stopped; a finished build is left as it is.
+
+    A plain build uses samrs's defaults (small objects painted on top, the dataset's official
+    class order), which are not SAMRS's: add --preset samrs, or use a recipe
+    (--config pipelines/sota.toml, sior.toml, fast.toml), to reproduce the SAMRS subsets.
     """
     from samrs.build import BuildError, run_build
     from samrs.build.progress import format_summary
@@ -277,6 +320,13 @@ def command(
         for name in ctx.params
         if ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)
     }
+    # a preset's options come first: the --config file and explicit options override them
+    preset = options["preset"] if "preset" in explicit else values.get("preset")
+    source = options["source"] if "source" in explicit else values.get("source")
+    try:
+        values = {**preset_options(preset, source), **values, "preset": preset}
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--preset") from exc
     cli = dict(options, rates=rates, gpus=gpus, compile=compile_model)
     for name, value in cli.items():
         key = {"compile": "compile_model"}.get(name, name)
@@ -289,6 +339,12 @@ def command(
     values["overwrite"] = not resume
     values["resume"] = resume
     values["progress"] = not as_json and not ctx.find_root().params.get("quiet", False)
+    zoom_set = [k for k in ("zoom_crop", "zoom_factor") if values.get(k) is not None]
+    if values.get("zoom_border", "shift") != "shift":
+        zoom_set.append("zoom_border")
+    if zoom_set and not (values.get("small_object_zoom") or values.get("zoom_all")):
+        names = ", ".join("--" + k.replace("_", "-") for k in zoom_set)
+        raise click.UsageError(f"{names} need --small-object-zoom or --zoom-all")
     for required in ("source", "root"):
         if not values.get(required):
             raise click.UsageError(f"--{required} is required (on the command line or in --config)")

@@ -75,6 +75,15 @@ def _classes(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
     help="Linear warmup steps, then poly decay (power 0.9) to the last step.",
 )
 @click.option(
+    "--variant",
+    type=click.Choice(["mesam", "samrs-v1"]),
+    default="mesam",
+    show_default=True,
+    help="Network: mesam = MeSAM as published; samrs-v1 = samrs's first network (mixer added "
+    "to the attention and zero-initialised, learned multiscale scale, per-image RMS fusion, "
+    "GELU); see the README.",
+)
+@click.option(
     "--lora-rank",
     type=click.IntRange(min=0),
     default=4,

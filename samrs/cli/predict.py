@@ -15,7 +15,8 @@ def inference_options(f):  # type: ignore[no-untyped-def]
     for decorator in reversed(
         [
             click.option("--run", type=click.Path(path_type=Path, file_okay=False),
-                         required=True, help="Run folder of `samrs finetune`."),
+                         required=True, help="Run folder of `samrs finetune` (or of `samrs "
+                         "convert-mesam` for a checkpoint of MeSAM's own code)."),
             click.option("--weights", type=click.Choice(["best", "last"]), default="best",
                          show_default=True,
                          help="best.pt (best validation mIoU; last.pt when there is none) "

@@ -87,6 +87,54 @@ def multiscale_weights(n: int) -> tuple[float, ...]:
     return tuple((n - i) / total for i in range(n))
 
 
+VARIANT_CHOICES: dict[str, tuple[str, ...]] = {
+    "wiring": ("mesam", "additive"),
+    "multiscale": ("fixed", "learned"),
+    "fusion": ("batch-mean", "rms"),
+    "correction_act": ("relu", "gelu"),
+}
+"""The variant fields of :class:`MeSAMConfig` and their values."""
+
+VARIANTS: dict[str, dict[str, str]] = {
+    "mesam": {
+        "wiring": "mesam",
+        "multiscale": "fixed",
+        "fusion": "batch-mean",
+        "correction_act": "relu",
+    },
+    "samrs-v1": {
+        "wiring": "additive",
+        "multiscale": "learned",
+        "fusion": "rms",
+        "correction_act": "gelu",
+    },
+}
+"""Named network variants.
+
+* ``mesam`` (default): MeSAM's published network. A block's residual branch is
+  ``proj(z + dwconv(z))`` with ``z = cat(mixer(first high channels), attention[last low])``
+  (the attention output reaches the residual only through the new projection); the global
+  blocks' neck outputs are added to the image embedding with the fixed weights 0.4 / 0.3 /
+  0.2 / 0.1; the logits are ``0.9 sam + 0.1 hq * mean(sam) / mean(hq)`` with the means over
+  the whole batch (with gradient); the correction branch uses ReLU.
+* ``samrs-v1``: samrs's first network, kept to load runs trained with it: the mixer's
+  zero-initialised projection is *added* to the full attention output (a block starts as the
+  pretrained SAM block), the multiscale term has a learnable per-channel scale initialised to
+  zero, the fusion scale is a per-image RMS ratio (detached, clamped), GELU in the correction
+  branch.
+"""
+
+
+def variant_options(variant: str) -> dict[str, str]:
+    """The config fields of a named variant (``ValueError`` naming the known ones)."""
+    try:
+        return dict(VARIANTS[variant])
+    except KeyError:
+        raise ValueError(
+            f"unknown MeSAM variant {variant!r}; expected one of {', '.join(VARIANTS)}"
+        ) from None
+
+
 @dataclass(frozen=True)
 class BlockPlan:
     """What one encoder block looks like: attention window and the channel split."""
@@ -119,6 +167,11 @@ class MeSAMConfig:
     decoder_mlp_dim: int = 2048
     mask_in_chans: int = 16
     sam_weight: float = 0.9  # weight of the SAM logits in the fused output
+    # network variant (see VARIANTS); the defaults are MeSAM's published network
+    wiring: str = "mesam"
+    multiscale: str = "fixed"
+    fusion: str = "batch-mean"
+    correction_act: str = "relu"
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
@@ -132,22 +185,46 @@ class MeSAMConfig:
             raise ValueError("the LoRA rank must be >= 0")
         if self.embed_dim % self.num_heads:
             raise ValueError("embed_dim must be a multiple of num_heads")
+        for name, allowed in VARIANT_CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
+                )
         bad = [i for i in self.global_attn_indexes if not 0 <= i < self.depth]
         if bad or not self.global_attn_indexes:
             raise ValueError(f"global attention indexes must lie in 0..{self.depth - 1}")
 
     @classmethod
     def from_name(
-        cls, model: str, num_classes: int, image_size: int = 512, lora_rank: int = 4
+        cls,
+        model: str,
+        num_classes: int,
+        image_size: int = 512,
+        lora_rank: int = 4,
+        variant: str = "mesam",
     ) -> MeSAMConfig:
-        """The configuration of a registered size (``vit_b``, ``vit_l``, ``vit_h``, ``tiny``)."""
+        """The configuration of a registered size (``vit_b``, ``vit_l``, ``vit_h``, ``tiny``)
+        and network variant (:data:`VARIANTS`)."""
         if model not in MODEL_SPECS:
             raise ValueError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
         spec = asdict(MODEL_SPECS[model])
         spec["global_attn_indexes"] = tuple(spec["global_attn_indexes"])
         return cls(
-            model=model, num_classes=num_classes, image_size=image_size, lora_rank=lora_rank, **spec
+            model=model,
+            num_classes=num_classes,
+            image_size=image_size,
+            lora_rank=lora_rank,
+            **spec,
+            **variant_options(variant),
         )
+
+    @property
+    def variant(self) -> str | None:
+        """The name of this configuration's variant in :data:`VARIANTS` (None if mixed)."""
+        for name, options in VARIANTS.items():
+            if all(getattr(self, k) == v for k, v in options.items()):
+                return name
+        return None
 
     @property
     def grid(self) -> int:
@@ -188,6 +265,7 @@ class MeSAMConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown MeSAM config key(s): {', '.join(unknown)}")
-        values = dict(data)
+        # runs written before the variant fields existed were trained with samrs-v1
+        values = {**VARIANTS["samrs-v1"], **data}
         values["global_attn_indexes"] = tuple(values["global_attn_indexes"])  # type: ignore[arg-type]
         return cls(**values)  # type: ignore[arg-type]

@@ -37,6 +37,7 @@ from samrs.mesam.checkpoint import (
     read_run_checkpoint,
 )
 from samrs.mesam.config import MeSAMConfig
+from samrs.mesam.convert import load_mesam_state
 from samrs.mesam.data import (
     DataError,
     FullResolutionDataset,
@@ -51,7 +52,7 @@ from samrs.mesam.data import (
     worker_init,
 )
 from samrs.mesam.metrics import ConfusionMatrix
-from samrs.mesam.model import MeSAM
+from samrs.mesam.model import MeSAM, build_mesam
 from samrs.mesam.train import TrainConfig, autocast, base_model, resolve_device
 from samrs.outputs.semantic import write_semantic_png
 
@@ -100,6 +101,13 @@ def load_run(
     payload = read_run_checkpoint(path)
     mcfg = MeSAMConfig.from_dict(payload["model_config"])
     base = payload["base"]
+    dev = resolve_device(device)
+    meta = {k: v for k, v in payload.items() if k not in ("trained", "optimizer", "scheduler")}
+    if base.get("converted_from"):  # `samrs convert-mesam`: the run holds every tensor
+        model = build_mesam(mcfg, seed=0)
+        load_mesam_state(model, payload["trained"], path)
+        model.eval().to(dev)
+        return LoadedRun(model, LabelSpace.from_dict(payload["label_space"]), meta, path, dev)
     base_ckpt = None
     if not base.get("random_weights"):
         base_ckpt = checkpoint or base.get("checkpoint")
@@ -111,9 +119,7 @@ def load_run(
     if base.get("fingerprint") and frozen_fingerprint(model) != base["fingerprint"]:
         log.warning("%s: frozen base weights differ from the ones the run was trained with", path)
     load_trained(model, payload["trained"])
-    dev = resolve_device(device)
     model.eval().to(dev)
-    meta = {k: v for k, v in payload.items() if k not in ("trained", "optimizer", "scheduler")}
     return LoadedRun(model, LabelSpace.from_dict(payload["label_space"]), meta, path, dev)
 
 

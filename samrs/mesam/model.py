@@ -1,24 +1,28 @@
 """The MeSAM network on top of segment-anything's modeling code.
 
-Differences from SAM, all new modules initialised so that the network starts out as SAM:
+By default (variant ``mesam``, see :data:`~samrs.mesam.config.VARIANTS`) this is MeSAM's
+published network (Zhou et al., TGRS 2024, and its model code):
 
-* **Encoder blocks** (:class:`MeSAMBlock`): beside the pretrained attention, an
-  :class:`InceptionMixer` works on the first ``high`` channels of the normalised input
-  (1x1 conv + depthwise conv, and max-pool + 1x1 conv) and on the last ``low`` channels of
-  the attention output; the split follows :func:`~samrs.mesam.config.low_heads_schedule`.
-  The mixer's output projection is zero-initialised and *added* to the attention output, so
-  a block starts exactly equal to the pretrained SAM block (the reference code instead
-  routes attention through a random projection).
+* **Encoder blocks** (:class:`MeSAMBlock`): an :class:`InceptionMixer` works on the first
+  ``high`` channels of the normalised input (1x1 conv + depthwise conv, and max-pool + 1x1
+  conv, ReLU) and takes the last ``low`` channels of the attention output; the concatenation
+  goes through ``z + dwconv3x3(z)`` and a 1x1 projection into the residual stream
+  (``x + proj(...)``); the split follows :func:`~samrs.mesam.config.low_heads_schedule`.
 * **Multiscale connections** (:class:`MeSAMImageEncoder`): the outputs ``E_k`` of the
-  global-attention blocks (indexes from the config) go through SAM's neck and are added to
-  the image embedding with weights :func:`~samrs.mesam.config.multiscale_weights` (0.4 / 0.3
-  / 0.2 / 0.1 for four blocks) times a per-channel scale initialised to zero; their weighted
-  sum (without the neck) is the ViT feature of the decoder's correction branch.
+  global-attention blocks go through SAM's neck and are added to the image embedding with
+  weights :func:`~samrs.mesam.config.multiscale_weights` (0.4 / 0.3 / 0.2 / 0.1 for four
+  blocks); their weighted sum (without the neck) is the ViT feature of the correction branch.
 * **Decoder** (:class:`MeSAMMaskDecoder`): K+1 mask tokens (channel 0 = background or
   unlabelled, channel c+1 = class c) and K+1 correction tokens (HQ-SAM style branch fed by
   the image embedding, the multiscale ViT feature and SAM's upscaled features). The two
   logit sets are fused by :func:`fuse_logits`.
-* **LoRA** (:class:`~samrs.mesam.lora.LoRAQKV`) on q and v of every encoder block.
+* **LoRA** (:class:`~samrs.mesam.lora.LoRAQKV`) on q and v of every encoder block (SAMed).
+
+The ``samrs-v1`` variant (runs trained before samrs followed the published network) adds a
+zero-initialised mixer to the full attention output, scales the multiscale term by a learned
+per-channel factor initialised to zero, fuses with a per-image RMS ratio and uses GELU in the
+correction branch. Depth-scaled mixer splits for vit_l / vit_h are a samrs extension (MeSAM's
+code builds only vit_b).
 
 There are no prompts: sparse prompt embeddings are empty and the dense embedding is SAM's
 learned "no mask" embedding.
@@ -102,13 +106,17 @@ class MeSAMAttention(Attention):
 
 
 class InceptionMixer(nn.Module):
-    """MeSAM's high-frequency mixer and channel fusion (output projection zero-initialised).
+    """MeSAM's high-frequency mixer and channel fusion.
 
     Input: the first ``high`` channels of the normalised block input and the last ``low``
-    channels of the attention output. Output: ``dim`` channels added to the residual stream.
+    channels of the attention output. Output: ``dim`` channels for the residual stream.
+    ``published=True``: MeSAM's layers (bias-free depthwise fusion conv, default init);
+    ``False`` (samrs-v1): a biased fusion conv and a zero-initialised output projection.
     """
 
-    def __init__(self, dim: int, high: int, low: int, kernel_size: int) -> None:
+    def __init__(
+        self, dim: int, high: int, low: int, kernel_size: int, published: bool = True
+    ) -> None:
         super().__init__()
         if high % 2:
             raise ValueError(f"mixer channels must be even, got {high}")
@@ -125,10 +133,11 @@ class InceptionMixer(nn.Module):
             nn.ReLU(),
         )
         fused = 2 * high + low
-        self.local = nn.Conv2d(fused, fused, 3, padding=1, groups=fused)
+        self.local = nn.Conv2d(fused, fused, 3, padding=1, groups=fused, bias=not published)
         self.proj = nn.Conv2d(fused, dim, 1)
-        nn.init.zeros_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
+        if not published:
+            nn.init.zeros_(self.proj.weight)
+            nn.init.zeros_(self.proj.bias)
 
     def forward(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
         """x, attn: (B, H, W, dim) -> (B, H, W, dim)."""
@@ -144,16 +153,26 @@ class MeSAMBlock(nn.Module):
     """A SAM ViT block (same parameter names) with LoRA attention and an inception mixer."""
 
     def __init__(
-        self, dim: int, num_heads: int, plan: BlockPlan, grid: int, mlp_ratio: float, lora_rank: int
+        self,
+        dim: int,
+        num_heads: int,
+        plan: BlockPlan,
+        grid: int,
+        mlp_ratio: float,
+        lora_rank: int,
+        wiring: str = "mesam",
     ) -> None:
         super().__init__()
         self.window_size = plan.window_size
+        self.wiring = wiring
         size = grid if plan.window_size == 0 else plan.window_size
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = MeSAMAttention(dim, num_heads, (size, size), lora_rank)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = MLPBlock(embedding_dim=dim, mlp_dim=int(dim * mlp_ratio), act=nn.GELU)
-        self.mixer = InceptionMixer(dim, plan.high, plan.low, plan.kernel_size)
+        self.mixer = InceptionMixer(
+            dim, plan.high, plan.low, plan.kernel_size, published=wiring == "mesam"
+        )
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         if self.window_size > 0:
@@ -165,7 +184,10 @@ class MeSAMBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = self.norm1(x)
         a = self.attention(n)
-        x = x + a + self.mixer(n, a)
+        if self.wiring == "mesam":  # the mixer replaces the attention's first channels
+            x = x + self.mixer(n, a)
+        else:  # samrs-v1: the mixer is added to the whole attention output
+            x = x + a + self.mixer(n, a)
         return x + self.mlp(self.norm2(x))
 
 
@@ -193,14 +215,24 @@ class MeSAMImageEncoder(nn.Module):
         )
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.grid, cfg.grid, cfg.embed_dim))
         self.blocks = nn.ModuleList(
-            MeSAMBlock(cfg.embed_dim, cfg.num_heads, plan, cfg.grid, cfg.mlp_ratio, cfg.lora_rank)
+            MeSAMBlock(
+                cfg.embed_dim,
+                cfg.num_heads,
+                plan,
+                cfg.grid,
+                cfg.mlp_ratio,
+                cfg.lora_rank,
+                cfg.wiring,
+            )
             for plan in cfg.block_plans()
         )
         self.neck = _neck(cfg.embed_dim, cfg.prompt_dim)
         self.ms_weights = multiscale_weights(len(self.global_attn_indexes))
-        # Per-channel scale of the multiscale term of the image embedding; zero at start so
-        # the embedding starts as SAM's.
-        self.ms_scale = nn.Parameter(torch.zeros(cfg.prompt_dim))
+        self.ms_scale: nn.Parameter | None = None
+        if cfg.multiscale == "learned":
+            # samrs-v1: per-channel scale of the multiscale term, zero at start so the
+            # embedding starts as SAM's
+            self.ms_scale = nn.Parameter(torch.zeros(cfg.prompt_dim))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, S, S) normalised image -> (image embedding (B, prompt_dim, g, g),
@@ -216,7 +248,10 @@ class MeSAMImageEncoder(nn.Module):
         ms = 0.0
         for idx, feat, weight in zip(self.global_attn_indexes, feats, self.ms_weights, strict=True):
             ms = ms + weight * (embedding if idx == last else self.neck(feat))
-        embedding = embedding + self.ms_scale.view(1, -1, 1, 1) * ms
+        if self.ms_scale is None:
+            embedding = embedding + ms
+        else:
+            embedding = embedding + self.ms_scale.view(1, -1, 1, 1) * ms
         vit = sum(w * f for w, f in zip(self.ms_weights, feats, strict=True))
         return embedding, vit  # type: ignore[return-value]
 
@@ -225,17 +260,23 @@ def fuse_logits(
     sam_logits: torch.Tensor,
     correction_logits: torch.Tensor,
     sam_weight: float = 0.9,
+    mode: str = "batch-mean",
     eps: float = 1e-6,
     max_scale: float = 1e3,
 ) -> torch.Tensor:
-    """``w * sam + (1 - w) * s * correction``, ``s`` = per-image RMS ratio, guarded.
+    """``w * sam + (1 - w) * s * correction``.
 
-    MeSAM rescales the correction logits by ``mean(sam) / mean(correction)`` over the whole
-    batch, which explodes or flips sign when a mean is near zero and couples the images of a
-    batch. Here ``s = rms(sam) / max(rms(correction), eps)``, computed per image in float32,
-    clamped to ``max_scale`` and detached (a pure magnitude match: it carries no gradient),
-    so it is always finite and non-negative and a prediction does not depend on its batch.
+    ``batch-mean`` (MeSAM): ``s = mean(sam) / mean(correction)`` over the whole batch, with
+    gradient. It is MeSAM's rule, including its faults: it explodes or flips sign when a mean
+    is near zero, and an image's prediction depends on the other images of its batch.
+    ``rms`` (samrs-v1): ``s = rms(sam) / max(rms(correction), eps)`` per image in float32,
+    clamped to ``max_scale`` and detached, always finite and non-negative.
     """
+    if mode == "batch-mean":
+        scale = sam_logits.mean() / correction_logits.mean()
+        return sam_weight * sam_logits + (1.0 - sam_weight) * (correction_logits * scale)
+    if mode != "rms":
+        raise ValueError(f"unknown fusion {mode!r}")
     dims = tuple(range(1, sam_logits.ndim))
     rms_sam = sam_logits.detach().float().pow(2).mean(dims, keepdim=True).sqrt()
     rms_corr = correction_logits.detach().float().pow(2).mean(dims, keepdim=True).sqrt()
@@ -257,7 +298,9 @@ class MeSAMMaskDecoder(nn.Module):
         super().__init__()
         d, n = cfg.prompt_dim, cfg.num_outputs
         self.sam_weight = cfg.sam_weight
+        self.fusion = cfg.fusion
         self.num_mask_tokens = n
+        act = nn.ReLU if cfg.correction_act == "relu" else nn.GELU
         self.transformer = TwoWayTransformer(
             depth=cfg.decoder_depth,
             embedding_dim=d,
@@ -280,19 +323,19 @@ class MeSAMMaskDecoder(nn.Module):
         self.compress_vit_feat = nn.Sequential(
             nn.ConvTranspose2d(cfg.embed_dim, d, kernel_size=2, stride=2),
             LayerNorm2d(d),
-            nn.GELU(),
+            act(),
             nn.ConvTranspose2d(d, d // 8, kernel_size=2, stride=2),
         )
         self.embedding_encoder = nn.Sequential(
             nn.ConvTranspose2d(d, d // 4, kernel_size=2, stride=2),
             LayerNorm2d(d // 4),
-            nn.GELU(),
+            act(),
             nn.ConvTranspose2d(d // 4, d // 8, kernel_size=2, stride=2),
         )
         self.embedding_maskfeature = nn.Sequential(
             nn.Conv2d(d // 8, d // 4, 3, padding=1),
             LayerNorm2d(d // 4),
-            nn.GELU(),
+            act(),
             nn.Conv2d(d // 4, d // 8, 3, padding=1),
         )
 
@@ -335,7 +378,7 @@ class MeSAMMaskDecoder(nn.Module):
         sam_logits = (hyper @ upscaled.flatten(2)).view(b, n, uh, uw)
         corr_logits = (hyper_corr @ corr_features.flatten(2)).view(b, n, uh, uw)
         return {
-            "logits": fuse_logits(sam_logits, corr_logits, self.sam_weight),
+            "logits": fuse_logits(sam_logits, corr_logits, self.sam_weight, self.fusion),
             "sam_logits": sam_logits,
             "correction_logits": corr_logits,
         }

@@ -114,6 +114,7 @@ class TrainConfig:
     warmup_steps: int = 250
     lora_rank: int = 4
     image_size: int = 512
+    variant: str = "mesam"
     ce_weight: float = 0.2
     dice_weight: float = 0.8
     grad_accum: int = 1
@@ -405,7 +406,7 @@ def _train(
         mcfg = MeSAMConfig.from_dict(resumed["model_config"])
     else:
         mcfg = MeSAMConfig.from_name(
-            cfg.model, label_space.num_classes, cfg.image_size, cfg.lora_rank
+            cfg.model, label_space.num_classes, cfg.image_size, cfg.lora_rank, cfg.variant
         )
     model, base_info = base_model(
         mcfg, cfg.seed, None if cfg.random_weights else cfg.checkpoint, say, dist_info.main

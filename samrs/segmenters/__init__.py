@@ -100,6 +100,8 @@ def create_segmenter(
     compile: bool = False,
     clip_to_rbox: float | None = None,
     small_object_zoom: int | None = None,
+    zoom: dict[str, object] | None = None,
+    resize: str = "torch",
     **options: object,
 ) -> Segmenter:
     """Build a segmenter by name, with its wrappers.
@@ -112,6 +114,9 @@ def create_segmenter(
         hq_token_only: ``sam-hq`` only.
         clip_to_rbox: intersect masks with the polygon dilated by this many pixels.
         small_object_zoom: segment objects smaller than this many pixels on zoomed crops.
+        zoom: further :class:`~.wrappers.SmallObjectZoom` settings (``crop``, ``factor``,
+            ``zoom_all``, ``border``); ``zoom_all`` zooms every object.
+        resize: SAM's input resize, ``torch`` or ``pil`` (see :class:`~.sam.SamSegmenter`).
         **options: extra keyword arguments of the segmenter class (e.g. ``precision``,
             ``attention``, ``device_rle`` for SAM; ``iterations`` for GrabCut).
 
@@ -135,6 +140,7 @@ def create_segmenter(
             "chunk_size": chunk_size,
             "multimask": multimask,
             "compile": compile,
+            "resize": resize,
             **options,
         }
         if name == "sam":
@@ -155,10 +161,15 @@ def create_segmenter(
         segmenter = GrabCutSegmenter(seed=seed, **options)  # type: ignore[arg-type]
     else:  # pragma: no cover - names checked above
         raise AssertionError(name)
-    if small_object_zoom:
+    zoom = {k: v for k, v in (zoom or {}).items() if v is not None}
+    if small_object_zoom or zoom.get("zoom_all"):
         from samrs.segmenters.wrappers import SmallObjectZoom
 
-        segmenter = SmallObjectZoom(segmenter, int(small_object_zoom))
+        segmenter = SmallObjectZoom(
+            segmenter,
+            int(small_object_zoom) if small_object_zoom else None,
+            **zoom,  # type: ignore[arg-type]
+        )
     if clip_to_rbox is not None:
         from samrs.segmenters.wrappers import ClipToPolygon
 

@@ -245,18 +245,31 @@ def inspect_checkpoint(
         raise CheckpointError(
             f"{path}: a plain SAM checkpoint (no HQ output token); use the sam segmenter for it"
         )
+    check_structure(state, detected, is_hq, path)
     info = CheckpointInfo(str(path), detected, is_hq, len(state))
     return info, state
 
 
-def load_into(
-    model: torch.nn.Module, state: Mapping[str, torch.Tensor], path: str | os.PathLike[str]
-) -> None:
-    """``model.load_state_dict(state, strict=True)``, errors turned into :class:`CheckpointError`."""
-    own = model.state_dict()
+def expected_shapes(model: str, hq: bool) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of a registry model's state dict (built on the meta device:
+    no memory, a fraction of a second even for vit_h)."""
+    import torch
+
+    from samrs.segmenters.models import build_model
+
+    with torch.device("meta"):
+        net = build_model(SAM_MODELS[model], hq=hq)
+    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
+
+
+def structure_problems(
+    own: Mapping[str, tuple[int, ...]], state: Mapping[str, torch.Tensor]
+) -> list[str]:
+    """What keeps ``state`` from loading strictly into a model with tensors ``own`` (empty
+    when it fits): missing, unexpected and wrong-shaped tensors, counted, the first named."""
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    wrong = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    wrong = [k for k in own if k in state and tuple(own[k]) != tuple(state[k].shape)]
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing tensors (e.g. {missing[0]})")
@@ -266,8 +279,30 @@ def load_into(
         k = wrong[0]
         problems.append(
             f"{len(wrong)} tensors of another shape (e.g. {k}: {tuple(state[k].shape)} "
-            f"instead of {tuple(own[k].shape)})"
+            f"instead of {tuple(own[k])})"
         )
+    return problems
+
+
+def check_structure(
+    state: Mapping[str, torch.Tensor], model: str, hq: bool, path: str | os.PathLike[str]
+) -> None:
+    """Raise :class:`CheckpointError` unless ``state`` loads strictly into ``model``: found
+    when the checkpoint is inspected, before any image work (not inside a worker)."""
+    problems = structure_problems(expected_shapes(model, hq), state)
+    if problems:
+        kind = "HQ-SAM" if hq else "SAM"
+        raise CheckpointError(
+            f"{path}: not a complete {kind} {model} checkpoint: {'; '.join(problems)}"
+        )
+
+
+def load_into(
+    model: torch.nn.Module, state: Mapping[str, torch.Tensor], path: str | os.PathLike[str]
+) -> None:
+    """``model.load_state_dict(state, strict=True)``, errors turned into :class:`CheckpointError`."""
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    problems = structure_problems(own, state)
     if problems:
         raise CheckpointError(f"{path}: does not fit the model: {'; '.join(problems)}")
     model.load_state_dict(state, strict=True)
@@ -279,3 +314,89 @@ def config_of(model: str) -> SamConfig:
         return SAM_MODELS[model]
     except KeyError:
         raise ValueError(f"unknown model {model!r}; known: {', '.join(SAM_MODELS)}") from None
+
+
+# --- ROS-SAM ----------------------------------------------------------------------------------
+
+ROS_SAM_FILES = (
+    ("model.safetensors", "model_1.safetensors"),
+    ("pytorch_model.bin", "pytorch_model_1.bin"),
+)
+"""An ``accelerate`` checkpoint folder of ROS-SAM's training: its HQ decoder (``net``), then
+its SAM with LoRA on every block's qkv (``sam``)."""
+_ROS_LORA = re.compile(
+    r"^(image_encoder\.blocks\.\d+\.attn\.qkv)\.(qkv\.(weight|bias)|linear_[ab]_[qv]\.weight)$"
+)
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError as exc:  # pragma: no cover - optional dependency
+            raise CheckpointError(
+                f"{path}: reading safetensors needs the safetensors package "
+                "(pip install 'samrs[ros-sam]')"
+            ) from exc
+        try:
+            state = load_file(str(path))
+        except Exception as exc:
+            raise CheckpointError(
+                f"{path}: not a readable safetensors file: {_one_line(exc)}"
+            ) from exc
+        return {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
+    return load_state_dict(path)
+
+
+def ros_sam_state(folder: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """An HQ-SAM state dict from a ROS-SAM checkpoint folder (see :data:`ROS_SAM_FILES`).
+
+    The LoRA updates are merged into the qkv weights (``W + B A`` on the q and v rows: the
+    same linear map), the trained HQ decoder replaces SAM's decoder, and the result is checked
+    to be a complete HQ-SAM checkpoint of its size (:func:`check_structure`), so the ``sam-hq``
+    segmenter reproduces ROS-SAM's network (its HQ output: ``--hq-token-only``).
+
+    Raises:
+        CheckpointError: files missing or unreadable, LoRA tensors incomplete, or a result
+            that is not a complete HQ-SAM checkpoint.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise CheckpointError(f"{root}: not a folder (expected ROS-SAM's checkpoint folder)")
+    for dec_name, enc_name in ROS_SAM_FILES:
+        if (root / dec_name).is_file() and (root / enc_name).is_file():
+            break
+    else:
+        names = " or ".join(f"{a} + {b}" for a, b in ROS_SAM_FILES)
+        raise CheckpointError(f"{root}: no ROS-SAM checkpoint files ({names})")
+    decoder = _read_tensors(root / dec_name)
+    sam = _read_tensors(root / enc_name)
+    state: dict[str, torch.Tensor] = {}
+    lora: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in sam.items():
+        m = _ROS_LORA.match(key)
+        if m:
+            lora.setdefault(m.group(1), {})[m.group(2)] = value
+        elif key.startswith(("image_encoder.", "prompt_encoder.")):
+            state[key] = value
+    for prefix, parts in lora.items():
+        need = ("qkv.weight", "linear_a_q.weight", "linear_b_q.weight", "linear_a_v.weight",
+                "linear_b_v.weight")  # fmt: skip
+        missing = [p for p in need if p not in parts]
+        if missing:
+            raise CheckpointError(f"{root / enc_name}: {prefix} lacks {', '.join(missing)}")
+        weight = parts["qkv.weight"].float().clone()
+        d = weight.shape[1]
+        weight[:d] += parts["linear_b_q.weight"].float() @ parts["linear_a_q.weight"].float()
+        weight[2 * d :] += parts["linear_b_v.weight"].float() @ parts["linear_a_v.weight"].float()
+        state[f"{prefix}.weight"] = weight.to(parts["qkv.weight"].dtype)
+        if "qkv.bias" in parts:
+            state[f"{prefix}.bias"] = parts["qkv.bias"]
+    state.update({f"mask_decoder.{k}": v for k, v in decoder.items()})
+    model, is_hq = detect_model(state, root)
+    if not is_hq:
+        raise CheckpointError(
+            f"{root / dec_name}: no HQ output token (hf_token): not ROS-SAM's decoder"
+        )
+    check_structure(state, model, True, root)
+    return state

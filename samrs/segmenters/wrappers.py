@@ -1,12 +1,13 @@
 """Segmenter wrappers that work with any segmenter: clipping to the rotated box and the
-small-object zoom (ROS-SAM's object-centred crops)."""
+small-object zoom (ROS-SAM's object-centred crops, and its inference rules as a preset)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import cv2
 import numpy as np
 
 from samrs.masks import MaskCrop, polygon_window_masks
@@ -56,8 +57,10 @@ class Crop:
 
     Attributes:
         x, y: top-left corner in the image.
-        width, height: size (square unless the image is smaller than the crop).
+        width, height: size (square unless the image is smaller than a shifted crop).
         members: indices of the prompts segmented on this crop.
+        content: ``(width, height)`` of the image pixels copied to the crop's top-left
+            corner, the rest being zero (``border="pad"``); None: the whole crop.
     """
 
     x: int
@@ -65,41 +68,75 @@ class Crop:
     width: int
     height: int
     members: tuple[int, ...]
+    content: tuple[int, int] | None = None
+
+
+ZOOM_BORDERS = ("shift", "pad")
 
 
 class SmallObjectZoom(Segmenter):
-    """Segment small objects on object-centred crops (``--small-object-zoom PX``).
+    """Segment small objects on object-centred crops (``--small-object-zoom PX``, ROS-SAM).
 
     An object is small when the longest side of its box (the union of its box prompt and its
-    polygon's enclosing box) is below ``threshold`` pixels. Its crop is a square of side
-    ``max(min_crop, context * side)`` centred on it and shifted inside the image at borders;
-    the inner segmenter then sees the crop as an image, so SAM resizes it to its input size
-    (a 256-pixel crop is magnified 4x for a 1024 input) and its masks come back at crop
-    resolution, then are pasted into the full image. Small objects that lie well inside an
-    existing crop (at least half their side from its edges, or touching the image border)
-    share that crop, so the encoder runs once per group. When the crop would exceed
-    ``max_crop_fraction`` of the image's longest side the object stays in the full-image pass
-    (the zoom would gain little). All crops and full images go to the inner segmenter in one
-    call, so its batching applies.
+    polygon's enclosing box) is below ``threshold`` pixels; with ``zoom_all`` every object is
+    zoomed (ROS-SAM). Its crop is a square of side ``crop`` when given (ROS-SAM: 512), else
+    ``max(min_crop, context * side)``, centred on the object.
+
+    * ``border="shift"`` (default): the crop is shifted inside the image at borders, and
+      small objects that lie well inside an existing crop (at least half their side from its
+      edges, or touching the image border) share it, so the encoder runs once per group; an
+      object whose crop would exceed ``max_crop_fraction`` of the image's longest side stays
+      in the full-image pass (unless ``zoom_all``).
+    * ``border="pad"`` (ROS-SAM's ``crop_images`` / ``reconstruct_image``): one crop per
+      object; its window runs from ``max(int(c - crop // 2), 0)`` to
+      ``min(int(c + crop // 2), size)`` on each axis (``c`` = the box centre), i.e. it is
+      truncated at the image border, not shifted; those pixels go to the top-left of a
+      ``crop x crop`` canvas, zero elsewhere; box prompts are clipped to the canvas; the mask
+      is pasted back over ``[start, min(start + crop, size))``.
+
+    ``factor``: the crop is upsampled by this factor with bicubic interpolation (torch's, as
+    ROS-SAM; clamped to 0..255 and truncated to integers as its ``astype(uint8)``) and the
+    prompts scaled with it before the inner segmenter sees it; its masks are brought back to
+    crop resolution by area averaging (a pixel is set when at least half of it is covered).
+    Without ``factor`` the inner segmenter resizes the crop to its own input size (SAM: a
+    256-pixel crop is magnified 4x). Masks are then pasted into an empty mask of the full
+    image. All crops and full images go to the inner segmenter in one call, so its batching
+    applies.
     """
 
     def __init__(
         self,
         inner: Segmenter,
-        threshold: int,
+        threshold: int | None,
         context: float = 4.0,
         min_crop: int = 256,
         max_crop_fraction: float = 0.5,
+        crop: int | None = None,
+        factor: float | None = None,
+        zoom_all: bool = False,
+        border: str = "shift",
     ) -> None:
-        if threshold <= 0:
+        if not zoom_all and (threshold is None or threshold <= 0):
             raise ValueError(
                 f"small_object_zoom must be a positive size in pixels, got {threshold}"
             )
+        if crop is not None and crop < 16:
+            raise ValueError(f"zoom_crop must be at least 16 pixels, got {crop}")
+        if factor is not None and not 1.0 <= factor <= 8.0:
+            raise ValueError(f"zoom_factor must lie in [1, 8], got {factor}")
+        if border not in ZOOM_BORDERS:
+            raise ValueError(
+                f"zoom_border must be one of {', '.join(ZOOM_BORDERS)}, got {border!r}"
+            )
         self.inner = inner
-        self.threshold = int(threshold)
+        self.threshold = None if threshold is None else int(threshold)
         self.context = float(context)
         self.min_crop = int(min_crop)
         self.max_crop_fraction = float(max_crop_fraction)
+        self.crop = None if crop is None else int(crop)
+        self.factor = None if factor is None else float(factor)
+        self.zoom_all = bool(zoom_all)
+        self.border = border
         self.name = inner.name
 
     def describe(self) -> dict[str, object]:
@@ -111,6 +148,10 @@ class SmallObjectZoom(Segmenter):
                 "context": self.context,
                 "min_crop": self.min_crop,
                 "max_crop_fraction": self.max_crop_fraction,
+                "crop": self.crop,
+                "factor": self.factor,
+                "zoom_all": self.zoom_all,
+                "border": self.border,
             },
         }
 
@@ -127,18 +168,35 @@ class SmallObjectZoom(Segmenter):
                 [np.minimum(ext[:, :2], boxes[:, :2]), np.maximum(ext[:, 2:], boxes[:, 2:])], axis=1
             )
         sides = np.maximum(ext[:, 2] - ext[:, 0], ext[:, 3] - ext[:, 1])
-        limit = self.max_crop_fraction * max(height, width)
-        sizes = np.ceil(np.maximum(self.min_crop, self.context * sides)).astype(np.int64)
-        small = (sides < self.threshold) & (sizes <= limit)
+        if self.crop is not None:
+            sizes = np.full(n, self.crop, dtype=np.int64)
+        else:
+            sizes = np.ceil(np.maximum(self.min_crop, self.context * sides)).astype(np.int64)
+        if self.zoom_all:
+            small = np.ones(n, dtype=bool)
+        else:
+            limit = self.max_crop_fraction * max(height, width)
+            small = (sides < self.threshold) & (sizes <= limit)
         big = [int(i) for i in np.flatnonzero(~small)]
-        crops: list[Crop] = []
+        centres = (ext[:, :2] + ext[:, 2:]) / 2
+        if self.border == "pad":
+            crops = []
+            for i in np.flatnonzero(small):
+                size, half = int(sizes[i]), int(sizes[i]) // 2
+                x0, y0 = max(int(centres[i, 0] - half), 0), max(int(centres[i, 1] - half), 0)
+                x1 = min(int(centres[i, 0] + half), width)
+                y1 = min(int(centres[i, 1] + half), height)
+                content = (max(x1 - x0, 0), max(y1 - y0, 0))
+                crops.append(Crop(x0, y0, size, size, (int(i),), content))
+            return big, crops
+        crops = []
         assigned = np.zeros(n, dtype=bool)
         for i in np.flatnonzero(small):
             if assigned[i]:
                 continue
             size = int(sizes[i])
             cw, ch = min(size, width), min(size, height)
-            cx, cy = (ext[i, 0] + ext[i, 2]) / 2, (ext[i, 1] + ext[i, 3]) / 2
+            cx, cy = centres[i]
             x0 = int(np.clip(math.floor(cx - cw / 2), 0, width - cw))
             y0 = int(np.clip(math.floor(cy - ch / 2), 0, height - ch))
             members = []
@@ -161,6 +219,63 @@ class SmallObjectZoom(Segmenter):
         inside = box[0] >= x0 and box[1] >= y0 and box[2] <= x0 + cw and box[3] <= y0 + ch
         return bool(inside and ok_left and ok_top and ok_right and ok_bottom)
 
+    def crop_image(self, image: np.ndarray, crop: Crop) -> np.ndarray:
+        """The crop's pixels (zero outside the image), upsampled by ``factor`` if set."""
+        height, width = image.shape[:2]
+        cw, ch = crop.content or (crop.width, crop.height)
+        cw, ch = min(cw, width - crop.x), min(ch, height - crop.y)
+        if crop.content is None and (cw, ch) == (crop.width, crop.height):
+            out = image[crop.y : crop.y + ch, crop.x : crop.x + cw]
+        else:
+            out = np.zeros((crop.height, crop.width, *image.shape[2:]), dtype=image.dtype)
+            out[:ch, :cw] = image[crop.y : crop.y + ch, crop.x : crop.x + cw]
+        if self.factor is None:
+            return out
+        import torch
+        from torch.nn import functional as F
+
+        size = (round(crop.height * self.factor), round(crop.width * self.factor))
+        t = torch.from_numpy(np.ascontiguousarray(out)).float()
+        t = t.permute(2, 0, 1)[None] if t.ndim == 3 else t[None, None]
+        t = F.interpolate(t, size=size, mode="bicubic", align_corners=False)
+        t = t.clamp_(0, 255).to(torch.uint8)  # float -> uint8 truncates, as numpy's astype
+        t = t[0].permute(1, 2, 0) if out.ndim == 3 else t[0, 0]
+        return t.numpy().astype(image.dtype, copy=False)
+
+    def crop_prompts(self, prompts: PromptSet, crop: Crop) -> PromptSet:
+        """Prompts in the coordinates of :meth:`crop_image`'s output."""
+        shifted = prompts.subset(list(crop.members)).shifted(crop.x, crop.y)
+        if crop.content is not None and shifted.boxes is not None:  # ROS-SAM clips the boxes
+            limit = [crop.width, crop.height, crop.width, crop.height]
+            shifted = replace(shifted, boxes=np.clip(shifted.boxes, 0, limit))
+        if self.factor is None:
+            return shifted
+        f = self.factor
+        return replace(
+            shifted,
+            polygons=shifted.polygons * f,
+            boxes=None if shifted.boxes is None else shifted.boxes * f,
+            points=None if shifted.points is None else shifted.points * f,
+        )
+
+    def paste(self, mask: MaskCrop, crop: Crop, height: int, width: int) -> MaskCrop:
+        """A mask of :meth:`crop_image`'s output back into the ``height x width`` image."""
+        inside = 0 <= crop.x <= width - crop.width and 0 <= crop.y <= height - crop.height
+        if self.factor is None and inside:  # a plain sub-image: move the crop
+            return mask.placed(crop.x, crop.y, height, width)
+        full = mask.full()
+        if self.factor is not None:
+            small = cv2.resize(
+                full.astype(np.float32), (crop.width, crop.height), interpolation=cv2.INTER_AREA
+            )
+            full = small >= 0.5
+        x0, y0 = max(crop.x, 0), max(crop.y, 0)
+        x1, y1 = min(crop.x + crop.width, width), min(crop.y + crop.height, height)
+        if x0 >= x1 or y0 >= y1:
+            return MaskCrop.empty(height, width)
+        window = full[y0 - crop.y : y1 - crop.y, x0 - crop.x : x1 - crop.x]
+        return MaskCrop.from_window(window, x0, y0, height, width)
+
     def segment(self, images: Sequence[np.ndarray], prompts: Sequence[PromptSet]) -> list[MaskSet]:
         """Full images (large objects) and crops (small ones) in one inner call, merged back."""
         if len(images) != len(prompts):
@@ -176,10 +291,8 @@ class SmallObjectZoom(Segmenter):
                 jobs_prompts.append(ps.subset(big))
                 jobs.append((k, None, big))
             for crop in crops:
-                jobs_images.append(
-                    image[crop.y : crop.y + crop.height, crop.x : crop.x + crop.width]
-                )
-                jobs_prompts.append(ps.subset(list(crop.members)).shifted(crop.x, crop.y))
+                jobs_images.append(self.crop_image(image, crop))
+                jobs_prompts.append(self.crop_prompts(ps, crop))
                 jobs.append((k, crop, list(crop.members)))
         results = self.inner.segment(jobs_images, jobs_prompts) if jobs else []
         out = []
@@ -196,9 +309,10 @@ class SmallObjectZoom(Segmenter):
             )
         for (k, crop, members), res in zip(jobs, results, strict=True):
             target = out[k]
-            dx, dy = (0, 0) if crop is None else (crop.x, crop.y)
             for member, mask in zip(members, res.crops, strict=True):
-                target.crops[member] = mask.placed(dx, dy, target.height, target.width)
+                target.crops[member] = (
+                    mask if crop is None else self.paste(mask, crop, target.height, target.width)
+                )
             idx = np.asarray(members, dtype=np.int64)
             target.scores[idx] = res.scores
             target.stability[idx] = res.stability
