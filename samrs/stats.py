@@ -217,7 +217,7 @@ def compute_stats(out: str | Path, progress: ProgressCallback | None = None) -> 
         "image_id",
         "split",
         "status",
-        "window",
+        "tile_window",
         "width",
         "height",
         "n_objects",
@@ -230,7 +230,7 @@ def compute_stats(out: str | Path, progress: ProgressCallback | None = None) -> 
             n_images += 1
             status[row["status"]] += 1
             splits[row["split"] if row["split"] is not None else "(none)"] += 1
-            n_tiles += row["window"] is not None
+            n_tiles += row["tile_window"] is not None
             n_objects_hist[int(row["n_objects"])] += 1
             n_kept_hist[int(row["n_kept"])] += 1
             sum_objects += int(row["n_objects"])

@@ -61,7 +61,7 @@ def write_build(
                 "file_name": im.get("file_name", f"{root}/train/images/{im['image_id']}.png"),
                 "source_file": im.get("source_file", f"{root}/train/images/{im['image_id']}.png"),
                 "annotation_file": im.get("annotation_file"),
-                "window": im.get("window"),
+                "tile_window": im.get("window"),
                 "width": im["width"],
                 "height": im["height"],
                 "n_objects": n,

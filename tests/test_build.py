@@ -142,7 +142,7 @@ def test_outputs_readable(reference: Path) -> None:
         assert set(np.unique(label)) <= set(range(n_classes)) | {255}
         if row["status"] == "empty":
             assert (label == 255).all()
-        if row["window"] is not None:
+        if row["tile_window"] is not None:
             assert (reference / row["file_name"]).is_file()
     # kept instances are painted: their pixels carry a class id
     assert any(
@@ -376,7 +376,7 @@ def test_geotiff_sources_keep_their_georeferencing(tmp_path: Path) -> None:
     ]
     assert all(r["crs"] is None and r["transform"] is None for r in plain)
     for row in rows:
-        x, y = row["window"][:2]
+        x, y = row["tile_window"][:2]
         assert row["transform"][2] == pytest.approx(500000.0 + 0.5 * x)
         assert row["transform"][5] == pytest.approx(4000000.0 - 0.5 * y)
         with rasterio.open(out / "semantic" / f"{row['image_id']}.tif") as label:

@@ -102,7 +102,7 @@ def test_image_and_error_counts(build: Path, stats: dict) -> None:
     assert stats["images"]["total"] == len(images) == 4
     assert stats["images"]["by_status"] == images["status"].value_counts().to_dict()
     assert stats["images"]["by_split"] == images["split"].value_counts().to_dict()
-    assert stats["images"]["tiles"] == int(images["window"].notna().sum()) == 1
+    assert stats["images"]["tiles"] == int(images["tile_window"].notna().sum()) == 1
     assert stats["images"]["pixels"] == int((images["width"] * images["height"]).sum())
     assert stats["images"]["with_label"] == 4 and stats["images"]["missing_label"] == 0
     n_obj = {str(k): v for k, v in sorted(images["n_objects"].value_counts().items())}

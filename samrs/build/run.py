@@ -192,6 +192,7 @@ def count_outputs(out: Path) -> dict[str, Any]:
 
 def finalize(out: Path, config: BuildConfig, metadata: dict[str, Any]) -> dict[str, Any]:
     """Merge the COCO JSON, write counts into samrs.json and the completion marker."""
+    from samrs.outputs.card import write_dataset_card
     from samrs.outputs.coco import write_coco
     from samrs.outputs.metadata import dumps, write_build_metadata
 
@@ -204,6 +205,7 @@ def finalize(out: Path, config: BuildConfig, metadata: dict[str, Any]) -> dict[s
     )
     counts = count_outputs(out)
     write_build_metadata(out, {**metadata, "counts": counts})
+    write_dataset_card(out, {**metadata, "counts": counts})
     layout.state.mkdir(parents=True, exist_ok=True)
     layout.complete_marker.write_text(
         dumps({"fingerprint": config.fingerprint(), "counts": counts})

@@ -349,7 +349,7 @@ def _image_row(
         "file_name": file_name,
         "source_file": os.path.abspath(image.image_path),
         "annotation_file": image.annotation_file,
-        "window": list(image.window) if image.window is not None else None,
+        "tile_window": list(image.window) if image.window is not None else None,
         "width": image.width,
         "height": image.height,
         "gsd": image.gsd,
@@ -410,6 +410,7 @@ def _finish_image(
     """Quality, filters, RLE, semantic label and tile image of one segmented image."""
     from samrs import rle
     from samrs.masks import polygon_crops
+    from samrs.outputs.geo import pixel_size_m
     from samrs.outputs.semantic import paint_semantic, semantic_palette, write_semantic_png
     from samrs.quality import apply_filters
 
@@ -488,10 +489,15 @@ def _finish_image(
     palette = semantic_palette(classes, config.background)
     _write_atomic(semantic_path, lambda p: write_semantic_png(p, label, palette))
     if geo is not None:
-        from samrs.outputs.geo import write_semantic_geotiff
+        from samrs.outputs.geo import write_category_names, write_semantic_geotiff
+        from samrs.outputs.semantic import semantic_class_names
 
         geotiff = semantic_path.with_suffix(".tif")
-        _write_atomic(geotiff, lambda p: write_semantic_geotiff(p, label, geo[0], geo[1], palette))
+        names = semantic_class_names(classes, config.background)
+        _write_atomic(
+            geotiff, lambda p: write_semantic_geotiff(p, label, geo[0], geo[1], palette, names)
+        )
+        write_category_names(geotiff, names)
     if image.window is not None:
         from samrs.imageio import write_png
 
@@ -508,6 +514,7 @@ def _finish_image(
         status="ok" if image.objects else "empty",
         crs=geo[0] if geo else None,
         transform=list(geo[1]) if geo else None,
+        gsd=image.gsd if image.gsd is not None or not geo else pixel_size_m(geo[0], geo[1]),
     )
     return _ImageOutput(row, instance_rows, [])
 
