@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,8 +159,17 @@ def configure_threads(threads: int | None) -> None:
     cv2.setNumThreads(threads)
 
 
-def run_shard(shard: Shard, config: BuildConfig, classes: ClassTable) -> ShardResult:
-    """Process one shard and commit it atomically. Idempotent: a committed shard is skipped."""
+def run_shard(
+    shard: Shard,
+    config: BuildConfig,
+    classes: ClassTable,
+    on_image: Callable[[dict[str, object]], None] | None = None,
+) -> ShardResult:
+    """Process one shard and commit it atomically. Idempotent: a committed shard is skipped.
+
+    ``on_image`` is called with each image's images-table row once its files are written
+    (live progress; the rows are committed with the shard).
+    """
     layout = Layout(config.out)
     result = ShardResult(shard.index, worker=f"{socket.gethostname()}:{os.getpid()}")
     if layout.is_committed(shard.index):
@@ -171,7 +180,11 @@ def run_shard(shard: Shard, config: BuildConfig, classes: ClassTable) -> ShardRe
     start = time.perf_counter()
     configure_threads(config.threads)
     segmenter = get_segmenter(config) if shard.n_objects else None
-    outputs = list(_process_images(shard, config, classes, segmenter, layout))
+    outputs = []
+    for out in _process_images(shard, config, classes, segmenter, layout):
+        outputs.append(out)
+        if on_image is not None:
+            on_image(out.image_row)
     error_rows = [_error_row(e, shard.index) for e in shard.errors]
     image_rows, instance_rows = [], []
     for out in outputs:
@@ -212,6 +225,8 @@ def _maybe_inject_fault(shard: int, layout: Layout) -> None:
     flag.write_text(action)
     if action == "kill":
         os._exit(77)
+    if action == "interrupt":  # as if Ctrl-C arrived while this shard runs
+        raise KeyboardInterrupt
     raise RuntimeError(f"injected fault in shard {shard}")
 
 
