@@ -25,7 +25,7 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "annotation_file": "the label file the objects came from (absolute path, as `source_file`); null when the image has none",
         "width": "size in pixels of this image (the tile for tiles); null only when `status = error` and unknown",
         "height": "size in pixels of this image (the tile for tiles); null only when `status = error` and unknown",
-        "gsd": "ground sample distance, metres per pixel, if the source says",
+        "gsd": "ground sample distance, metres per pixel: the source's, else the side of a pixel of the GeoTIFF transform when the CRS is projected (converted to metres)",
         "n_objects": "instance rows of this image (objects inside errors rows are counted there)",
         "n_kept": "of those, rows with `kept = true`",
         "semantic_file": "label PNG relative to OUT (`semantic/<image_id>.png`); null for `status = error`",
