@@ -689,7 +689,7 @@ def _read_predictions(out: Path) -> tuple[dict[str, Any], list[_PredImage]]:
         meta = read_build_metadata(out)
     except BuildMetadataError as exc:
         raise EvaluationError(str(exc)) from exc
-    img_cols = ["image_id", "file_name", "source_file", "annotation_file", "window", "width",
+    img_cols = ["image_id", "file_name", "source_file", "annotation_file", "tile_window", "width",
                 "height"]  # fmt: skip
     inst_cols = ["instance_id", "image_id", "object_index", "class_name", "hbox",
                  "segmentation", "score", "kept", "reject_reason", "source_file",
@@ -700,7 +700,7 @@ def _read_predictions(out: Path) -> tuple[dict[str, Any], list[_PredImage]]:
             continue  # an unreadable image (status error): it has no instances
         images[row["image_id"]] = _PredImage(
             row["image_id"], row["file_name"], row["source_file"], row["annotation_file"],
-            tuple(row["window"]) if row["window"] is not None else None,  # type: ignore[arg-type]
+            tuple(row["tile_window"]) if row["tile_window"] is not None else None,  # type: ignore[arg-type]
             int(row["width"]), int(row["height"]),
         )  # fmt: skip
     for row in read_table(out, "instances", columns=inst_cols).to_pylist():

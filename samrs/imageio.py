@@ -46,7 +46,7 @@ import functools
 import hashlib
 import math
 import os
-import tempfile
+import secrets
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -633,6 +633,19 @@ def temp_name(name: str, tag: str, name_max: int = 255) -> str:
     return f".{digest}.{tag}"
 
 
+def _create_temp(path: Path) -> tuple[int, str]:
+    """Create a unique temporary file beside ``path`` with the mode the umask gives a new
+    file (``0o666 & ~umask``, like ``open``), unlike ``mkstemp``'s 0600: the renamed file is
+    readable by whoever may read ordinary files there."""
+    for _ in range(100):
+        tmp = str(path.with_name(temp_name(path.name, f"{secrets.token_hex(6)}.tmp")))
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
 def write_image(
     path: str | os.PathLike[str],
     array: np.ndarray,
@@ -666,10 +679,52 @@ def write_image(
            ".tiff": "TIFF"}.get(path.suffix.lower())  # fmt: skip
     if fmt is None:
         raise ValueError(f"cannot write {path}: unknown image suffix {path.suffix!r}")
-    fd, tmp = tempfile.mkstemp(prefix=temp_name(path.name, ""), suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             img.save(handle, format=fmt, **options)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_geotiff(
+    path: str | os.PathLike[str],
+    array: np.ndarray,
+    crs: str,
+    transform: Sequence[float],
+) -> Path:
+    """Write a geo-referenced GeoTIFF (deflate, no timestamps), atomically.
+
+    Args:
+        path: the ``.tif`` to write.
+        array: (H, W, 3) uint8 RGB or (H, W) uint8.
+        crs: any CRS rasterio accepts (``EPSG:32650``).
+        transform: affine ``(a, b, c, d, e, f)`` (see :func:`georeference`).
+    """
+    import rasterio
+    from affine import Affine
+
+    path = Path(path)
+    data = np.asarray(array)
+    if data.dtype != np.uint8 or data.ndim not in (2, 3):
+        raise ValueError(
+            f"write_geotiff expects uint8 (H, W[, 3]) arrays, got {data.dtype} {data.shape}"
+        )
+    bands = data[None] if data.ndim == 2 else np.moveaxis(data, 2, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = _create_temp(path)
+    os.close(fd)
+    try:
+        with rasterio.open(
+            tmp, "w", driver="GTiff", height=data.shape[0], width=data.shape[1],
+            count=bands.shape[0], dtype="uint8", crs=crs,
+            transform=Affine(*(float(v) for v in transform[:6])), compress="deflate",
+            photometric="RGB" if bands.shape[0] == 3 else "MINISBLACK",
+        ) as dst:  # fmt: skip
+            dst.write(bands)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

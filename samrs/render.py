@@ -75,7 +75,7 @@ def read_region(
     try:
         with open_image(path) as src:
             offset = (0, 0)
-            window = image.get("window")
+            window = image.get("tile_window")
             if src.size != (width, height):
                 # a tile whose file is the whole source image: read through its window
                 if (

@@ -47,6 +47,15 @@ METRICS = ("score", "stability", "rbox_iou", "inside_fraction")
 
 MAX_PROBLEMS = 20
 
+GALLERY_SAMPLES = 6
+"""Sample images in the report's gallery (spread evenly over the manifest order)."""
+
+GALLERY_WORST = 4
+"""Worst masks per audit metric in the report (their images join the gallery)."""
+
+THUMBNAIL = 384
+"""Longest side, in pixels, of a gallery image."""
+
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -217,7 +226,7 @@ def compute_stats(out: str | Path, progress: ProgressCallback | None = None) -> 
         "image_id",
         "split",
         "status",
-        "window",
+        "tile_window",
         "width",
         "height",
         "n_objects",
@@ -230,7 +239,7 @@ def compute_stats(out: str | Path, progress: ProgressCallback | None = None) -> 
             n_images += 1
             status[row["status"]] += 1
             splits[row["split"] if row["split"] is not None else "(none)"] += 1
-            n_tiles += row["window"] is not None
+            n_tiles += row["tile_window"] is not None
             n_objects_hist[int(row["n_objects"])] += 1
             n_kept_hist[int(row["n_kept"])] += 1
             sum_objects += int(row["n_objects"])
@@ -457,6 +466,7 @@ def write_report(
     out: str | Path,
     stats: dict[str, Any],
     compare: Sequence[tuple[str, dict[str, Any]]] | None = None,
+    gallery: int = GALLERY_SAMPLES,
 ) -> dict[str, Path]:
     """Write ``OUT/stats/stats.json``, the plots and ``OUT/stats/report.html``.
 
@@ -464,6 +474,8 @@ def write_report(
         out: the build folder the report belongs to.
         stats: its :func:`compute_stats` result (written to ``stats.json`` as is).
         compare: other builds ``(label, stats)`` drawn side by side in plots and tables.
+        gallery: sample images of ``out`` drawn with their labels in the report, besides
+            the worst masks of ``samrs audit`` and their images (0: no gallery).
 
     Returns:
         Written files by name: ``stats``, ``report`` and each plot stem of :data:`PLOTS`.
@@ -479,8 +491,101 @@ def write_report(
         path = folder / f"{stem}.png"
         path.write_bytes(data)
         written[stem] = path
-    written["report"] = _write_text(folder / "report.html", _html(builds, pngs))
+    extra = _gallery_html(Path(out), gallery) if gallery > 0 else ""
+    written["report"] = _write_text(folder / "report.html", _html(builds, pngs, extra))
     return written
+
+
+def _png_data(rgb: np.ndarray, longest: int | None = None) -> str:
+    """A ``data:`` URI of an RGB array as PNG, shrunk to ``longest`` pixels if larger."""
+    import io
+
+    from PIL import Image
+
+    img = Image.fromarray(rgb)
+    if longest is not None and max(img.size) > longest:
+        scale = longest / max(img.size)
+        size = (max(round(img.width * scale), 1), max(round(img.height * scale), 1))
+        img = img.resize(size, Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=False, compress_level=6)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _sample_images(out: Path, n: int) -> list[str]:
+    """``n`` images with objects, spread evenly over the manifest order (deterministic)."""
+    ids = [
+        row["image_id"]
+        for batch in iter_batches(out, "images", columns=["image_id", "status"])
+        for row in batch.to_pylist()
+        if row["status"] == "ok"
+    ]
+    if not ids or n <= 0:
+        return []
+    picks = np.unique(np.linspace(0, len(ids) - 1, min(n, len(ids))).round().astype(int))
+    return [ids[int(i)] for i in picks]
+
+
+def _gallery_html(out: Path, samples: int, worst: int = GALLERY_WORST) -> str:
+    """The report's "Gallery" and "Worst masks" sections, linked both ways.
+
+    Gallery figures (``#img-K``) draw each image with its label and outlines (as
+    ``samrs show``); the worst masks per metric (``#inst-ID``, from :func:`samrs.audit.
+    compute_audit`) come as a contact sheet and a table linking to their image, whose
+    caption links back to them.
+    """
+    from samrs.audit import compute_audit, contact_sheet
+    from samrs.render import RenderError
+    from samrs.show import render_image
+
+    esc = html.escape
+    audit = compute_audit(out, worst=worst)
+    worst_rows = {m: rows for m, rows in audit["worst"].items() if rows}
+    images = _sample_images(out, samples)
+    for rows in worst_rows.values():
+        images += [r["image_id"] for r in rows if r["image_id"] not in images]
+    anchor = {image_id: f"img-{k}" for k, image_id in enumerate(images)}
+    flagged: dict[str, list[int]] = {}
+    for rows in worst_rows.values():
+        for r in rows:
+            ids = flagged.setdefault(r["image_id"], [])
+            if r["instance_id"] not in ids:
+                ids.append(int(r["instance_id"]))
+
+    parts = ["<h2 id='gallery'>Gallery</h2>"]
+    if not images:
+        parts.append("<p class='none'>none (no image with objects)</p>")
+    for image_id in images:
+        try:
+            src = _png_data(render_image(out, image_id), THUMBNAIL)
+            img = f"<img alt='{esc(image_id)}' src='{src}'>"
+        except (RenderError, OSError, ValueError) as exc:
+            img = f"<p class='p'>{esc(str(exc))}</p>"
+        links = ", ".join(f"<a href='#inst-{i}'>#{i}</a>" for i in flagged.get(image_id, []))
+        caption = esc(image_id) + (f"<br>worst masks: {links}" if links else "")
+        parts.append(
+            f"<figure id='{anchor[image_id]}'>{img}<figcaption>{caption}</figcaption></figure>"
+        )
+
+    parts.append("<h2 id='worst'>Worst masks (samrs audit)</h2>")
+    if not worst_rows:
+        parts.append("<p class='none'>none</p>")
+    for metric, rows in worst_rows.items():
+        ids = [int(r["instance_id"]) for r in rows]
+        sheet = _png_data(contact_sheet(out, ids, metric))
+        parts.append(f"<h3>lowest {esc(metric)}</h3><img alt='worst {esc(metric)}' src='{sheet}'>")
+        table_rows = [
+            [
+                f"<span id='inst-{r['instance_id']}'>{r['instance_id']}</span>",
+                f"<a href='#{anchor[r['image_id']]}'>{esc(r['image_id'])}</a>",
+                esc(r["class_name"]),
+                _fmt(r[metric]),
+                "kept" if r["kept"] else esc(f"rejected: {r['reject_reason']}"),
+            ]
+            for r in rows
+        ]
+        parts.append(_table(["instance", "image", "class", metric, "verdict"], table_rows, 3))
+    return "\n".join(parts)
 
 
 def _write_text(path: Path, text: str) -> Path:
@@ -552,30 +657,73 @@ def _fig_bytes(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def _grouped_bars(ax: Any, n_groups: int, series: Sequence[tuple[str, Sequence[float]]]) -> None:
+HATCHES = ("", "//", "..", "xx", "\\\\", "++")
+"""Hatch of each build's bars when several share a plot (bars keep their class colours)."""
+
+
+def _grouped_bars(
+    ax: Any,
+    n_groups: int,
+    series: Sequence[tuple[str, Sequence[float]]],
+    colors: Sequence[Sequence[int]] | None = None,
+) -> None:
+    """Bars of each series side by side; ``colors``: one RGB per group (the class palette),
+    builds told apart by hatching; without, one colour per series."""
     n = max(len(series), 1)
     width = 0.8 / n
     x = np.arange(n_groups)
+    rgb = [tuple(v / 255 for v in c) for c in colors] if colors is not None else None
     for j, (name, values) in enumerate(series):
-        ax.bar(x - 0.4 + width * (j + 0.5), values, width=width, label=name, color=f"C{j}")
+        ax.bar(
+            x - 0.4 + width * (j + 0.5),
+            values,
+            width=width,
+            label=name,
+            color=rgb if rgb is not None else f"C{j}",
+            hatch=HATCHES[j % len(HATCHES)] if rgb is not None else None,
+            edgecolor="#333" if rgb is not None else None,
+            linewidth=0.4 if rgb is not None else 0,
+        )
     if len(series) > 1:
-        ax.legend(fontsize=8)
+        if rgb is not None:
+            from matplotlib.patches import Patch
+
+            handles = [
+                Patch(facecolor="white", edgecolor="#333", hatch=HATCHES[j % len(HATCHES)],
+                      label=name)
+                for j, (name, _) in enumerate(series)
+            ]  # fmt: skip
+            ax.legend(handles=handles, fontsize=8)
+        else:
+            ax.legend(fontsize=8)
     from matplotlib.ticker import MaxNLocator
 
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
 
 
+def _class_colors(builds: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Sequence[int]]:
+    """Each class's palette colour (the first build that has the class wins; grey when
+    the statistics carry none)."""
+    return {
+        c["name"]: c.get("color") or (128, 128, 128)
+        for _, s in reversed(builds)
+        for c in s["classes"]
+    }
+
+
 def _class_bars(
     plt: Any, builds: Sequence[tuple[str, dict[str, Any]]], key: str, ylabel: str
 ) -> Any:
-    """Bars per class: builds side by side when they share a class table, else one panel
-    per build (SOTA, SIOR and FAST have different classes: grouping them leaves gaps)."""
+    """Bars per class in the build's palette colours, largest first: builds side by side
+    (hatched) when they share a class table, else one panel per build (SOTA, SIOR and FAST
+    have different classes: grouping them leaves gaps)."""
     title = f"{'Instances' if key == 'instances' else 'Pixels'} per class"
     tables = [[c["name"] for c in s["classes"]] for _, s in builds]
     shared = all(t == tables[0] for t in tables)
     panels = [(None, builds)] if shared else [(b[0], [b]) for b in builds]
     widest = max(len(_class_names(group)) for _, group in panels)
     groups = len(builds) if shared else 1
+    colors = _class_colors(builds)
     fig, axes = plt.subplots(
         len(panels),
         1,
@@ -584,12 +732,11 @@ def _class_bars(
     )
     for row, (name, group) in enumerate(panels):
         ax = axes[row][0]
-        names = _class_names(group)
+        first = _by_class(group[0][1], key)
+        # largest first (by the first build), ties in class-table order
+        names = sorted(_class_names(group), key=lambda n: -first.get(n, 0))
         series = [(b, [_by_class(s, key).get(n, 0) for n in names]) for b, s in group]
-        _grouped_bars(ax, len(names), series)
-        if not shared:  # one build per panel: keep its colour of the other plots
-            for bar in ax.patches:
-                bar.set_color(f"C{row}")
+        _grouped_bars(ax, len(names), series, [colors[n] for n in names])
         ax.set_xticks(np.arange(len(names)))
         ax.set_xticklabels(names, rotation=55, ha="right")
         values = [v for _, vs in series for v in vs if v > 0]
@@ -748,7 +895,9 @@ table{border-collapse:collapse;margin:.5em 0;font-size:.9em}
 th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}
 td.l,th.l{text-align:left}img{max-width:100%;border:1px solid #eee;margin:.5em 0}
 .sw{display:inline-block;width:.9em;height:.9em;border:1px solid #888;vertical-align:middle;margin-right:4px}
-.p{color:#a40}
+.p{color:#a40}.none{color:#777;font-style:italic}
+figure{display:inline-block;margin:.4em;vertical-align:top;max-width:400px}figure img{max-width:384px}
+figcaption{font-size:.85em}:target{outline:3px solid #f80}
 """
 
 
@@ -779,6 +928,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) 
         + "</tr>"
         for r in rows
     )
+    if not rows:
+        body = f"<tr><td class='l none' colspan='{len(header)}'>none</td></tr>"
     return f"<table><tr>{h}</tr>{body}</table>"
 
 
@@ -793,7 +944,9 @@ def _keyed_rows(
     return [[html.escape(key)] + [_fmt(get(s).get(key, 0)) for _, s in builds] for key in keys]
 
 
-def _html(builds: Sequence[tuple[str, dict[str, Any]]], pngs: dict[str, bytes]) -> str:
+def _html(
+    builds: Sequence[tuple[str, dict[str, Any]]], pngs: dict[str, bytes], gallery: str = ""
+) -> str:
     esc = html.escape
     names = [esc(b) for b, _ in builds]
     parts = [
@@ -801,6 +954,8 @@ def _html(builds: Sequence[tuple[str, dict[str, Any]]], pngs: dict[str, bytes]) 
         f"<title>samrs stats: {' vs '.join(names)}</title><style>{_CSS}</style></head><body>",
         f"<h1>samrs statistics: {' vs '.join(names)}</h1>",
     ]
+    if gallery:
+        parts.append("<p><a href='#gallery'>gallery</a> · <a href='#worst'>worst masks</a></p>")
     summary_rows: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
         (
             "source",
@@ -925,6 +1080,8 @@ def _html(builds: Sequence[tuple[str, dict[str, Any]]], pngs: dict[str, bytes]) 
             f"<h2>{esc(title)}</h2><img alt='{esc(title)}' src='data:image/png;base64,{data}'>"
         )
 
+    if gallery:
+        parts.append(gallery)
     problems = [(b, p) for b, s in builds for p in s.get("problems", [])]
     if problems:
         parts.append("<h2>Problems</h2><ul>")

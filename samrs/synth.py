@@ -20,7 +20,8 @@ Layouts (``N`` images; about three quarters train, the rest val/validation/test)
 - ``fair1m`` (2.0): ``train/part1/{images,labelXml}``, ``train/part2/...`` and
   ``validation/{images,labelXml}``; ``N.tif`` names restart at 0 in validation (the same
   names as train); XML with 5-point closed rings (6 decimals, arbitrary start corner) and
-  class names with spaces.
+  class names with spaces. The images are GeoTIFFs in UTM zone 50N (``EPSG:32650``), north
+  up, 0.8 m pixels, so the geo-referenced outputs can be tried without real data.
 - ``hrsc``: ``FullDataSet/AllImages/1000000##.bmp``, ``FullDataSet/Annotations/*.xml``
   (``mbox_*`` with the angle in radians, ``seg_color``), ``FullDataSet/Segmentations/*.png``
   colour masks, ``ImageSets/{train,val,trainval,test}.txt``.
@@ -64,7 +65,7 @@ import numpy as np
 from samrs import rle
 from samrs.classes import class_table, distinct_palette
 from samrs.geometry import rasterize_polygon, rbox_polygon
-from samrs.imageio import write_image, write_png
+from samrs.imageio import write_geotiff, write_image, write_png
 
 __all__ = ["FORMATS", "SynthSummary", "write_synthetic"]
 
@@ -583,10 +584,25 @@ def _write_dior(out: Path, plan: _ImagePlan, scene: _Scene, rng: np.random.Gener
     return _Written(image_rel, [obb_rel, hbb_rel], polygons, lines)
 
 
+FAIR1M_CRS = "EPSG:32650"
+"""CRS of the synthetic FAIR1M GeoTIFFs: WGS 84 / UTM zone 50N (eastern China, where many
+FAIR1M scenes are)."""
+
+FAIR1M_GSD = 0.8
+"""Pixel size in metres of the synthetic FAIR1M GeoTIFFs (Gaofen-2 pan-sharpened)."""
+
+
+def _fair1m_transform(plan: _ImagePlan) -> tuple[float, ...]:
+    """A north-up transform, each image 5 km east of the previous one, near Shanghai."""
+    x0 = 350_000.0 + 5_000.0 * plan.index
+    y0 = 3_460_000.0 - 5_000.0 * (plan.folder == "validation")
+    return (FAIR1M_GSD, 0.0, x0, 0.0, -FAIR1M_GSD, y0)
+
+
 def _write_fair1m(out: Path, plan: _ImagePlan, scene: _Scene, rng: np.random.Generator) -> _Written:
     image_rel = f"{plan.folder}/images/{plan.stem}.tif"
     label_rel = f"{plan.folder}/labelXml/{plan.stem}.xml"
-    write_image(out / image_rel, scene.pixels, compression="tiff_deflate")
+    write_geotiff(out / image_rel, scene.pixels, FAIR1M_CRS, _fair1m_transform(plan))
     parts = [
         "<annotation>",
         "\t<source>",

@@ -42,7 +42,7 @@ def write_build(
 
     Args:
         images: rows with ``image_id``, ``width``, ``height`` and optionally ``file_name``,
-            ``source_file``, ``annotation_file``, ``window``.
+            ``source_file``, ``annotation_file``, ``tile_window``.
         instances: rows with ``image_id``, ``class_name``, ``hbox``, ``mask`` (bool array of
             the image's size) and optionally ``object_index``, ``score``, ``kept``,
             ``reject_reason``, ``source_file``, ``source_line``.
@@ -61,7 +61,7 @@ def write_build(
                 "file_name": im.get("file_name", f"{root}/train/images/{im['image_id']}.png"),
                 "source_file": im.get("source_file", f"{root}/train/images/{im['image_id']}.png"),
                 "annotation_file": im.get("annotation_file"),
-                "window": im.get("window"),
+                "tile_window": im.get("tile_window"),
                 "width": im["width"],
                 "height": im["height"],
                 "n_objects": n,

@@ -105,7 +105,7 @@ def _row(
     return {
         "image_id": iid, "source": "dota", "version": "1.0", "split": split,
         "file_name": file_name, "source_file": file_name, "annotation_file": None,
-        "window": None, "width": size, "height": size, "gsd": None,
+        "tile_window": None, "width": size, "height": size, "gsd": None,
         "n_objects": 3 if status == "ok" else 0, "n_kept": 3 if status == "ok" else 0,
         "semantic_file": semantic, "status": status, "crs": None, "transform": None,
         "shard": 0,

@@ -43,16 +43,16 @@ TABLE = class_table("dota", "1.0")
 _IMAGES: list[dict[str, Any]] = [
     {
         "image_id": "P0001", "width": 32, "height": 24, "split": "train", "shard": 0,
-        "window": None, "crs": "EPSG:32633",
+        "tile_window": None, "crs": "EPSG:32633",
         "transform": [0.5, 0.0, 500000.0, 0.0, -0.5, 4000000.0],
     },
     {
         "image_id": "P0002__20__10", "width": 20, "height": 20, "split": "train", "shard": 0,
-        "window": [20, 10, 20, 20], "crs": None, "transform": None,
+        "tile_window": [20, 10, 20, 20], "crs": None, "transform": None,
     },
     {
         "image_id": "P0003", "width": 16, "height": 16, "split": "val", "shard": 1,
-        "window": None, "crs": None, "transform": None,
+        "tile_window": None, "crs": None, "transform": None,
     },
 ]  # fmt: skip
 
@@ -169,7 +169,7 @@ def make_fake_build(out: Path) -> None:
         iid, w, h = im["image_id"], im["width"], im["height"]
         rows = [r for r in inst if r["image_id"] == iid]
         kept = [r for r in rows if r["kept"]]
-        if im["window"] is None:
+        if im["tile_window"] is None:
             file_name = f"images/{iid}.png"
             Image.fromarray(_pixels(w, h, n)).save(root / file_name)
             source_file = file_name
@@ -192,7 +192,7 @@ def make_fake_build(out: Path) -> None:
                 "image_id": iid, "source": "dota", "version": "1.0", "split": im["split"],
                 "file_name": file_name, "source_file": source_file,
                 "annotation_file": f"labelTxt/{iid.split('__')[0]}.txt",
-                "window": im["window"], "width": w, "height": h, "gsd": 0.5,
+                "tile_window": im["tile_window"], "width": w, "height": h, "gsd": 0.5,
                 "n_objects": len(rows), "n_kept": len(kept),
                 "semantic_file": f"semantic/{iid}.png",
                 "status": "ok" if rows else "empty",

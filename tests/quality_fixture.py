@@ -106,7 +106,7 @@ def add_image(
     image_row = {
         "image_id": image_id, "source": "dota", "version": "1.0", "split": "train",
         "file_name": f"images/{image_id}.png", "source_file": f"images/{image_id}.png",
-        "annotation_file": f"labelTxt/{image_id}.txt", "window": None, "width": width,
+        "annotation_file": f"labelTxt/{image_id}.txt", "tile_window": None, "width": width,
         "height": height, "gsd": None, "n_objects": len(rows), "n_kept": len(kept),
         "semantic_file": f"semantic/{image_id}.png", "status": "ok" if rows else "empty",
         "crs": None, "transform": None, "shard": shard,

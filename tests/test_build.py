@@ -21,6 +21,7 @@ from samrs.build.executors import _local_cluster
 from samrs.build.layout import Layout
 from samrs.cli import main
 from samrs.outputs.manifest import read_table
+from samrs.outputs.schema import MANIFEST_VERSION
 from samrs.segmenters.memory import ALLOCATOR_ENV
 from samrs.synth import write_synthetic
 
@@ -142,7 +143,7 @@ def test_outputs_readable(reference: Path) -> None:
         assert set(np.unique(label)) <= set(range(n_classes)) | {255}
         if row["status"] == "empty":
             assert (label == 255).all()
-        if row["window"] is not None:
+        if row["tile_window"] is not None:
             assert (reference / row["file_name"]).is_file()
     # kept instances are painted: their pixels carry a class id
     assert any(
@@ -350,7 +351,7 @@ def test_recipe_file_with_overrides(dota: Path, tmp_path: Path) -> None:
 def test_parts_have_schema_metadata(reference: Path) -> None:
     part = next((reference / "manifest" / "instances").glob("part-*.parquet"))
     schema = pq.read_schema(part)
-    assert schema.metadata[b"samrs_manifest_version"] == b"1.0"
+    assert schema.metadata[b"samrs_manifest_version"] == MANIFEST_VERSION.encode()
 
 
 def test_geotiff_sources_keep_their_georeferencing(tmp_path: Path) -> None:
@@ -376,7 +377,7 @@ def test_geotiff_sources_keep_their_georeferencing(tmp_path: Path) -> None:
     ]
     assert all(r["crs"] is None and r["transform"] is None for r in plain)
     for row in rows:
-        x, y = row["window"][:2]
+        x, y = row["tile_window"][:2]
         assert row["transform"][2] == pytest.approx(500000.0 + 0.5 * x)
         assert row["transform"][5] == pytest.approx(4000000.0 - 0.5 * y)
         with rasterio.open(out / "semantic" / f"{row['image_id']}.tif") as label:

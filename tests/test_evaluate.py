@@ -268,10 +268,10 @@ def test_tiles_see_the_gt_through_their_window(tmp_path: Path) -> None:
     src = f"{ROOT}/train/images/P0003.png"
     wx, wy, tw, th = 40, 6, 50, 60  # covers x 40..90, y 6..66
     tiles = [
-        {"image_id": "P0003__50__40___6", "width": tw, "height": th, "window": [wx, wy, tw, th],
+        {"image_id": "P0003__50__40___6", "width": tw, "height": th, "tile_window": [wx, wy, tw, th],
          "file_name": "/out/images/P0003__50__40___6.png", "source_file": src},
         # a half-resolution tile of the whole image (rate 0.5)
-        {"image_id": "P0003__r0.5", "width": 50, "height": 40, "window": [0, 0, gw, gh],
+        {"image_id": "P0003__r0.5", "width": 50, "height": 40, "tile_window": [0, 0, gw, gh],
          "file_name": "/out/images/P0003__r0.5.png", "source_file": src},
     ]  # fmt: skip
     instances = [

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -64,7 +65,20 @@ def test_mmseg_layout_copies_labels_and_links_images(build, tmp_path) -> None:
         "seg_map_path": "ann_dir/train",
     }
     assert config["val_dataset"]["ann_file"] == "splits/val.txt"
-    assert config["data_root"] == str(to.resolve())
+    # relative to the config file: mmengine substitutes {{ fileDirname }} on load
+    assert config["data_root"] == "{{ fileDirname }}"
+    assert str(to) not in (to / "samrs_dataset.py").read_text()
+    assert config["metainfo"]["palette"] == [list(c) for c in table.palette]
+    text = (to / "samrs_dataset.py").read_text().replace("{{ fileDirname }}", str(to))
+    moved: dict = {}
+    exec(text, moved)
+    root = Path(moved["data_root"])
+    for split in ("train", "val"):
+        ds = moved[f"{split}_dataset"]
+        names = (root / ds["ann_file"]).read_text().split()
+        for name in names:
+            assert (root / ds["data_prefix"]["img_path"] / f"{name}{ds['img_suffix']}").is_file()
+            assert (root / ds["data_prefix"]["seg_map_path"] / f"{name}.png").is_file()
 
 
 def test_mmseg_rethreshold_repaints_from_manifest_masks(build, tmp_path) -> None:
@@ -163,13 +177,13 @@ def test_coco_export_per_split_with_images(build, tmp_path) -> None:
         "P0002__20__10.png",
     ]
     for image in train.dataset["images"]:
-        assert (to / "train" / image["file_name"]).is_file()
+        assert (to / "images" / "train" / image["file_name"]).is_file()
     assert isinstance(train.dataset["annotations"][0]["segmentation"], list)
-    assert (to / "val" / "P0003.png").is_file()
+    assert (to / "images" / "val" / "P0003.png").is_file()
     plain = export(build, "coco", tmp_path / "c2", images="none")
     doc = json.loads((tmp_path / "c2" / "annotations" / "instances_train.json").read_text())
     assert doc["images"][0]["file_name"] == "images/P0001.png"
-    assert plain["annotations"] == 4 and not (tmp_path / "c2" / "train").exists()
+    assert plain["annotations"] == 4 and not (tmp_path / "c2" / "images").exists()
 
 
 def test_geojson_export_writes_geotiff_labels(build, tmp_path) -> None:

@@ -52,7 +52,9 @@ def test_default_document_structure(build) -> None:
     doc = coco_from_manifest(build)
     table = FAKE["class_table"]
     assert [c["id"] for c in doc["categories"]] == list(range(1, len(table) + 1))
-    assert doc["categories"][4] == {"id": 5, "name": "small-vehicle", "samrs_class_id": 4}
+    assert doc["categories"][4] == {
+        "id": 5, "name": "small-vehicle", "supercategory": "dota", "samrs_class_id": 4,
+    }  # fmt: skip
     assert [(i["id"], i["samrs_image_id"], i["width"], i["height"]) for i in doc["images"]] == [
         (1, "P0001", 32, 24),
         (2, "P0002__20__10", 20, 20),
@@ -70,6 +72,11 @@ def test_default_document_structure(build) -> None:
     assert first["polygon"] == [2.0, 2.0, 22.0, 2.0, 22.0, 18.0, 2.0, 18.0]
     assert first["score"] == 0.95 and first["rbox_iou"] == 0.94
     assert anns[3]["substituted"] is True
+    # the extras again under "attributes" (Datumaro keeps those), without nulls
+    assert first["attributes"] == {
+        "samrs_instance_id": 0, "score": 0.95, "stability": first["stability"],
+        "rbox_iou": 0.94, "kept": True, "substituted": False, "difficult": False,
+    }  # fmt: skip
 
 
 def test_loads_in_pycocotools_and_self_evaluation_is_perfect(build, tmp_path) -> None:

@@ -94,7 +94,12 @@ def test_readable_with_duckdb_and_pandas(build) -> None:
     df = pd.read_parquet(build / "manifest" / "images")
     assert sorted(df["image_id"]) == sorted(FAKE["image_ids"])
     assert dict(zip(df["image_id"], df["status"], strict=True))["P0003"] == "empty"
-    assert list(df.loc[df["image_id"] == "P0002__20__10", "window"].iloc[0]) == [20, 10, 20, 20]
+    assert list(df.loc[df["image_id"] == "P0002__20__10", "tile_window"].iloc[0]) == [
+        20,
+        10,
+        20,
+        20,
+    ]
 
 
 def test_double_write_is_byte_identical(tmp_path) -> None:

@@ -82,7 +82,7 @@ def test_read_region_reads_tiles_and_source_images(build: tuple[Path, np.ndarray
     whole = np.arange(40 * 60 * 3, dtype=np.uint8).reshape(40, 60, 3)
     Image.fromarray(whole).save(out / "whole.png")
     tile = {"image_id": "t", "file_name": "whole.png", "width": 20, "height": 10,
-            "window": [30, 5, 20, 10]}  # fmt: skip
+            "tile_window": [30, 5, 20, 10]}  # fmt: skip
     assert np.array_equal(read_region(out, tile), whole[5:15, 30:50])
 
 

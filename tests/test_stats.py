@@ -103,7 +103,7 @@ def test_image_and_error_counts(build: Path, stats: dict) -> None:
     assert stats["images"]["total"] == len(images) == 4
     assert stats["images"]["by_status"] == images["status"].value_counts().to_dict()
     assert stats["images"]["by_split"] == images["split"].value_counts().to_dict()
-    assert stats["images"]["tiles"] == int(images["window"].notna().sum()) == 1
+    assert stats["images"]["tiles"] == int(images["tile_window"].notna().sum()) == 1
     assert stats["images"]["pixels"] == int((images["width"] * images["height"]).sum())
     assert stats["images"]["with_label"] == 4 and stats["images"]["missing_label"] == 0
     n_obj = {str(k): v for k, v in sorted(images["n_objects"].value_counts().items())}
@@ -172,8 +172,10 @@ def test_report_files(build: Path, stats: dict) -> None:
             assert len(np.unique(np.asarray(im.convert("L")))) > 5  # something is drawn
     html = written["report"].read_text()
     images = _decoded_images(html)
-    assert len(images) == len(PLOTS)
-    assert all(im.width > 300 for im in images)
+    # the plots, then one picture per gallery figure and one contact sheet per worst list
+    assert len(images) == len(PLOTS) + html.count("<figure") + html.count("<h3>lowest")
+    assert html.count("<figure") >= 2 and html.count("<h3>lowest") >= 1
+    assert all(im.width > 300 for im in images[: len(PLOTS)])
     for name in ("plane", "small-vehicle", "storage-tank", "low-score"):
         assert name in html
     assert "src='http" not in html and 'src="http' not in html  # self-contained
@@ -187,7 +189,7 @@ def test_compare_puts_builds_side_by_side(build: Path, stats: dict, tmp_path: Pa
     make_fake_build(other)
     other_stats = compute_stats(other)
     assert other_stats["instances"]["total"] == FAKE["n_instances"]
-    written = write_report(build, stats, [("FAST", other_stats)])
+    written = write_report(build, stats, [("FAST", other_stats)], gallery=0)
     html = written["report"].read_text()
     assert "SOTA" in html and "FAST" in html and "SOTA vs FAST" in html
     assert len(_decoded_images(html)) == len(PLOTS)
@@ -296,3 +298,45 @@ def test_class_plots_of_different_class_tables_get_a_panel_each() -> None:
     assert len(same.axes) == 1 and len(differ.axes) == 2
     assert [t.get_text() for t in differ.axes[1].get_xticklabels()] == ["z"]
     plt.close("all")
+
+
+def test_class_bars_use_the_palette_largest_first(build: Path, stats: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from samrs.stats import _class_bars
+
+    fig = _class_bars(plt, [("SOTA", stats)], "instances", "instances")
+    ax = fig.axes[0]
+    names = [t.get_text() for t in ax.get_xticklabels()]
+    heights = [p.get_height() for p in ax.patches]
+    counts = {c["name"]: c["instances"] for c in stats["classes"]}
+    assert heights == [counts[n] for n in names] == sorted(heights, reverse=True)
+    palette = {c["name"]: c["color"] for c in stats["classes"]}
+    for name, bar in zip(names, ax.patches, strict=True):
+        rgb = [round(v * 255) for v in bar.get_facecolor()[:3]]
+        assert rgb == list(palette[name]), name
+    plt.close(fig)
+
+
+def test_report_gallery_worst_masks_and_empty_tables(build: Path, stats: dict) -> None:
+    html = write_report(build, stats)["report"].read_text()
+    gallery = html[html.index("<h2 id='gallery'>") : html.index("<h2 id='worst'>")]
+    worst = html[html.index("<h2 id='worst'>") :]
+    figures = dict(re.findall(r"<figure id='(img-\d+)'>.*?<figcaption>(.*?)<", gallery))
+    assert len(figures) >= 2
+    # every worst mask links to a gallery figure of its image, which links back to it
+    links = re.findall(r"<span id='inst-(\d+)'>\d+</span></td><td class='l'><a href='#(img-\d+)'>(.*?)</a>", worst)  # fmt: skip
+    assert links
+    for instance, target, image_id in links:
+        assert figures[target] == image_id
+        fig = re.search(rf"<figure id='{target}'>.*?</figure>", gallery).group(0)
+        assert f"href='#inst-{instance}'" in fig
+    # a table without rows says so (the fake build has no error rows of stage "tile")
+    assert re.search(r"<td class='l none' colspan='\d+'>none</td>", html) or "none" in html
+    empty = write_report(build, {**stats, "errors": {**stats["errors"], "by_stage": {}}}, gallery=0)
+    text = empty["report"].read_text()
+    section = text[text.index("Errors by stage (rows)") : text.index("Errors by stage (objects)")]
+    assert "<td class='l none' colspan='2'>none</td>" in section

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from samrs.build.config import BuildConfig
@@ -31,6 +31,7 @@ class ShardFailure:
 
 
 Outcome = ShardResult | ShardFailure
+OnImage = Callable[[dict[str, object]], None]
 
 
 def _cause(exc: BaseException) -> str:
@@ -39,13 +40,19 @@ def _cause(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{where}"
 
 
-def run_local(shards: list[Shard], config: BuildConfig, classes: ClassTable) -> Iterator[Outcome]:
-    """Run shards one after the other in this process (``--workers 1``)."""
+def run_local(
+    shards: list[Shard],
+    config: BuildConfig,
+    classes: ClassTable,
+    on_image: OnImage | None = None,
+) -> Iterator[Outcome]:
+    """Run shards one after the other in this process (``--workers 1``); ``on_image`` gets
+    each written image's row (see :func:`~samrs.build.worker.run_shard`)."""
     for shard in shards:
         cause = ""
         for attempt in range(config.max_retries + 1):
             try:
-                yield run_shard(shard, config, classes)
+                yield run_shard(shard, config, classes, on_image)
                 break
             except Exception as exc:
                 cause = _cause(exc)
@@ -134,9 +141,18 @@ def _has_gpu_workers(client) -> bool:  # type: ignore[no-untyped-def]
     return bool(info) and all("GPU" in (w.get("resources") or {}) for w in info.values())
 
 
-def execute(shards: list[Shard], config: BuildConfig, classes: ClassTable) -> Iterator[Outcome]:
+def execute(
+    shards: list[Shard],
+    config: BuildConfig,
+    classes: ClassTable,
+    on_image: OnImage | None = None,
+) -> Iterator[Outcome]:
     """Pick the executor: Dask for a scheduler, several GPUs or several CPU workers; this
-    process otherwise (one GPU or one CPU worker: no cluster overhead)."""
+    process otherwise (one GPU or one CPU worker: no cluster overhead).
+
+    ``on_image`` (live progress) is called per image in this process; Dask runs report
+    whole shards only.
+    """
     if config.scheduler or config.gpus > 1 or (config.gpus == 0 and config.workers > 1):
         return run_dask(shards, config, classes)
-    return run_local(shards, config, classes)
+    return run_local(shards, config, classes, on_image)

@@ -25,6 +25,7 @@ MANAGED = (
     "audit",
     "show",
     STATE_DIR,
+    "README.md",
     "samrs.json",
 )
 """Everything a build writes directly under OUT (removed by ``--overwrite``, in this order:

@@ -1,7 +1,9 @@
 """Live progress of a build on stderr, and its final summary table.
 
-On a terminal one status line is redrawn in place; elsewhere (CI, log files) a plain line is
-printed at most every ``interval`` seconds and at the end, so logs stay readable.
+On a terminal a tqdm progress bar counts images as each one is written (local runs; Dask
+runs advance a shard at a time), with images/s, objects/s, ETA, shards and failures. Elsewhere
+(CI, log files) a plain line is printed at most every ``interval`` seconds and at the end, so
+logs stay readable.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
-from typing import TextIO
+from typing import Any, TextIO
 
 from samrs.build.worker import ShardResult
 
@@ -22,7 +24,12 @@ def _duration(seconds: float) -> str:
 
 
 class Progress:
-    """Counts shards, images and objects as shard results arrive."""
+    """Counts shards, images and objects as images and shard results arrive.
+
+    :meth:`image_done` counts one written image (from the worker, in-process runs);
+    :meth:`shard_done` counts what a shard's images did not report (all of them for Dask
+    runs and for shards committed by an earlier run).
+    """
 
     def __init__(
         self,
@@ -48,7 +55,22 @@ class Progress:
         self.done = self.failed = self.skipped = 0
         self.images = self.objects = 0
         self.skipped_images = self.skipped_objects = 0
+        self.failed_images = 0
         self.workers: Counter[str] = Counter()
+        self._reported: Counter[int] = Counter()  # images reported per unfinished shard
+        self._reported_objects: Counter[int] = Counter()
+        self._bar: Any = None
+
+    def image_done(self, row: dict[str, Any]) -> None:
+        """Count one image the worker has written (``row``: its images-table row)."""
+        shard = int(row["shard"])
+        objects = int(row.get("n_objects") or 0)
+        self._reported[shard] += 1
+        self._reported_objects[shard] += objects
+        self.images += 1
+        self.objects += objects
+        self.failed_images += row.get("status") == "error"
+        self._show(advance=1)
 
     def shard_done(self, result: ShardResult, images: int, objects: int) -> None:
         """Count a finished shard (``images``/``objects`` from the plan, for skipped ones)."""
@@ -59,22 +81,39 @@ class Progress:
             self.skipped_objects += objects
         else:
             self.workers[result.worker] += 1
-        self.images += images
-        self.objects += objects
-        self._show()
+        # what the images did not report (a retried shard may have reported some twice)
+        images_left = images - self._reported.pop(result.index, 0)
+        self.images += images_left
+        self.objects += objects - self._reported_objects.pop(result.index, 0)
+        self._show(advance=images_left)
 
-    def shard_failed(self) -> None:
-        """Count a shard that failed for good."""
+    def shard_failed(self, index: int | None = None) -> None:
+        """Count a shard that failed for good (its reported images stay counted)."""
         self.failed += 1
+        if index is not None:
+            self._reported.pop(index, None)
+            self._reported_objects.pop(index, None)
         self._show(force=True)
 
-    def line(self) -> str:
-        """The current status line."""
+    def _rates(self) -> tuple[float, float, float]:
         elapsed = time.perf_counter() - self.start
         fresh_images = self.images - self.skipped_images
         fresh_objects = self.objects - self.skipped_objects
         rate = fresh_images / elapsed if elapsed > 0 else 0.0
         orate = fresh_objects / elapsed if elapsed > 0 else 0.0
+        return elapsed, rate, orate
+
+    def _failures(self) -> str:
+        parts = []
+        if self.failed:
+            parts.append(f"failed shards {self.failed}")
+        if self.failed_images:
+            parts.append(f"failed images {self.failed_images}")
+        return "  ".join(parts)
+
+    def line(self) -> str:
+        """The current status line (plain mode)."""
+        elapsed, rate, orate = self._rates()
         left = self.total_images - self.images
         eta = _duration(left / rate) if rate > 0 and left > 0 else "--"
         parts = [
@@ -85,8 +124,8 @@ class Progress:
             f"elapsed {_duration(elapsed)}",
             f"ETA {eta}",
         ]
-        if self.failed:
-            parts.insert(1, f"failed {self.failed}")
+        if self._failures():
+            parts.insert(1, self._failures())
         if self.skipped:
             parts.insert(1, f"already done {self.skipped}")
         if len(self.workers) > 1:
@@ -94,18 +133,58 @@ class Progress:
             parts.append(f"shards by worker pid {busy}")
         return "  ".join(parts)
 
-    def _show(self, force: bool = False) -> None:
+    def postfix(self) -> str:
+        """What the bar shows after its own counts and rates."""
+        _, _, orate = self._rates()
+        parts = [f"{orate:.1f} obj/s", f"shards {self.done}/{self.total_shards}"]
+        if self.skipped:
+            parts.append(f"already done {self.skipped}")
+        if self._failures():
+            parts.append(self._failures())
+        return ", ".join(parts)
+
+    def _make_bar(self) -> Any:
+        from tqdm import tqdm
+
+        # started at the first fresh work: shards committed by an earlier run are the
+        # bar's initial count and do not inflate its rate
+        return tqdm(
+            total=self.total_images,
+            initial=self.images,
+            unit="img",
+            desc="build",
+            file=self.stream,
+            dynamic_ncols=True,
+            smoothing=0.1,
+            mininterval=0.2,
+        )
+
+    def _show(self, force: bool = False, advance: int = 0) -> None:
         if not self.enabled:
             return
-        now = time.perf_counter()
         finished = self.done + self.failed >= self.total_shards
         if self.tty:
-            self.stream.write("\r\033[K" + self.line() + ("\n" if finished else ""))
-            self.stream.flush()
-        elif force or finished or now - self.last_print >= self.interval:
+            if self._bar is None:
+                if not advance and not finished and not force:
+                    return
+                self._bar = self._make_bar()
+            elif advance:
+                self._bar.update(advance)
+            self._bar.set_postfix_str(self.postfix(), refresh=force or finished)
+            if finished:
+                self.close()
+            return
+        now = time.perf_counter()
+        if force or finished or now - self.last_print >= self.interval:
             self.stream.write(self.line() + "\n")
             self.stream.flush()
             self.last_print = now
+
+    def close(self) -> None:
+        """End the bar (its last state stays on the terminal)."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
 def format_summary(summary: dict[str, object]) -> str:

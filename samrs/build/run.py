@@ -28,6 +28,17 @@ class BuildError(RuntimeError):
     """A fatal problem found before any work started (one-line cause)."""
 
 
+class BuildInterrupted(Exception):
+    """The build was interrupted (Ctrl-C); committed shards stay and a re-run resumes."""
+
+    def __init__(self, committed: int, total: int) -> None:
+        self.committed, self.total = committed, total
+        super().__init__(
+            "interrupted: run the same command again to resume "
+            f"({committed} of {total} shards committed)"
+        )
+
+
 @dataclass
 class BuildSummary:
     """What a build did (also the ``--dry-run`` plan)."""
@@ -248,6 +259,7 @@ def count_outputs(out: Path) -> dict[str, Any]:
 
 def finalize(out: Path, config: BuildConfig, metadata: dict[str, Any]) -> dict[str, Any]:
     """Merge the COCO JSON, write counts into samrs.json and the completion marker."""
+    from samrs.outputs.card import write_dataset_card
     from samrs.outputs.coco import write_coco
     from samrs.outputs.metadata import dumps, write_build_metadata
 
@@ -260,6 +272,7 @@ def finalize(out: Path, config: BuildConfig, metadata: dict[str, Any]) -> dict[s
     )
     counts = count_outputs(out)
     write_build_metadata(out, {**metadata, "counts": counts})
+    write_dataset_card(out, {**metadata, "counts": counts})
     layout.state.mkdir(parents=True, exist_ok=True)
     files = {name: file_digest(out / name) for name in FINAL_FILES}
     layout.complete_marker.write_text(
@@ -416,15 +429,22 @@ def _run_locked(
                 ShardResult(shard.index, skipped=True), len(shard.images), shard.n_objects
             )
     by_index = {s.index: s for s in plan.shards}
-    for outcome in execute(todo, config, plan.classes):
-        shard = by_index[outcome.index]
-        if isinstance(outcome, ShardFailure):
-            layout.record_failure(outcome.index, outcome.cause)
-            summary.failed_shards.append({"shard": outcome.index, "cause": outcome.cause})
-            bar.shard_failed()
-        else:
-            summary.images_processed += 0 if outcome.skipped else len(shard.images)
-            bar.shard_done(outcome, len(shard.images), shard.n_objects)
+    try:
+        for outcome in execute(todo, config, plan.classes, on_image=bar.image_done):
+            shard = by_index[outcome.index]
+            if isinstance(outcome, ShardFailure):
+                layout.record_failure(outcome.index, outcome.cause)
+                summary.failed_shards.append({"shard": outcome.index, "cause": outcome.cause})
+                bar.shard_failed(outcome.index)
+            else:
+                summary.images_processed += 0 if outcome.skipped else len(shard.images)
+                bar.shard_done(outcome, len(shard.images), shard.n_objects)
+    except KeyboardInterrupt:
+        bar.close()
+        committed = len(set(layout.committed_shards()) & set(by_index))
+        raise BuildInterrupted(committed, len(plan.shards)) from None
+    finally:
+        bar.close()
     summary.failed_shards.sort(key=lambda f: f["shard"])
     summary.workers = dict(sorted(bar.workers.items()))
     if summary.failed_shards:

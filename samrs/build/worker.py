@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,8 +175,17 @@ def configure_threads(threads: int | None) -> None:
     cv2.setNumThreads(threads)
 
 
-def run_shard(shard: Shard, config: BuildConfig, classes: ClassTable) -> ShardResult:
-    """Process one shard and commit it atomically. Idempotent: a committed shard is skipped."""
+def run_shard(
+    shard: Shard,
+    config: BuildConfig,
+    classes: ClassTable,
+    on_image: Callable[[dict[str, object]], None] | None = None,
+) -> ShardResult:
+    """Process one shard and commit it atomically. Idempotent: a committed shard is skipped.
+
+    ``on_image`` is called with each image's images-table row once its files are written
+    (live progress; the rows are committed with the shard).
+    """
     layout = Layout(config.out)
     result = ShardResult(shard.index, worker=f"{socket.gethostname()}:{os.getpid()}")
     if layout.is_committed(shard.index):
@@ -187,7 +196,11 @@ def run_shard(shard: Shard, config: BuildConfig, classes: ClassTable) -> ShardRe
     start = time.perf_counter()
     configure_threads(config.threads)
     segmenter = get_segmenter(config) if shard.n_objects else None
-    outputs = list(_process_images(shard, config, classes, segmenter, layout))
+    outputs = []
+    for out in _process_images(shard, config, classes, segmenter, layout):
+        outputs.append(out)
+        if on_image is not None:
+            on_image(out.image_row)
     error_rows = [_error_row(e, shard.index) for e in shard.errors]
     image_rows, instance_rows = [], []
     for out in outputs:
@@ -228,6 +241,8 @@ def _maybe_inject_fault(shard: int, layout: Layout) -> None:
     flag.write_text(action)
     if action == "kill":
         os._exit(77)
+    if action == "interrupt":  # as if Ctrl-C arrived while this shard runs
+        raise KeyboardInterrupt
     raise RuntimeError(f"injected fault in shard {shard}")
 
 
@@ -389,7 +404,7 @@ def _image_row(
         "file_name": file_name,
         "source_file": os.path.abspath(image.image_path),
         "annotation_file": image.annotation_file,
-        "window": list(image.window) if image.window is not None else None,
+        "tile_window": list(image.window) if image.window is not None else None,
         "width": image.width,
         "height": image.height,
         "gsd": image.gsd,
@@ -453,6 +468,7 @@ def _finish_image(
     """Quality, filters, RLE, semantic label and tile image of one segmented image."""
     from samrs import rle
     from samrs.masks import polygon_crops
+    from samrs.outputs.geo import pixel_size_m
     from samrs.outputs.semantic import paint_semantic, semantic_palette, write_semantic_png
     from samrs.quality import apply_filters
 
@@ -533,10 +549,15 @@ def _finish_image(
     palette = semantic_palette(classes, config.background)
     _write_atomic(semantic_path, lambda p: write_semantic_png(p, label, palette))
     if geo is not None:
-        from samrs.outputs.geo import write_semantic_geotiff
+        from samrs.outputs.geo import write_category_names, write_semantic_geotiff
+        from samrs.outputs.semantic import semantic_class_names
 
         geotiff = semantic_path.with_suffix(".tif")
-        _write_atomic(geotiff, lambda p: write_semantic_geotiff(p, label, geo[0], geo[1], palette))
+        names = semantic_class_names(classes, config.background)
+        _write_atomic(
+            geotiff, lambda p: write_semantic_geotiff(p, label, geo[0], geo[1], palette, names)
+        )
+        write_category_names(geotiff, names)
     if image.window is not None:
         from samrs.imageio import write_png
 
@@ -553,6 +574,7 @@ def _finish_image(
         status="ok" if image.objects else "empty",
         crs=geo[0] if geo else None,
         transform=list(geo[1]) if geo else None,
+        gsd=image.gsd if image.gsd is not None or not geo else pixel_size_m(geo[0], geo[1]),
     )
     return _ImageOutput(row, instance_rows, [])
 

@@ -303,13 +303,14 @@ def command(
       samrs build --source dota --root demo --out demo-out --segmenter grabcut
 
     The build is cut into shards committed atomically: re-running the same command after a
-    crash continues where it stopped; a finished build is left as it is.
+    crash or Ctrl-C (exit status 130) continues where it stopped; a finished build is left
+    as it is. Progress goes to stderr: a bar on a terminal, plain lines otherwise.
 
     A plain build uses samrs's defaults (small objects painted on top, the dataset's official
     class order), which are not SAMRS's: add --preset samrs, or use a recipe
     (--config pipelines/sota.toml, sior.toml, fast.toml), to reproduce the SAMRS subsets.
     """
-    from samrs.build import BuildError, run_build
+    from samrs.build import BuildError, BuildInterrupted, run_build
     from samrs.build.progress import format_summary
 
     values: dict[str, Any] = {}
@@ -353,6 +354,12 @@ def command(
         summary = run_build(config)
     except (BuildError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
+    except BuildInterrupted as exc:  # Ctrl-C while shards ran: say how to go on, no traceback
+        click.echo(str(exc), err=True)
+        ctx.exit(INTERRUPTED_EXIT)
+    except KeyboardInterrupt:  # while planning or finalizing
+        click.echo("interrupted: run the same command again to resume", err=True)
+        ctx.exit(INTERRUPTED_EXIT)
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2, sort_keys=True, default=str))
     elif summary.state == "dry-run":
@@ -370,6 +377,10 @@ def command(
             f"{len(summary.failed_shards)} shard(s) failed: {failed}; the other shards are "
             "committed; fix the cause and re-run the same command to retry them"
         )
+
+
+INTERRUPTED_EXIT = 130
+"""Exit status after Ctrl-C (128 + SIGINT, as shells report it)."""
 
 
 def _visible_gpus() -> int:

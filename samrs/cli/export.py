@@ -81,8 +81,12 @@ def command(
 ) -> None:
     """Export build OUT to --to in another layout, from its manifests.
 
+    \b
+    coco:    annotations/instances_<split>.json + images/<split>/ (Datumaro's layout).
+    mmseg:   img_dir/, ann_dir/, splits/ and samrs_dataset.py (data_root relative to it).
+    ros-sam: img/, boxes/, onehotmask/.
     geojson: the instances of geo-referenced images as GeoJSON and GeoParquet, and their
-    labels as GeoTIFFs.
+             labels as GeoTIFFs with class names (an error for a build without any).
 
     Stricter --min-* thresholds reject more instances and repaint the labels from the masks
     stored in the manifest (with the build's overlap policy), without running SAM again.

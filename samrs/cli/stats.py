@@ -20,8 +20,16 @@ _build_dir = click.Path(exists=True, file_okay=False, path_type=Path)
     type=_build_dir,
     help="Another build to show side by side (repeatable); labelled by its folder name.",
 )
+@click.option(
+    "--gallery",
+    type=click.IntRange(min=0),
+    default=6,
+    show_default=True,
+    help="Sample images of OUT drawn with their labels in the report, beside the worst "
+    "masks of `samrs audit` (0: no gallery, faster).",
+)
 @json_option
-def command(out: Path, compare: tuple[Path, ...], as_json: bool) -> None:
+def command(out: Path, compare: tuple[Path, ...], gallery: int, as_json: bool) -> None:
     """Count classes, pixels, mask sizes, objects per image, rejections and errors of OUT.
 
     Writes OUT/stats/stats.json, PNG plots and a self-contained OUT/stats/report.html. With
@@ -46,7 +54,7 @@ def command(out: Path, compare: tuple[Path, ...], as_json: bool) -> None:
     try:
         stats = compute_stats(out, progress=progress_for(out))
         others = [(build_name(o), compute_stats(o, progress=progress_for(o))) for o in compare]
-        written = write_report(out, stats, others)
+        written = write_report(out, stats, others, gallery=gallery)
     except (BuildMetadataError, ManifestError, StatsError, pa.ArrowException, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:

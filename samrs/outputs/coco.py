@@ -3,15 +3,17 @@
 Conventions (also in ``manifests/README.md``):
 
 - ``categories``: one per class of the build's class table (or of the selected classes),
-  ``id = class_id + 1`` (COCO ids start at 1), ``name``, ``supercategory`` where the
-  source has one, and ``samrs_class_id`` (the semantic-label pixel value).
+  ``id = class_id + 1`` (COCO ids start at 1), ``name``, ``supercategory`` (the source's
+  where it has one, as FAIR1M; else the source name, e.g. ``dota``), and ``samrs_class_id``
+  (the semantic-label pixel value).
 - ``images``: ``id`` = 1-based position of the image in the build's manifest (stable across
   subsets), ``file_name``, ``width``, ``height``, ``samrs_image_id``, ``split``.
 - ``annotations``: ``id = instance_id + 1``, RLE ``segmentation`` ``{"size": [h, w],
   "counts": ASCII}`` (or polygons with ``polygons=True``), ``bbox`` = COCO ``[x, y, w, h]``
   of the mask, ``area`` = mask pixels, ``iscrowd`` 0, and extra keys ``samrs_instance_id``,
-  ``polygon`` (the source's 8 coordinates), ``score``, ``stability``, ``rbox_iou``, ``kept``,
-  ``reject_reason``, ``substituted``, ``difficult``.
+  ``polygon`` (the source's 8 coordinates), ``score`` (only where the segmenter gave one),
+  ``stability``, ``rbox_iou``, ``kept``, ``reject_reason``, ``substituted``, ``difficult``;
+  the same extras, without nulls, under ``attributes`` (what Datumaro and CVAT keep).
 - Order: images in manifest order, annotations by image then instance id. No timestamps.
 
 Polygon mode: each mask is vectorized along pixel edges (exact, 4-connected components,
@@ -52,10 +54,13 @@ def coco_categories(table: ClassTable, class_ids: list[int] | None = None) -> li
     """COCO ``categories`` of a class table (all classes, or the given ids)."""
     cats = []
     for cid in class_ids if class_ids is not None else range(len(table)):
-        cat: dict[str, Any] = {"id": category_id(cid), "name": table.names[cid]}
-        if table.supercategories[cid]:
-            cat["supercategory"] = table.supercategories[cid]
-        cat["samrs_class_id"] = cid
+        name = table.names[cid]
+        cat: dict[str, Any] = {
+            "id": category_id(cid),
+            "name": name,
+            "supercategory": table.supercategories[cid] or table.source or name,
+            "samrs_class_id": cid,
+        }
         cats.append(cat)
     return cats
 
@@ -104,16 +109,8 @@ def coco_annotation(item: ImageItem, row: dict[str, Any], polygons: bool = False
         polys = mask_polygons(rle.decode(enc))
         if polys:
             segmentation = polys
-    return {
-        "id": int(row["instance_id"]) + 1,
-        "image_id": item.index,
-        "category_id": category_id(row["class_id"]),
-        "segmentation": segmentation,
-        "area": int(row["area"]),
-        "bbox": [float(v) for v in row["bbox"]],
-        "iscrowd": 0,
+    extras: dict[str, Any] = {
         "samrs_instance_id": int(row["instance_id"]),
-        "polygon": [float(v) for v in row["polygon"]],
         "score": _num(row["score"]),
         "stability": _num(row["stability"]),
         "rbox_iou": _num(row["rbox_iou"]),
@@ -122,6 +119,43 @@ def coco_annotation(item: ImageItem, row: dict[str, Any], polygons: bool = False
         "substituted": bool(row["substituted"]),
         "difficult": bool(row.get("difficult", False)),
     }
+    ann: dict[str, Any] = {
+        "id": int(row["instance_id"]) + 1,
+        "image_id": item.index,
+        "category_id": category_id(row["class_id"]),
+        "segmentation": segmentation,
+        "area": int(row["area"]),
+        "bbox": [float(v) for v in row["bbox"]],
+        "iscrowd": 0,
+        "polygon": [float(v) for v in row["polygon"]],
+    }
+    ann.update((k, v) for k, v in extras.items() if v is not None or k in _NULLABLE_EXTRAS)
+    # Datumaro (and CVAT) keep only what is under "attributes"; no nulls there either
+    ann["attributes"] = {k: v for k, v in extras.items() if v is not None}
+    return ann
+
+
+_NULLABLE_EXTRAS = ("stability", "reject_reason")
+"""Extras written as null at the top level; ``score`` is left out when there is none: COCO
+tools read a present ``score`` as a number (pycocotools ``COCOeval``, Datumaro)."""
+
+
+def coco_results(doc: dict[str, Any], default_score: float = 1.0) -> list[dict[str, Any]]:
+    """The annotations of a COCO document as a pycocotools results list (``COCO.loadRes``).
+
+    ``COCOeval`` ranks results by ``score``; masks from a segmenter without one (``box``,
+    ``grabcut``) get ``default_score`` (all equal: ranked in annotation order).
+    """
+    return [
+        {
+            "image_id": a["image_id"],
+            "category_id": a["category_id"],
+            "segmentation": a["segmentation"],
+            "bbox": a["bbox"],
+            "score": float(a["score"]) if a.get("score") is not None else default_score,
+        }
+        for a in doc["annotations"]
+    ]
 
 
 def _prepare(

@@ -2,8 +2,9 @@
 
 Formats (``samrs export OUT --format F --to DIR``):
 
-- ``coco``: ``annotations/instances_<split>.json`` plus the images under ``<split>/``
-  (``file_name`` relative to that folder), see :mod:`samrs.outputs.coco`.
+- ``coco``: ``annotations/instances_<split>.json`` plus the images under
+  ``images/<split>/`` (``file_name`` relative to that folder; Datumaro's layout), see
+  :mod:`samrs.outputs.coco`.
 - ``mmseg``: ``img_dir/<split>/``, ``ann_dir/<split>/<name>.png`` (index PNGs, 255 =
   ignore), ``splits/<split>.txt`` (names without suffix), ``samrs_mmseg.json`` (classes,
   palette, mapping to the build's class ids) and ``samrs_dataset.py`` (a ready
@@ -38,13 +39,19 @@ from samrs import __version__, rle
 from samrs.classes import UNLABELLED, ClassTable
 from samrs.imageio import DEFAULT_MAX_IMAGE_PIXELS, image_size, read_image, write_png
 from samrs.outputs.coco import write_coco
-from samrs.outputs.geo import instances_to_geojson, is_georeferenced, write_semantic_geotiff
+from samrs.outputs.geo import (
+    instances_to_geojson,
+    is_georeferenced,
+    write_category_names,
+    write_semantic_geotiff,
+)
 from samrs.outputs.manifest import read_table
 from samrs.outputs.metadata import build_class_table, build_config, read_build_metadata
 from samrs.outputs.select import ImageItem, Selection, iter_build
 from samrs.outputs.semantic import (
     BACKGROUND_COLOR,
     paint_instances,
+    semantic_class_names,
     semantic_palette,
     write_semantic_png,
 )
@@ -58,7 +65,7 @@ NO_SPLIT = "all"
 
 # What each format writes inside DIR: removed first with ``overwrite``; nothing else is.
 MANAGED = {
-    "coco": ("annotations",),
+    "coco": ("annotations", "images"),
     "mmseg": ("img_dir", "ann_dir", "splits", "samrs_mmseg.json", "samrs_dataset.py"),
     "ros-sam": ("img", "boxes", "onehotmask"),
     "geojson": ("instances.geojson", "instances.parquet", "semantic"),
@@ -134,7 +141,7 @@ class BuildView:
 
     def needs_crop(self, image: dict[str, Any], path: Path) -> bool:
         """Whether ``path`` is the whole source image of a windowed row (cut the window)."""
-        if image["window"] is None:
+        if image["tile_window"] is None:
             return False
         return image_size(path) != (int(image["width"]), int(image["height"]))
 
@@ -218,7 +225,9 @@ def _place_image(view: BuildView, item: ImageItem, dst_stem: Path, mode: str) ->
     src = view.image_path(item.image)
     if view.needs_crop(item.image, src):
         dst = dst_stem.with_suffix(".png")
-        write_png(dst, read_image(src, tuple(item.image["window"]), max_pixels=view.max_pixels))
+        write_png(
+            dst, read_image(src, tuple(item.image["tile_window"]), max_pixels=view.max_pixels)
+        )
         return dst
     dst = dst_stem.with_name(dst_stem.name + src.suffix.lower())
     place_file(src, dst, mode)
@@ -312,7 +321,7 @@ def export_mmseg(
     (to / "samrs_mmseg.json").write_text(
         json.dumps(info, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8"
     )
-    (to / "samrs_dataset.py").write_text(_mmseg_config(to, names, colors, img_suffix))
+    (to / "samrs_dataset.py").write_text(_mmseg_config(names, colors, img_suffix))
     counts["splits"] = len(split_names)
     return counts
 
@@ -328,14 +337,20 @@ def _selection_dict(sel: Selection) -> dict[str, Any]:
     }
 
 
-def _mmseg_config(
-    to: Path, names: list[str], colors: list[list[int]], img_suffix: dict[str, Any]
-) -> str:
+MMSEG_DATA_ROOT = "{{ fileDirname }}"
+"""``data_root`` of the mmseg config: mmengine's predefined variable for the config's folder."""
+
+
+def _mmseg_config(names: list[str], colors: list[list[int]], img_suffix: dict[str, Any]) -> str:
     lines = [
         "# mmsegmentation (1.x) dataset settings written by `samrs export --format mmseg`.",
-        "# Use with `_base_ = ['<this file>']`, or copy; add your pipelines to the datasets.",
+        "# Use with `_base_ = ['<this file>']`; add your pipelines to the datasets.",
+        "# data_root is this file's folder (mmengine replaces {{ fileDirname }} when it loads",
+        "# the file), so the export can be moved; set it yourself when you copy these lines.",
+        "# metainfo holds every class with its colour: BaseSegDataset has no classes of its own,",
+        "# so to train on a subset re-export with --classes instead of editing the lists.",
         "dataset_type = 'BaseSegDataset'",
-        f"data_root = {str(to.resolve())!r}",
+        f"data_root = {MMSEG_DATA_ROOT!r}",
         f"metainfo = dict(classes={tuple(names)!r}, palette={colors!r})",
     ]
     for split, suffix in sorted(img_suffix.items()):
@@ -364,8 +379,10 @@ def export_coco(
 ) -> dict[str, Any]:
     """Export a build as COCO: one ``annotations/instances_<split>.json`` per split.
 
-    With ``images`` other than ``none`` the images go to ``<split>/<name><suffix>`` and
-    ``file_name`` is that name; with ``none`` ``file_name`` is the manifest's.
+    With ``images`` other than ``none`` the images go to ``images/<split>/<name><suffix>``
+    and ``file_name`` is that name (Datumaro's ``coco`` layout, which torchvision's
+    ``CocoDetection(root=DIR/images/<split>, annFile=...)`` also reads); with ``none``
+    ``file_name`` is the manifest's.
     """
     sel = sel or Selection()
     view = BuildView.open(out)
@@ -380,7 +397,7 @@ def export_coco(
 
     def place(item: ImageItem) -> str:
         """Export the image (called once per image, in order) and return its file name."""
-        stem = to / split_name(item.image) / safe_name(item.image["image_id"])
+        stem = to / "images" / split_name(item.image) / safe_name(item.image["image_id"])
         return _place_image(view, item, stem, images).name
 
     totals: dict[str, Any] = {"images": 0, "annotations": 0, "kept": 0, "files": []}
@@ -443,7 +460,7 @@ def export_ros_sam(
         ):
             place_file(src, to / "img" / f"{name}.png", images)
         else:
-            window = tuple(item.image["window"]) if view.needs_crop(item.image, src) else None
+            window = tuple(item.image["tile_window"]) if view.needs_crop(item.image, src) else None
             pixels = read_image(src, window, max_pixels=view.max_pixels)
             write_png(to / "img" / f"{name}.png", pixels)
         boxes = np.asarray([r["hbox"] for r in rows], dtype=np.float32).reshape(-1, 4)
@@ -470,6 +487,14 @@ def export_geojson(
     sel = sel or Selection()
     view = BuildView.open(out)
     to = Path(to)
+    images = read_table(view.out, "images", columns=["crs", "transform"]).to_pylist()
+    if not any(is_georeferenced(image) for image in images):
+        raise ExportError(
+            f"{view.out}: no image of this build is geo-referenced (images.crs and "
+            "images.transform are null), so there is nothing to write as GeoJSON/GeoTIFF; "
+            "build from GeoTIFF sources (e.g. `samrs synth --format fair1m`), or export "
+            "plain images with --format coco or mmseg"
+        )
     prepare_dir(to, "geojson", overwrite)
     counts = instances_to_geojson(
         view.out,
@@ -482,6 +507,8 @@ def export_geojson(
     class_map = _class_map(view, sel)
     colors = view.table.palette if class_map is None else [view.table.palette[c] for c in class_map]
     palette = semantic_palette(list(colors), view.background)
+    ids = range(len(view.table)) if class_map is None else list(class_map)
+    names = semantic_class_names([view.table.names[i] for i in ids], view.background)
     counts["geotiffs"] = 0
     for item in view.items(replace(sel, classes=None)):  # labels: see BuildView.label
         if progress is not None:
@@ -491,7 +518,10 @@ def export_geojson(
         path = to / "semantic" / f"{safe_name(item.image['image_id'])}.tif"
         path.parent.mkdir(parents=True, exist_ok=True)
         label = view.label(item, class_map)
-        write_semantic_geotiff(path, label, item.image["crs"], item.image["transform"], palette)
+        write_semantic_geotiff(
+            path, label, item.image["crs"], item.image["transform"], palette, names
+        )
+        write_category_names(path, names)
         counts["geotiffs"] += 1
     return counts
 

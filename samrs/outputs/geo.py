@@ -10,9 +10,12 @@ rasterio accepts (``EPSG:32633``, WKT). Images without both stay plain.
 from __future__ import annotations
 
 import json
+import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape
 
 import numpy as np
 import pyarrow as pa
@@ -60,10 +63,15 @@ def write_semantic_geotiff(
     crs: str,
     transform: Sequence[float],
     palette: Sequence[int] | ClassTable,
+    class_names: Sequence[str] | None = None,
 ) -> None:
     """Write a label map as a single-band uint8 GeoTIFF with a colour map.
 
     Nodata is 255 (unlabelled); deflate-compressed; the geo-referencing of the image.
+    ``class_names`` (256 entries, see :func:`~samrs.outputs.semantic.semantic_class_names`)
+    go into the band's ``CLASS_NAMES`` tag (JSON; GDAL metadata, read by rasterio's
+    ``tags(1)``); the category names GDAL and QGIS show are in the PAM sidecar
+    (:func:`write_category_names`).
     """
     label = np.asarray(label)
     if label.ndim != 2 or label.dtype != np.uint8:
@@ -85,7 +93,67 @@ def write_semantic_geotiff(
         # the colour table must precede the pixels: GDAL cannot set a palette's photometric
         # tag once strips are written (it logs an error and leaves the tag as it was)
         dst.write_colormap(1, _colormap(palette))
+        if class_names is not None:
+            used = {i: n for i, n in enumerate(class_names) if n}
+            dst.update_tags(1, CLASS_NAMES=json.dumps(used, separators=(",", ":")))
+            dst.set_band_description(1, "class")
         dst.write(label, 1)
+
+
+def category_names_xml(class_names: Sequence[str]) -> str:
+    """GDAL PAM XML (``<file>.aux.xml``) giving band 1 its category names (value = index).
+
+    GDAL (``gdalinfo``, ``GetCategoryNames``) and QGIS (paletted renderer legend) read it;
+    rasterio has no API to write category names, and GeoTIFF cannot hold them itself (GDAL
+    keeps them in this sidecar too).
+    """
+    last = max((i for i, n in enumerate(class_names) if n), default=-1)
+    cats = "".join(
+        f"      <Category>{escape(n)}</Category>\n" for n in list(class_names)[: last + 1]
+    )
+    return (
+        '<PAMDataset>\n  <PAMRasterBand band="1">\n    <CategoryNames>\n'
+        f"{cats}    </CategoryNames>\n  </PAMRasterBand>\n</PAMDataset>\n"
+    )
+
+
+def category_names_path(tif: str | Path) -> Path:
+    """The PAM sidecar of a GeoTIFF: ``<name>.tif.aux.xml``."""
+    tif = Path(tif)
+    return tif.with_name(tif.name + ".aux.xml")
+
+
+def write_category_names(tif: str | Path, class_names: Sequence[str]) -> Path:
+    """Write the category names of a label GeoTIFF to its PAM sidecar (atomically)."""
+    path = category_names_path(tif)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(category_names_xml(class_names), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def pixel_size_m(crs: str | None, transform: Sequence[float] | None) -> float | None:
+    """Ground sample distance (metres per pixel) of a geotransform in a projected CRS.
+
+    ``sqrt(|a*e - b*d|)`` (the side of a pixel's square area, exact for square pixels,
+    rotated or not) times the CRS's linear unit in metres; None for geographic or unknown
+    CRSs and missing transforms.
+    """
+    if not crs or transform is None:
+        return None
+    try:
+        ref = CRS.from_user_input(crs)
+    except Exception:
+        return None
+    if not ref.is_projected:
+        return None
+    try:
+        _, to_metres = ref.linear_units_factor
+    except Exception:
+        return None
+    a, b, _, d, e, _ = (float(v) for v in transform[:6])
+    size = math.sqrt(abs(a * e - b * d)) * float(to_metres)
+    return round(size, 9) if size > 0 else None
 
 
 def mask_geometry(mask: np.ndarray, transform: Affine | None = None) -> Any:

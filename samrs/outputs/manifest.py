@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from samrs.outputs.schema import TABLES
+from samrs.outputs.schema import LEGACY_NAMES, TABLES
 
 MANIFEST_DIR = "manifest"
 
@@ -125,12 +125,37 @@ def write_part(path: str | Path, table_name: str, rows: Sequence[dict[str, Any]]
     )
 
 
-def _dataset(out: str | Path, table_name: str) -> ds.Dataset | None:
+def _dataset(out: str | Path, table_name: str) -> tuple[ds.Dataset | None, dict[str, str]]:
+    """The parts as one dataset, and ``{current name: stored name}`` for renamed columns.
+
+    Manifests written before a column rename (:data:`LEGACY_NAMES`) are read under the
+    current names; this is the one place that maps them.
+    """
     schema = schema_of(table_name)
     paths = part_paths(out, table_name)
     if not paths:
-        return None
-    return ds.dataset([str(p) for p in paths], schema=schema, format="parquet")
+        return None, {}
+    stored = set(pq.read_schema(paths[0]).names)
+    renamed = {
+        new: old
+        for old, new in LEGACY_NAMES.get(table_name, {}).items()
+        if old in stored and new not in stored
+    }
+    if renamed:
+        schema = pa.schema(
+            [f.with_name(renamed.get(f.name, f.name)) for f in schema], metadata=schema.metadata
+        )
+    return ds.dataset([str(p) for p in paths], schema=schema, format="parquet"), renamed
+
+
+def _columns(
+    table_name: str, columns: Sequence[str] | None, renamed: dict[str, str]
+) -> list[str] | dict[str, ds.Expression] | None:
+    """A scanner's ``columns``: names, or a projection reading renamed columns."""
+    if not renamed:
+        return list(columns) if columns is not None else None
+    names = list(columns) if columns is not None else schema_of(table_name).names
+    return {n: ds.field(renamed.get(n, n)) for n in names}
 
 
 def read_table(
@@ -149,12 +174,12 @@ def read_table(
             ``pc.field("kept") == True``.
     """
     schema = schema_of(table_name)
-    dataset = _dataset(out, table_name)
+    dataset, renamed = _dataset(out, table_name)
     if dataset is None:
         table = schema.empty_table()
         return table.select(list(columns)) if columns is not None else table
-    cols = list(columns) if columns is not None else None
-    return dataset.to_table(columns=cols, filter=filter)
+    table = dataset.to_table(columns=_columns(table_name, columns, renamed), filter=filter)
+    return table.cast(schema) if renamed and columns is None else table
 
 
 def iter_batches(
@@ -166,10 +191,10 @@ def iter_batches(
 ) -> Iterator[pa.RecordBatch]:
     """Stream a manifest table as record batches, parts and rows in order."""
     schema_of(table_name)
-    dataset = _dataset(out, table_name)
+    dataset, renamed = _dataset(out, table_name)
     if dataset is None:
         return
-    cols = list(columns) if columns is not None else None
+    cols = _columns(table_name, columns, renamed)
     scanner = dataset.scanner(columns=cols, filter=filter, batch_size=batch_size)
     for batch in scanner.to_batches():
         if batch.num_rows:

@@ -193,6 +193,23 @@ def semantic_palette(classes: ClassTable | Sequence[Color], background: bool = F
     return [v for c in entries for v in c]
 
 
+def semantic_class_names(names: ClassTable | Sequence[str], background: bool = False) -> list[str]:
+    """Name of each of the 256 label values, matching :func:`semantic_palette`'s layout.
+
+    Class names at their ids (shifted by one with ``background``, index 0 then being
+    ``background``), ``unlabelled`` at 255, ``""`` for unused values.
+    """
+    names = names.names if isinstance(names, ClassTable) else tuple(names)
+    shift = 1 if background else 0
+    entries = [""] * 256
+    if background:
+        entries[0] = "background"
+    for i, name in enumerate(names):
+        entries[i + shift] = str(name)
+    entries[UNLABELLED] = "unlabelled"
+    return entries
+
+
 def _full_palette(palette: Sequence[int] | ClassTable) -> list[int]:
     if isinstance(palette, ClassTable):
         return semantic_palette(palette)
