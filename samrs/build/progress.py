@@ -51,7 +51,7 @@ class Progress:
         self.interval = interval
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.start = time.perf_counter()
-        self.last_print = 0.0
+        self.last_print = self.start  # plain lines: the first one after ``interval`` seconds
         self.done = self.failed = self.skipped = 0
         self.images = self.objects = 0
         self.skipped_images = self.skipped_objects = 0
