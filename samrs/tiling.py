@@ -23,7 +23,8 @@ kept where ``iof >= iof_threshold`` (0.7), translated to window coordinates, mar
 (flag ``clipped``). An object can appear in several overlapping windows (expected: every
 window is a training sample). An object kept by no window is not dropped silently: it becomes
 an error record (stage ``tile``, ``n_objects=1``). Object provenance (file, line, element) is
-kept unchanged.
+kept unchanged; tiles carry ``source_image_id`` and their objects ``source_index`` (the index
+in the source image), so an object's instances in overlapping tiles can be related.
 """
 
 from __future__ import annotations
@@ -215,6 +216,7 @@ def tile_image(
     if image.window is not None:
         raise TilingError(f"image {image.image_id} is already a tile (window {image.window})")
     assert image.width is not None and image.height is not None
+    image = _with_provenance(image)  # tiles inherit the source image id and object indices
     tiles: list[ImageRecord] = []
     placed = [False] * len(image.objects)
     seen: set[Window] = set()
@@ -259,6 +261,13 @@ def tile_image(
             )
         )
     return tiles, errors
+
+
+def _with_provenance(image: ImageRecord) -> ImageRecord:
+    """The image with ``source_image_id`` set and each object's ``source_index`` (its index
+    in the image), which its tiles and their objects keep."""
+    objects = tuple(obj.with_changes(source_index=k) for k, obj in enumerate(image.objects))
+    return image.with_changes(source_image_id=image.image_id, objects=objects)
 
 
 def _check_params(patch_size: int, gap: int, rates: Sequence[float], iof_threshold: float) -> None:

@@ -76,6 +76,15 @@ def resolve_config(config: BuildConfig) -> BuildConfig:
     if config.gpus == 0 and config.workers > 1 and not config.threads:
         # CPU workers share the cores (Dask would otherwise start each with 1 thread)
         config = replace(config, threads=max(1, (os.cpu_count() or 1) // config.workers))
+    if config.min_rbox_iou is None or config.min_area is None:
+        from samrs.quality import default_thresholds
+
+        gates = default_thresholds(config.segmenter)
+        config = replace(
+            config,
+            min_rbox_iou=gates.min_rbox_iou if config.min_rbox_iou is None else config.min_rbox_iou,
+            min_area=gates.min_area if config.min_area is None else config.min_area,
+        )
     if config.segmenter not in ("sam", "sam-hq"):  # weight options mean nothing there
         config = replace(config, model=None, checkpoint=None, random_weights=False)
     if config.segmenter in ("sam", "sam-hq"):

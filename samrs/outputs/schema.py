@@ -11,6 +11,11 @@ MANIFEST_VERSION = "1.0"
 
 IMAGE_STATUSES = ("ok", "empty", "error")
 
+MASK_SOURCES = ("segmenter", "fallback-box", "substituted-box")
+"""``mask_source`` values: the segmenter's own mask; the prompt's mask because the segmenter
+could not segment the object (``mask_note`` says why); the rasterized polygon substituted by
+``--on-reject box`` (``mask_note``: the reject reason)."""
+
 IMAGES = pa.schema(
     [
         pa.field("image_id", pa.string(), nullable=False),
@@ -31,6 +36,9 @@ IMAGES = pa.schema(
         pa.field("crs", pa.string()),
         pa.field("transform", pa.list_(pa.float64(), 6)),
         pa.field("shard", pa.int32(), nullable=False),
+        pa.field("source_image_id", pa.string()),
+        pa.field("source_width", pa.int32()),
+        pa.field("source_height", pa.int32()),
     ],
     metadata={"samrs_manifest_version": MANIFEST_VERSION, "table": "images"},
 )
@@ -63,6 +71,10 @@ INSTANCES = pa.schema(
         pa.field("source_file", pa.string(), nullable=False),
         pa.field("source_line", pa.int32()),
         pa.field("flags", pa.list_(pa.string()), nullable=False),
+        pa.field("mask_source", pa.string()),
+        pa.field("mask_note", pa.string()),
+        pa.field("source_image_id", pa.string()),
+        pa.field("source_object_index", pa.int32()),
     ],
     metadata={"samrs_manifest_version": MANIFEST_VERSION, "table": "instances"},
 )
