@@ -31,7 +31,9 @@ def test_grabcut_segments_most_objects_better_than_the_box(scene, mode: str) -> 
     box_iou = np.array([mask_iou(m, o.mask) for m, o in zip(box.masks, objects, strict=True)])
     real = np.array([k not in ("ghost", "speck") for k in kinds])
     better = gc_iou > box_iou + 0.05
-    assert better[real].mean() >= 0.8, list(zip(kinds, gc_iou.round(3), box_iou.round(3)))
+    assert better[real].mean() >= 0.8, list(
+        zip(kinds, gc_iou.round(3), box_iou.round(3), strict=True)
+    )
     assert gc_iou[real].mean() > box_iou[real].mean() + 0.1
     # the dense harbour row (neighbours of the same colour in the context) and the pier
     harbour = [i for i, k in enumerate(kinds) if k == "ship"][4:]

@@ -255,7 +255,7 @@ def _connected_to(mask: np.ndarray, seed: np.ndarray) -> np.ndarray:
     ``seed`` does not touch it): drops stray blobs GrabCut finds in the context."""
     if not mask.any():
         return mask
-    n, comp = cv2.connectedComponents(mask.view(np.uint8), connectivity=8)
+    _, comp = cv2.connectedComponents(mask.view(np.uint8), connectivity=8)
     ids = np.unique(comp[seed & mask])
     ids = ids[ids > 0]
     if not ids.size:
