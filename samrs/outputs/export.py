@@ -24,6 +24,7 @@ exported (they are in the errors table).
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -55,6 +56,10 @@ IMAGE_MODES = ("hard", "symlink", "copy", "none")
 (absolute), copy, or not at all (COCO only: ``file_name`` stays the manifest's)."""
 
 NO_SPLIT = "all"
+
+LEVELS = ("tile", "source")
+"""COCO export levels: one annotation per instance on its tile, or per source object on its
+source image (:mod:`samrs.outputs.objects`)."""
 
 # What each format writes inside DIR: removed first with ``overwrite``; nothing else is.
 MANAGED = {
@@ -358,12 +363,21 @@ def export_coco(
     images: str = "hard",
     overwrite: bool = False,
     progress: Progress | None = None,
+    level: str = "tile",
 ) -> dict[str, Any]:
     """Export a build as COCO: one ``annotations/instances_<split>.json`` per split.
 
     With ``images`` other than ``none`` the images go to ``<split>/<name><suffix>`` and
-    ``file_name`` is that name; with ``none`` ``file_name`` is the manifest's.
+    ``file_name`` is that name; with ``none`` ``file_name`` is the manifest's. ``level``
+    ``tile`` (default) writes one annotation per instance on its tile; ``source`` one per
+    source object on the full source image (:func:`export_coco_source`).
     """
+    if level == "source":
+        return export_coco_source(
+            out, to, sel, polygons=polygons, images=images, overwrite=overwrite, progress=progress
+        )
+    if level != "tile":
+        raise ValueError(f"unknown level {level!r}; expected one of {', '.join(LEVELS)}")
     sel = sel or Selection()
     view = BuildView.open(out)
     to = Path(to)
@@ -400,6 +414,105 @@ def export_coco(
         )
         for key in ("images", "annotations", "kept"):
             totals[key] += counts[key]
+        totals["files"].append(path.relative_to(to).as_posix())
+    return totals
+
+
+def export_coco_source(
+    out: str | Path,
+    to: str | Path,
+    sel: Selection | None = None,
+    *,
+    polygons: bool = False,
+    images: str = "hard",
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Export a build as COCO at the source-image level (``--level source``).
+
+    One annotation per source object with a selected instance, on the full source image:
+    its mask is the one of the tile where it lies farthest from a tile edge, pasted into
+    source coordinates (the rule: :mod:`samrs.outputs.objects`). Annotations keep the chosen
+    instance's fields and id, with ``samrs_source_object_index``, ``samrs_tile_image_id``,
+    ``samrs_edge_distance`` (null when the tile is the whole image) and ``samrs_tiles`` (how
+    many tiles kept the object). Images are the source images (``samrs_image_id`` is the
+    ``source_image_id``), placed under ``<split>/`` like the tile level.
+    """
+    from samrs.outputs.coco import _prepare, coco_annotation, dumps, mask_polygons
+    from samrs.outputs.objects import iter_source_images
+
+    sel = sel or Selection()
+    view = BuildView.open(out)
+    to = Path(to)
+    prepare_dir(to, "coco", overwrite)
+    head, _, _ = _prepare(view.out, sel)
+    head["info"]["samrs_level"] = "source"
+    docs: dict[str, tuple[list[str], list[str]]] = {}
+    totals: dict[str, Any] = {"images": 0, "annotations": 0, "kept": 0, "files": []}
+    sources = iter_source_images(view.out, sel, class_table=view.table, on_reject=view.on_reject)
+    for index, img in enumerate(sources, start=1):
+        split = img.split or NO_SPLIT
+        file_name = img.file
+        if images != "none":
+            src = Path(img.file)
+            if not src.is_file():
+                raise ExportError(f"source image {img.source_image_id!r}: {src} not found")
+            dst = to / split / f"{safe_name(img.source_image_id)}{src.suffix}"
+            place_file(src, dst, images)
+            file_name = dst.name
+        entry = {
+            "id": index,
+            "file_name": file_name,
+            "width": img.width,
+            "height": img.height,
+            "samrs_image_id": img.source_image_id,
+            "split": img.split,
+        }
+        image_docs, ann_docs = docs.setdefault(split, ([], []))
+        image_docs.append(dumps(entry))
+        for obj in img.objects:
+            chosen = obj.chosen
+            ann = coco_annotation(chosen.item, chosen.row)
+            segmentation: Any = rle.encode_crop(chosen.mask)
+            if polygons and chosen.mask.mask.size:
+                off = np.array([chosen.mask.x, chosen.mask.y], dtype=np.float64)
+                polys = [
+                    [float(v) for v in (np.asarray(p).reshape(-1, 2) + off).reshape(-1)]
+                    for p in mask_polygons(chosen.mask.mask)
+                ]
+                segmentation = polys or segmentation
+            ann.update(
+                image_id=index,
+                segmentation=segmentation,
+                area=chosen.mask.area,
+                bbox=[float(v) for v in chosen.mask.bbox],
+                polygon=obj.source_polygon(),
+                samrs_source_object_index=obj.index,
+                samrs_tile_image_id=chosen.item.image["image_id"],
+                samrs_edge_distance=None
+                if math.isinf(chosen.distance)
+                else round(chosen.distance, 6),
+                samrs_tiles=len(obj.copies),
+            )
+            ann_docs.append(dumps(ann))
+            totals["annotations"] += 1
+            totals["kept"] += int(bool(chosen.row["kept"]))
+        totals["images"] += 1
+        if progress is not None:
+            for item in img.tiles:
+                progress(item)
+    (to / "annotations").mkdir(parents=True, exist_ok=True)
+    for split, (image_docs, ann_docs) in docs.items():
+        path = to / "annotations" / f"instances_{split}.json"
+        text = (
+            dumps(head)[:-1]
+            + ',"images":['
+            + ",".join(image_docs)
+            + '],"annotations":['
+            + ",".join(ann_docs)
+            + "]}\n"
+        )
+        path.write_text(text, encoding="utf-8")
         totals["files"].append(path.relative_to(to).as_posix())
     return totals
 
