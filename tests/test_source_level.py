@@ -170,3 +170,13 @@ def test_cross_tile_agreement(build) -> None:  # type: ignore[no-untyped-def]
     # box masks of one polygon agree exactly where both tiles see them
     assert agreement["min_iou"] == pytest.approx(1.0)
     assert agreement["median_iou"] == pytest.approx(1.0)
+
+
+def test_stats_report_cross_tile_agreement(build) -> None:  # type: ignore[no-untyped-def]
+    from samrs.stats import compute_stats, format_stats
+
+    out, _ = build
+    stats = compute_stats(out)
+    assert stats["cross_tile"] == cross_tile_agreement(out)
+    assert "cross-tile agreement: " in format_stats(stats)
+    assert "IoU median 1.000" in format_stats(stats)
