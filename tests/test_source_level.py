@@ -17,12 +17,20 @@ from pycocotools.cocoeval import COCOeval
 from samrs.build import BuildConfig, run_build
 from samrs.cli import main
 from samrs.geometry import rasterize_polygon, rbox_polygon
-from samrs.imageio import write_png
 from samrs.outputs.manifest import read_table
 from samrs.outputs.objects import cross_tile_agreement, edge_distance
 
 WIDTH, HEIGHT = 1000, 700
 PATCH, GAP = 512, 200  # windows at x 0/312/488, y 0/188
+
+
+def _transform():  # type: ignore[no-untyped-def]
+    from rasterio.transform import Affine
+
+    return Affine(0.5, 0.0, 500000.0, 0.0, -0.5, 4800000.0)  # 0.5 m pixels, UTM 33N
+
+
+TRANSFORM = _transform()
 
 
 def _objects() -> list[tuple[str, tuple[float, ...]]]:
@@ -48,7 +56,15 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
     objs = _objects()
     for _, poly in objs:
         image[rasterize_polygon(poly, HEIGHT, WIDTH)] = (220, 215, 200)
-    write_png(root / "train" / "images" / "P0001.png", image)
+    import rasterio
+    from rasterio.transform import Affine
+
+    with rasterio.open(
+        root / "train" / "images" / "P0001.tif", "w", driver="GTiff", width=WIDTH,
+        height=HEIGHT, count=3, dtype="uint8", crs="EPSG:32633", transform=TRANSFORM,
+    ) as dst:  # fmt: skip
+        dst.write(image.transpose(2, 0, 1))
+    assert isinstance(TRANSFORM, Affine)
     lines = ["imagesource:GoogleEarth", "gsd:0.5"]
     lines += [" ".join(f"{v:.1f}" for v in poly) + f" {name} 0" for name, poly in objs]
     (root / "train" / "labelTxt" / "P0001.txt").write_text("\n".join(lines) + "\n")
@@ -180,3 +196,32 @@ def test_stats_report_cross_tile_agreement(build) -> None:  # type: ignore[no-un
     assert stats["cross_tile"] == cross_tile_agreement(out)
     assert "cross-tile agreement: " in format_stats(stats)
     assert "IoU median 1.000" in format_stats(stats)
+
+
+def test_export_source_level_geojson(build, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """One feature per source object, in the source image's world coordinates."""
+    import shapely.geometry
+
+    out, _ = build
+    coco_dir, geo_dir = tmp_path / "coco", tmp_path / "geo"
+    for fmt, to in (("coco", coco_dir), ("geojson", geo_dir)):
+        args = ["export", str(out), "--format", fmt, "--to", str(to), "--level", "source"]
+        result = CliRunner().invoke(main, [*args, "--images", "none"] if fmt == "coco" else args)
+        assert result.exit_code == 0, result.output
+    anns = json.loads((coco_dir / "annotations" / "instances_train.json").read_text())[
+        "annotations"
+    ]
+    doc = json.loads((geo_dir / "instances.geojson").read_text())
+    assert doc["crs"]["properties"]["name"] == "EPSG:32633"
+    by_index = {f["properties"]["source_object_index"]: f for f in doc["features"]}
+    assert len(by_index) == len(doc["features"]) == len(anns)
+    for ann in anns:
+        feat = by_index[ann["samrs_source_object_index"]]
+        assert feat["properties"]["tile_image_id"] == ann["samrs_tile_image_id"]
+        x, y, w, h = ann["bbox"]  # source pixels -> world through the source transform
+        t = TRANSFORM  # north-up: x' = c + a x, y' = f + e y
+        x0, y0 = t.c + t.a * x, t.f + t.e * (y + h)
+        x1, y1 = t.c + t.a * (x + w), t.f + t.e * y
+        bounds = shapely.geometry.shape(feat["geometry"]).bounds
+        np.testing.assert_allclose(bounds, (x0, y0, x1, y1), atol=1e-6)
+        assert shapely.geometry.shape(feat["geometry"]).area == pytest.approx(ann["area"] * 0.25)

@@ -71,9 +71,9 @@ from samrs.outputs.select import Selection, count_selected, normalize_classes
     type=click.Choice(LEVELS),
     default="tile",
     show_default=True,
-    help="coco: one annotation per instance on its tile, or (source) one per source object on "
-    "the full source image, its mask from the tile where the object lies farthest from a tile "
-    "edge (ties: the first tile).",
+    help="coco/geojson: one annotation per instance on its tile, or (source) one per source "
+    "object on the full source image, its mask from the tile where the object lies farthest "
+    "from a tile edge (ties: the first tile).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace what an earlier export wrote in --to.")
 @json_option
@@ -108,8 +108,8 @@ def command(
         raise click.UsageError("--polygons applies to --format coco only")
     if include_rejected and fmt not in ("coco", "geojson"):
         raise click.UsageError("--include-rejected applies to --format coco or geojson only")
-    if level != "tile" and fmt != "coco":
-        raise click.UsageError("--level source applies to --format coco only")
+    if level != "tile" and fmt not in ("coco", "geojson"):
+        raise click.UsageError("--level source applies to --format coco or geojson only")
     if images == "none" and fmt != "coco":
         raise click.UsageError("--images none applies to --format coco only")
     sel = Selection(
@@ -127,7 +127,7 @@ def command(
     elif fmt in ("mmseg", "ros-sam"):
         options["images"] = images
     else:
-        options.update(geometry=geometry, dst_crs=dst_crs)
+        options.update(geometry=geometry, dst_crs=dst_crs, level=level)
     try:
         check_target(to, overwrite)
         sel.class_ids(build_class_table(read_build_metadata(out)))  # unknown names fail now

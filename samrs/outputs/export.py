@@ -573,9 +573,17 @@ def export_geojson(
     dst_crs: str | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
+    level: str = "tile",
 ) -> dict[str, Any]:
     """Export the geo-referenced images: ``instances.geojson``, the same features as
-    GeoParquet (``instances.parquet``) and GeoTIFF labels."""
+    GeoParquet (``instances.parquet``) and GeoTIFF labels. ``level`` ``source``: one feature
+    per source object instead (:func:`export_geojson_source`)."""
+    if level == "source":
+        return export_geojson_source(
+            out, to, sel, geometry=geometry, dst_crs=dst_crs, overwrite=overwrite, progress=progress
+        )
+    if level != "tile":
+        raise ValueError(f"unknown level {level!r}; expected one of {', '.join(LEVELS)}")
     sel = sel or Selection()
     view = BuildView.open(out)
     to = Path(to)
@@ -602,6 +610,70 @@ def export_geojson(
         label = view.label(item, class_map)
         write_semantic_geotiff(path, label, item.image["crs"], item.image["transform"], palette)
         counts["geotiffs"] += 1
+    return counts
+
+
+def export_geojson_source(
+    out: str | Path,
+    to: str | Path,
+    sel: Selection | None = None,
+    *,
+    geometry: str = "mask",
+    dst_crs: str | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """``instances.geojson`` with one feature per source object of the geo-referenced
+    images: the feature of the instance the source-level rule picks
+    (:mod:`samrs.outputs.objects`; world coordinates do not depend on the tile), with
+    ``source_image_id``, ``source_object_index``, ``tile_image_id`` and ``tiles`` added to its
+    properties. No GeoTIFF labels (those are per tile).
+    """
+    from samrs.outputs.geo import instance_feature
+    from samrs.outputs.objects import iter_source_images
+
+    sel = sel or Selection()
+    view = BuildView.open(out)
+    to = Path(to)
+    prepare_dir(to, "geojson", overwrite)
+    features: list[str] = []
+    crss: set[str] = set()
+    counts = {"features": 0, "images": 0, "plain_images": 0}
+    sources = iter_source_images(view.out, sel, class_table=view.table, on_reject=view.on_reject)
+    for img in sources:
+        if progress is not None:
+            for item in img.tiles:
+                progress(item)
+        if not all(is_georeferenced(item.image) for item in img.tiles):
+            counts["plain_images"] += 1
+            continue
+        counts["images"] += 1
+        crss.update(str(item.image["crs"]) for item in img.tiles)
+        if dst_crs is None and len(crss) > 1:
+            raise ValueError(
+                f"images are in several CRSs ({', '.join(sorted(crss))}); choose one (dst_crs)"
+            )
+        for obj in img.objects:
+            chosen = obj.chosen
+            feat = instance_feature(chosen.item, chosen.row, geometry, dst_crs)
+            if feat is None:
+                continue
+            feat["properties"].update(
+                source_image_id=img.source_image_id,
+                source_object_index=obj.index,
+                tile_image_id=chosen.item.image["image_id"],
+                tiles=len(obj.copies),
+            )
+            features.append(json.dumps(feat, separators=(",", ":"), ensure_ascii=False))
+    counts["features"] = len(features)
+    crs = dst_crs or (sorted(crss)[0] if crss else None)
+    head: dict[str, Any] = {"type": "FeatureCollection"}
+    if crs is not None:
+        head["crs"] = {"type": "name", "properties": {"name": crs}}
+    text = json.dumps(head, separators=(",", ":"), ensure_ascii=False)[:-1]
+    (to / "instances.geojson").write_text(
+        text + ',"features":[' + ",".join(features) + "]}\n", encoding="utf-8"
+    )
     return counts
 
 
