@@ -434,7 +434,10 @@ def cross_tile_stats(out: Path) -> dict[str, Any]:
     (:func:`samrs.outputs.objects.cross_tile_agreement`)."""
     from samrs.outputs.objects import cross_tile_agreement
 
-    return cross_tile_agreement(out)
+    try:
+        return cross_tile_agreement(out)
+    except ValueError as exc:  # a build made before the source columns
+        return {"objects": 0, "pairs": 0, "note": str(exc)}
 
 
 def _share(part: float, total: float) -> float:
@@ -474,7 +477,7 @@ def format_stats(stats: dict[str, Any], top: int = 10) -> str:
             + (": FLAGGED)" if sources["flagged"] else ")")
         )
     cross = stats.get("cross_tile")
-    if cross and cross["pairs"]:
+    if cross and cross.get("pairs"):
         lines.append(
             f"cross-tile agreement: {cross['objects']:,} objects in 2+ tiles, "
             f"{cross['pairs']:,} pairs, IoU median {cross['median_iou']:.3f}, "

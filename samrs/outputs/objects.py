@@ -137,14 +137,20 @@ class SourceImage:
 
 
 def source_size(image: dict[str, Any]) -> tuple[int, int]:
-    """``(width, height)`` of an images row's source image (the row's own size when it is
-    not a tile, or for manifests written before the ``source_*`` columns)."""
+    """``(width, height)`` of an images row's source image.
+
+    Raises:
+        ValueError: a tile of a build made before the ``source_width``/``source_height``
+            columns (its source size is unknown: rebuild).
+    """
     if image.get("source_width") and image.get("source_height"):
         return int(image["source_width"]), int(image["source_height"])
     if image["window"] is None:
         return int(image["width"]), int(image["height"])
-    x, y, w, h = image["window"]
-    return int(x + w), int(y + h)  # at least this large: a lower bound, never used for tiles
+    raise ValueError(
+        f"tile {image['image_id']!r} has no source_width/source_height (a build made before "
+        "samrs recorded them); rebuild it for object-level outputs"
+    )
 
 
 def source_mask(item: ImageItem, row: dict[str, Any], width: int, height: int) -> MaskCrop:
