@@ -225,3 +225,21 @@ def test_export_source_level_geojson(build, tmp_path: Path) -> None:  # type: ig
         bounds = shapely.geometry.shape(feat["geometry"]).bounds
         np.testing.assert_allclose(bounds, (x0, y0, x1, y1), atol=1e-6)
         assert shapely.geometry.shape(feat["geometry"]).area == pytest.approx(ann["area"] * 0.25)
+
+
+def test_source_level_polygons_match_the_rle(build, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out, _ = build
+    docs = {}
+    for name, extra in (("rle", []), ("poly", ["--polygons"])):
+        to = tmp_path / name
+        args = ["export", str(out), "--format", "coco", "--to", str(to), "--level", "source"]
+        result = CliRunner().invoke(main, [*args, "--images", "none", *extra])
+        assert result.exit_code == 0, result.output
+        docs[name] = to / "annotations" / "instances_train.json"
+    rle_coco, poly_coco = COCO(str(docs["rle"])), COCO(str(docs["poly"]))
+    for ann_id in rle_coco.getAnnIds():
+        poly_ann = poly_coco.anns[ann_id]
+        assert isinstance(poly_ann["segmentation"], list)  # source-image polygons
+        np.testing.assert_array_equal(
+            poly_coco.annToMask(poly_ann), rle_coco.annToMask(rle_coco.anns[ann_id])
+        )
