@@ -37,7 +37,7 @@ from samrs.render import (
     read_region,
     save_png,
 )
-from samrs.stats import build_name
+from samrs.stats import build_name, mask_source_stats
 
 AUDIT_DIR = "audit"
 METRICS = ("score", "stability", "rbox_iou", "inside_fraction")
@@ -389,6 +389,7 @@ def compute_audit(
         "classes_by_rbox_iou": classes[:top] if top else classes,
         "images_by_rejections": images,
         "worst": worst_rows,
+        "mask_sources": mask_source_stats(out, table.names),
         "notes": notes,
     }
 
@@ -608,6 +609,20 @@ def summary_text(audit: dict[str, Any]) -> str:
             "  (this build used: " + ", ".join(f"{k} = {v:g}" for k, v in current.items()) + ")"
         )
 
+    sources = audit.get("mask_sources")
+    if sources and sources["total"]:
+        lines += [
+            "",
+            "How the masks were made (mask_source; flag above "
+            f"{100 * sources['flag_threshold']:g}% not the segmenter's own):",
+            "  " + ", ".join(f"{k} {v:,}" for k, v in sources["by_source"].items()),
+        ]
+        if sources["flagged"]:
+            lines.append(f"  FLAGGED: {sources['flag']}")
+        lines += [f"  {k}: {v:,}" for k, v in list(sources["notes"].items())[:10]]
+        for cname, counts in sources["by_class"].items():
+            if set(counts) != {"segmenter"}:
+                lines.append(f"  {cname}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
     lines += ["", "Classes whose masks disagree most with their boxes (lowest median rbox_iou):"]
     width = max((len(c["class"]) for c in audit["classes_by_rbox_iou"]), default=5)
     for c in audit["classes_by_rbox_iou"][:10]:

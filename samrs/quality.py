@@ -15,7 +15,11 @@ happens on the polygon's bounding window, so the cost follows the objects' sizes
 
 :func:`judge` gives each instance the first failing reason of ``empty``, ``score``,
 ``stability``, ``rbox_iou``, ``inside_fraction``, ``area`` (None when kept). NaN metrics never
-fail a threshold. The default :class:`QualityThresholds` keep every non-empty mask.
+fail a threshold. The default :class:`QualityThresholds` keep every non-empty mask; a build's
+defaults depend on its segmenter (:func:`default_thresholds`): the weight-free ``box`` and
+``grabcut`` reject masks with ``rbox_iou < 0.3`` (a blob in a corner of its box) or fewer than
+4 pixels (:data:`WEIGHT_FREE_THRESHOLDS`); SAM keeps every non-empty mask (its own scores are
+the signal, and the SAMRS recipes filter nothing by default).
 
 :func:`apply_reject_policy`: ``keep-rejected`` keeps the segmenter's mask of a rejected
 instance (it stays rejected); ``box`` substitutes the rasterized polygon (the box mask).
@@ -24,7 +28,7 @@ instance (it stays rejected); ``box`` substitutes the rasterized polygon (the bo
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import cv2
@@ -43,6 +47,10 @@ THRESHOLD_REASONS = {
     "min_area": "small-area",
 }
 """``reject_reason`` written for each threshold (the one place these names are defined)."""
+
+WEIGHT_FREE_SEGMENTERS = ("box", "grabcut")
+WEIGHT_FREE_THRESHOLDS = {"min_rbox_iou": 0.3, "min_area": 4}
+"""Default gates of the weight-free segmenters (see the module docstring)."""
 
 REJECT_REASONS = ("empty", *THRESHOLD_REASONS.values())
 ON_REJECT = ("keep-rejected", "box")
@@ -69,20 +77,29 @@ class QualityThresholds:
 
     @classmethod
     def from_config(cls, config: Any) -> QualityThresholds:
-        """The thresholds of any object with these attribute names (e.g. a BuildConfig)."""
-        defaults = cls()
-        return cls(
-            **{
-                name: getattr(config, name, getattr(defaults, name))
-                for name in (
-                    "min_score",
-                    "min_stability",
-                    "min_rbox_iou",
-                    "min_inside_fraction",
-                    "min_area",
-                )
-            }
-        )
+        """The thresholds of any object with these attribute names (e.g. a BuildConfig);
+        missing or None values take the defaults of its ``segmenter`` attribute, if any
+        (:func:`default_thresholds`)."""
+        defaults = default_thresholds(getattr(config, "segmenter", None))
+        values = {
+            name: getattr(config, name, None)
+            for name in (
+                "min_score",
+                "min_stability",
+                "min_rbox_iou",
+                "min_inside_fraction",
+                "min_area",
+            )
+        }
+        return replace(defaults, **{k: v for k, v in values.items() if v is not None})
+
+
+def default_thresholds(segmenter: str | None) -> QualityThresholds:
+    """The default thresholds of a build with this segmenter: :data:`WEIGHT_FREE_THRESHOLDS`
+    for ``box`` and ``grabcut``, else keep every non-empty mask."""
+    if segmenter in WEIGHT_FREE_SEGMENTERS:
+        return QualityThresholds(**WEIGHT_FREE_THRESHOLDS)  # type: ignore[arg-type]
+    return QualityThresholds()
 
 
 def _components(crop: MaskCrop) -> int:

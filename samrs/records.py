@@ -39,6 +39,8 @@ class ObjectAnnotation:
         source_line: 1-based line number (text formats) or object position (XML, 1-based).
         source_element: XML element path where that applies, e.g. ``objects/object[3]``.
         flags: extra facts, e.g. ``("clipped",)`` when coordinates were clipped to the image.
+        source_index: for an object of a tile, its index among the objects of the whole
+            source image (None for whole images: the index in the image is that index).
     """
 
     polygon: Polygon
@@ -50,6 +52,7 @@ class ObjectAnnotation:
     source_line: int | None = None
     source_element: str | None = None
     flags: tuple[str, ...] = ()
+    source_index: int | None = None
 
     @property
     def hbox(self) -> Box:
@@ -87,6 +90,8 @@ class ImageRecord:
             threshold, or not representable under the tile convention) or are objects of it
             in an altered form (clipped, integer coordinates): their pixels are never labelled
             background (255 where no kept mask covers them). Empty for whole images.
+        source_image_id: for a tile, the ``image_id`` of the whole source image (None for
+            whole images).
     """
 
     image_id: str
@@ -104,6 +109,7 @@ class ImageRecord:
     source_height: int | None = None
     imagesource: str | None = None
     ignore_polygons: tuple[Polygon, ...] = ()
+    source_image_id: str | None = None
 
     def with_changes(self, **changes: object) -> ImageRecord:
         """A copy with some fields replaced."""

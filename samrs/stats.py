@@ -56,6 +56,10 @@ GALLERY_WORST = 4
 THUMBNAIL = 384
 """Longest side, in pixels, of a gallery image."""
 
+FALLBACK_FLAG_SHARE = 0.05
+"""A build is flagged when more than this share of its instances' masks are not the
+segmenter's own (``mask_source`` other than ``segmenter``: fallbacks and substitutions)."""
+
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -288,6 +292,10 @@ def compute_stats(out: str | Path, progress: ProgressCallback | None = None) -> 
             n_err += 1
             n_err_objects += int(n_obj)
 
+    sources = mask_source_stats(out, table.names)
+    if sources["flagged"]:
+        _problem(problems, sources["flag"])
+    cross_tile = cross_tile_stats(out) if n_tiles else None
     labelled = int(px_classes.sum())
     classes = []
     for i, name in enumerate(table.names):
@@ -387,8 +395,61 @@ def compute_stats(out: str | Path, progress: ProgressCallback | None = None) -> 
             "per_class": {name: area_hist_kept[i].tolist() for i, name in enumerate(table.names)},
         },
         "metrics": metrics,
+        "mask_sources": sources,
+        "cross_tile": cross_tile,
         "problems": problems,
     }
+
+
+def mask_source_stats(out: Path, class_names: Sequence[str]) -> dict[str, Any]:
+    """How the masks were made: instances per ``mask_source``, overall and per class, the
+    fallback reasons (``mask_note``), and the flag (more than :data:`FALLBACK_FLAG_SHARE` of
+    the masks not the segmenter's own). Builds written before the column count as
+    ``(unknown)``."""
+    by_source: Counter[str] = Counter()
+    by_class: dict[str, Counter[str]] = {}
+    notes: Counter[str] = Counter()
+    columns = ["class_id", "mask_source", "mask_note"]
+    for batch in iter_batches(out, "instances", columns=columns, batch_size=65536):
+        cids = batch.column("class_id").to_pylist()
+        srcs = batch.column("mask_source").to_pylist()
+        for cid, src, note in zip(cids, srcs, batch.column("mask_note").to_pylist(), strict=True):
+            src = src or "(unknown)"
+            by_source[src] += 1
+            by_class.setdefault(class_names[cid], Counter())[src] += 1
+            if src != "segmenter":
+                notes[f"{src}: {note or '(no reason)'}"] += 1
+    total = sum(by_source.values())
+    own = by_source.get("segmenter", 0) + by_source.get("(unknown)", 0)
+    share = _share(total - own, total)
+    flagged = share > FALLBACK_FLAG_SHARE
+    return {
+        "total": total,
+        "by_source": _sorted_counter(by_source),
+        "by_class": {name: _sorted_counter(by_class[name]) for name in sorted(by_class)},
+        "notes": _sorted_counter(notes),
+        "not_segmenter_share": share,
+        "flag_threshold": FALLBACK_FLAG_SHARE,
+        "flagged": flagged,
+        "flag": (
+            f"{100 * share:.1f}% of the masks are not the segmenter's own (fallbacks or "
+            f"substitutions, above {100 * FALLBACK_FLAG_SHARE:g}%): "
+            + ", ".join(f"{k} {v:,}" for k, v in by_source.items() if k != "segmenter")
+        )
+        if flagged
+        else None,
+    }
+
+
+def cross_tile_stats(out: Path) -> dict[str, Any]:
+    """Cross-tile agreement of a tiled build
+    (:func:`samrs.outputs.objects.cross_tile_agreement`)."""
+    from samrs.outputs.objects import cross_tile_agreement
+
+    try:
+        return cross_tile_agreement(out)
+    except ValueError as exc:  # a build made before the source columns
+        return {"objects": 0, "pairs": 0, "note": str(exc)}
 
 
 def _share(part: float, total: float) -> float:
@@ -418,6 +479,22 @@ def format_stats(stats: dict[str, Any], top: int = 10) -> str:
     if ins["reject_reasons"]:
         lines.append(
             "rejected: " + ", ".join(f"{k} {v:,}" for k, v in ins["reject_reasons"].items())
+        )
+    sources = stats.get("mask_sources")
+    if sources and sources["total"]:
+        lines.append(
+            "mask source: "
+            + ", ".join(f"{k} {v:,}" for k, v in sources["by_source"].items())
+            + f" ({100 * sources['not_segmenter_share']:.1f}% not the segmenter's own; "
+            f"flag above {100 * sources['flag_threshold']:g}%"
+            + (": FLAGGED)" if sources["flagged"] else ")")
+        )
+    cross = stats.get("cross_tile")
+    if cross and cross.get("pairs"):
+        lines.append(
+            f"cross-tile agreement: {cross['objects']:,} objects in 2+ tiles, "
+            f"{cross['pairs']:,} pairs, IoU median {cross['median_iou']:.3f}, "
+            f"5% {cross['p05_iou']:.3f}, min {cross['min_iou']:.3f}"
         )
     classes = sorted(stats["classes"], key=lambda c: (-c["instances"], c["id"]))
     lines.append(f"top classes (instances, share, pixel share), of {len(classes)}:")
@@ -1030,6 +1107,57 @@ def _html(
     parts.append(
         _table(["reason", *names], _keyed_rows(builds, lambda s: s["instances"]["reject_reasons"]))
     )
+    parts.append(
+        f"<h2>Mask sources (flag above {100 * FALLBACK_FLAG_SHARE:g}% not the segmenter's)</h2>"
+    )
+    parts.append(
+        _table(
+            ["mask source", *names],
+            [
+                *_keyed_rows(builds, lambda s: (s.get("mask_sources") or {}).get("by_source", {})),
+                [
+                    "not the segmenter's own",
+                    *(
+                        _pct((s.get("mask_sources") or {}).get("not_segmenter_share", 0.0))
+                        + (" FLAGGED" if (s.get("mask_sources") or {}).get("flagged") else "")
+                        for _, s in builds
+                    ),
+                ],
+            ],
+        )
+    )
+    parts.append(
+        _table(
+            ["fallback / substitution reason", *names],
+            _keyed_rows(builds, lambda s: (s.get("mask_sources") or {}).get("notes", {})),
+        )
+    )
+    class_rows = []
+    for b, s in builds:
+        for cname, counts in (s.get("mask_sources") or {}).get("by_class", {}).items():
+            class_rows.append(
+                [esc(cname), esc(b), ", ".join(f"{k} {v:,}" for k, v in counts.items())]
+            )
+    parts.append(_table(["class", "build", "mask sources"], class_rows, left=3))
+    if any(s.get("cross_tile") for _, s in builds):
+        parts.append(
+            "<h2>Cross-tile agreement (IoU of one object's masks in overlapping tiles)</h2>"
+        )
+        cross_rows = []
+        for b, s in builds:
+            c = s.get("cross_tile") or {}
+            cross_rows.append(
+                [
+                    esc(b),
+                    *(
+                        _fmt(c.get(k))
+                        for k in ("objects", "pairs", "median_iou", "p05_iou", "min_iou")
+                    ),
+                ]
+            )
+        parts.append(
+            _table(["build", "objects in 2+ tiles", "pairs", "median", "5%", "min"], cross_rows)
+        )
     parts.append("<h2>Errors by stage (rows)</h2>")
     parts.append(
         _table(

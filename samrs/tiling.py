@@ -23,7 +23,8 @@ kept where ``iof >= iof_threshold`` (0.7), translated to window coordinates, mar
 (flag ``clipped``). An object can appear in several overlapping windows (expected: every
 window is a training sample). An object kept by no window is not dropped silently: it becomes
 an error record (stage ``tile``, ``n_objects=1``). Object provenance (file, line, element) is
-kept unchanged. Objects that lie partly in a window but are not kept there (*remnants*), and
+kept unchanged; tiles carry ``source_image_id`` and their objects ``source_index`` (the index
+in the source image), so an object's instances in overlapping tiles can be related. Objects that lie partly in a window but are not kept there (*remnants*), and
 objects kept in an altered form (clipped, integer coordinates), are carried on the tile with
 their source polygons as ``ImageRecord.ignore_polygons`` (tile coordinates): their pixels are
 never labelled background (255 where no kept mask covers them).
@@ -407,6 +408,7 @@ def tile_image(
     if image.window is not None:
         raise TilingError(f"image {image.image_id} is already a tile (window {image.window})")
     assert image.width is not None and image.height is not None
+    image = _with_provenance(image)  # tiles inherit the source image id and object indices
     tiles: list[ImageRecord] = []
     placed = [False] * len(image.objects)
     seen: set[Window] = set()
@@ -463,6 +465,13 @@ def tile_image(
             )
         )
     return tiles, errors
+
+
+def _with_provenance(image: ImageRecord) -> ImageRecord:
+    """The image with ``source_image_id`` set and each object's ``source_index`` (its index
+    in the image), which its tiles and their objects keep."""
+    objects = tuple(obj.with_changes(source_index=k) for k, obj in enumerate(image.objects))
+    return image.with_changes(source_image_id=image.image_id, objects=objects)
 
 
 def _check_params(

@@ -417,10 +417,15 @@ def test_grabcut_beats_box_on_rendered_ellipses() -> None:
 
 def test_grabcut_falls_back_on_tiny_and_whole_image_boxes() -> None:
     image, _, _ = _ellipse_scene()
-    polys = np.array([box_polygon((10, 10, 14, 30)), box_polygon((0, 0, 400, 300))])
+    polys = np.array([box_polygon((10, 10, 13, 30)), box_polygon((0, 0, 400, 300))])
     ps = build_prompts(polys, "hbox")
     gc = GrabCutSegmenter().segment([image], [ps])[0]
     np.testing.assert_array_equal(gc.fallback, [True, True])
+    assert gc.fallback_reason == [
+        "box smaller than 4 px",
+        "too little background around the box to model",
+    ]
+    assert [gc.fell_back(i) for i in range(2)] == gc.fallback_reason
     np.testing.assert_array_equal(gc.masks, BoxSegmenter().segment([image], [ps])[0].masks)
 
 

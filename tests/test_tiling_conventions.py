@@ -234,7 +234,7 @@ def test_background_never_labels_an_annotated_object(
     assert len(images) == 4
     remnant_pixels = 0
     for row in images:
-        x, y, w, h = row["window"]
+        x, y, w, h = row["tile_window"]
         label = read_semantic_png(out / row["semantic_file"])
         assert label.shape == (h, w)
         inside = np.zeros((h, w), dtype=bool)

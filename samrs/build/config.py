@@ -72,9 +72,9 @@ class BuildConfig:
     # quality filter
     min_score: float = 0.0
     min_stability: float = 0.0
-    min_rbox_iou: float = 0.0
+    min_rbox_iou: float | None = None  # None: the segmenter's default (quality.default_thresholds)
     min_inside_fraction: float = 0.0
-    min_area: int = 1
+    min_area: int | None = None  # None: the segmenter's default
     on_reject: str = "keep-rejected"
     # outputs
     overlap: str = "small-on-top"

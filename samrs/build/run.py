@@ -88,6 +88,15 @@ def resolve_config(config: BuildConfig) -> BuildConfig:
         raise BuildError("--gpus must be >= 0, --workers and --shard-size >= 1")
     if config.resume and config.overwrite:
         config = replace(config, resume=False)
+    if config.min_rbox_iou is None or config.min_area is None:
+        from samrs.quality import default_thresholds
+
+        gates = default_thresholds(config.segmenter)
+        config = replace(
+            config,
+            min_rbox_iou=gates.min_rbox_iou if config.min_rbox_iou is None else config.min_rbox_iou,
+            min_area=gates.min_area if config.min_area is None else config.min_area,
+        )
     if config.segmenter not in ("sam", "sam-hq"):  # weight options mean nothing there
         config = replace(config, model=None, checkpoint=None, random_weights=False)
     config = _resolve_threads(config)

@@ -416,8 +416,13 @@ def _image_row(
         "transform": None,
         "shard": shard,
         "ignore_polygons": [[float(v) for v in p] for p in image.ignore_polygons] or None,
+        "source_image_id": image.source_image_id or image.image_id,
+        "source_width": image.source_width,
+        "source_height": image.source_height,
     }
     row.update(values)
+    if image.window is None:  # a whole image is its own source
+        row["source_width"], row["source_height"] = row["width"], row["height"]
     return row
 
 
@@ -495,6 +500,14 @@ def _finish_image(
                 if substituted
                 else list(obj.flags)
             )
+            fell_back = masks.fell_back(j)
+            mask_source, mask_note = (
+                ("substituted-box", verdict.reasons[j])
+                if substituted
+                else ("fallback-box", fell_back)
+                if fell_back is not None
+                else ("segmenter", None)
+            )
             if reason is None:
                 paint_masks.append(mask)
                 paint_classes.append(obj.class_id)
@@ -530,6 +543,10 @@ def _finish_image(
                     "source_file": obj.source_file,
                     "source_line": obj.source_line,
                     "flags": flags,
+                    "mask_source": mask_source,
+                    "mask_note": mask_note,
+                    "source_image_id": image.source_image_id or image.image_id,
+                    "source_object_index": j if obj.source_index is None else obj.source_index,
                 }
             )
     if config.background:

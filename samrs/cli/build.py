@@ -186,8 +186,10 @@ def load_config_file(path: str) -> dict[str, Any]:
 @click.option(
     "--min-rbox-iou",
     type=float,
-    default=0.0,
-    help="Reject masks whose IoU with the rotated box is lower.",
+    default=None,
+    show_default=False,
+    help="Reject masks whose IoU with the rotated box is lower "
+    "[default: 0.3 for box/grabcut, 0 (off) for sam/sam-hq].",
 )
 @click.option(
     "--min-inside-fraction",
@@ -198,8 +200,10 @@ def load_config_file(path: str) -> dict[str, Any]:
 @click.option(
     "--min-area",
     type=int,
-    default=1,
-    help="Reject masks with fewer pixels (1 rejects empty masks).",
+    default=None,
+    show_default=False,
+    help="Reject masks with fewer pixels (1 rejects empty masks) "
+    "[default: 4 for box/grabcut, 1 for sam/sam-hq].",
 )
 @click.option(
     "--on-reject",

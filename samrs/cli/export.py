@@ -10,7 +10,14 @@ from typing import Any
 import click
 
 from samrs.cli.options import json_option
-from samrs.outputs.export import EXPORT_FORMATS, IMAGE_MODES, ExportError, check_target, export
+from samrs.outputs.export import (
+    EXPORT_FORMATS,
+    IMAGE_MODES,
+    LEVELS,
+    ExportError,
+    check_target,
+    export,
+)
 from samrs.outputs.geo import GEOMETRIES
 from samrs.outputs.manifest import ManifestError
 from samrs.outputs.metadata import BuildMetadataError, build_class_table, read_build_metadata
@@ -59,6 +66,15 @@ from samrs.outputs.select import Selection, count_selected, normalize_classes
     help="geojson: mask outlines or the source rotated boxes.",
 )
 @click.option("--dst-crs", default=None, help="geojson: reproject into this CRS (e.g. EPSG:4326).")
+@click.option(
+    "--level",
+    type=click.Choice(LEVELS),
+    default="tile",
+    show_default=True,
+    help="coco/geojson: one annotation per instance on its tile, or (source) one per source "
+    "object on the full source image, its mask from the tile where the object lies farthest "
+    "from a tile edge (ties: the first tile).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace what an earlier export wrote in --to.")
 @json_option
 def command(
@@ -76,6 +92,7 @@ def command(
     images: str,
     geometry: str,
     dst_crs: str | None,
+    level: str,
     overwrite: bool,
     as_json: bool,
 ) -> None:
@@ -95,6 +112,8 @@ def command(
         raise click.UsageError("--polygons applies to --format coco only")
     if include_rejected and fmt not in ("coco", "geojson"):
         raise click.UsageError("--include-rejected applies to --format coco or geojson only")
+    if level != "tile" and fmt not in ("coco", "geojson"):
+        raise click.UsageError("--level source applies to --format coco or geojson only")
     if images == "none" and fmt != "coco":
         raise click.UsageError("--images none applies to --format coco only")
     sel = Selection(
@@ -108,11 +127,11 @@ def command(
     )
     options: dict[str, Any] = {"overwrite": overwrite}
     if fmt == "coco":
-        options.update(polygons=polygons, images=images)
+        options.update(polygons=polygons, images=images, level=level)
     elif fmt in ("mmseg", "ros-sam"):
         options["images"] = images
     else:
-        options.update(geometry=geometry, dst_crs=dst_crs)
+        options.update(geometry=geometry, dst_crs=dst_crs, level=level)
     try:
         check_target(to, overwrite)
         sel.class_ids(build_class_table(read_build_metadata(out)))  # unknown names fail now

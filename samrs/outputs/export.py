@@ -25,6 +25,7 @@ exported (they are in the errors table).
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -62,6 +63,10 @@ IMAGE_MODES = ("hard", "symlink", "copy", "none")
 (absolute), copy, or not at all (COCO only: ``file_name`` stays the manifest's)."""
 
 NO_SPLIT = "all"
+
+LEVELS = ("tile", "source")
+"""COCO export levels: one annotation per instance on its tile, or per source object on its
+source image (:mod:`samrs.outputs.objects`)."""
 
 # What each format writes inside DIR: removed first with ``overwrite``; nothing else is.
 MANAGED = {
@@ -376,14 +381,23 @@ def export_coco(
     images: str = "hard",
     overwrite: bool = False,
     progress: Progress | None = None,
+    level: str = "tile",
 ) -> dict[str, Any]:
     """Export a build as COCO: one ``annotations/instances_<split>.json`` per split.
 
     With ``images`` other than ``none`` the images go to ``images/<split>/<name><suffix>``
     and ``file_name`` is that name (Datumaro's ``coco`` layout, which torchvision's
     ``CocoDetection(root=DIR/images/<split>, annFile=...)`` also reads); with ``none``
-    ``file_name`` is the manifest's.
+    ``file_name`` is the manifest's. ``level`` ``tile`` (default) writes one annotation per
+    instance on its tile; ``source`` one per source object on the full source image
+    (:func:`export_coco_source`).
     """
+    if level == "source":
+        return export_coco_source(
+            out, to, sel, polygons=polygons, images=images, overwrite=overwrite, progress=progress
+        )
+    if level != "tile":
+        raise ValueError(f"unknown level {level!r}; expected one of {', '.join(LEVELS)}")
     sel = sel or Selection()
     view = BuildView.open(out)
     to = Path(to)
@@ -420,6 +434,105 @@ def export_coco(
         )
         for key in ("images", "annotations", "kept"):
             totals[key] += counts[key]
+        totals["files"].append(path.relative_to(to).as_posix())
+    return totals
+
+
+def export_coco_source(
+    out: str | Path,
+    to: str | Path,
+    sel: Selection | None = None,
+    *,
+    polygons: bool = False,
+    images: str = "hard",
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Export a build as COCO at the source-image level (``--level source``).
+
+    One annotation per source object with a selected instance, on the full source image:
+    its mask is the one of the tile where it lies farthest from a tile edge, pasted into
+    source coordinates (the rule: :mod:`samrs.outputs.objects`). Annotations keep the chosen
+    instance's fields and id, with ``samrs_source_object_index``, ``samrs_tile_image_id``,
+    ``samrs_edge_distance`` (null when the tile is the whole image) and ``samrs_tiles`` (how
+    many tiles kept the object). Images are the source images (``samrs_image_id`` is the
+    ``source_image_id``), placed under ``images/<split>/`` like the tile level.
+    """
+    from samrs.outputs.coco import _prepare, coco_annotation, dumps, mask_polygons
+    from samrs.outputs.objects import iter_source_images
+
+    sel = sel or Selection()
+    view = BuildView.open(out)
+    to = Path(to)
+    prepare_dir(to, "coco", overwrite)
+    head, _, _ = _prepare(view.out, sel)
+    head["info"]["samrs_level"] = "source"
+    docs: dict[str, tuple[list[str], list[str]]] = {}
+    totals: dict[str, Any] = {"images": 0, "annotations": 0, "kept": 0, "files": []}
+    sources = iter_source_images(view.out, sel, class_table=view.table, on_reject=view.on_reject)
+    for index, img in enumerate(sources, start=1):
+        split = img.split or NO_SPLIT
+        file_name = img.file
+        if images != "none":
+            src = Path(img.file)
+            if not src.is_file():
+                raise ExportError(f"source image {img.source_image_id!r}: {src} not found")
+            dst = to / "images" / split / f"{safe_name(img.source_image_id)}{src.suffix}"
+            place_file(src, dst, images)
+            file_name = dst.name
+        entry = {
+            "id": index,
+            "file_name": file_name,
+            "width": img.width,
+            "height": img.height,
+            "samrs_image_id": img.source_image_id,
+            "split": img.split,
+        }
+        image_docs, ann_docs = docs.setdefault(split, ([], []))
+        image_docs.append(dumps(entry))
+        for obj in img.objects:
+            chosen = obj.chosen
+            ann = coco_annotation(chosen.item, chosen.row)
+            segmentation: Any = rle.encode_crop(chosen.mask)
+            if polygons and chosen.mask.mask.size:
+                off = np.array([chosen.mask.x, chosen.mask.y], dtype=np.float64)
+                polys = [
+                    [float(v) for v in (np.asarray(p).reshape(-1, 2) + off).reshape(-1)]
+                    for p in mask_polygons(chosen.mask.mask)
+                ]
+                segmentation = polys or segmentation
+            ann.update(
+                image_id=index,
+                segmentation=segmentation,
+                area=chosen.mask.area,
+                bbox=[float(v) for v in chosen.mask.bbox],
+                polygon=obj.source_polygon(),
+                samrs_source_object_index=obj.index,
+                samrs_tile_image_id=chosen.item.image["image_id"],
+                samrs_edge_distance=None
+                if math.isinf(chosen.distance)
+                else round(chosen.distance, 6),
+                samrs_tiles=len(obj.copies),
+            )
+            ann_docs.append(dumps(ann))
+            totals["annotations"] += 1
+            totals["kept"] += int(bool(chosen.row["kept"]))
+        totals["images"] += 1
+        if progress is not None:
+            for item in img.tiles:
+                progress(item)
+    (to / "annotations").mkdir(parents=True, exist_ok=True)
+    for split, (image_docs, ann_docs) in docs.items():
+        path = to / "annotations" / f"instances_{split}.json"
+        text = (
+            dumps(head)[:-1]
+            + ',"images":['
+            + ",".join(image_docs)
+            + '],"annotations":['
+            + ",".join(ann_docs)
+            + "]}\n"
+        )
+        path.write_text(text, encoding="utf-8")
         totals["files"].append(path.relative_to(to).as_posix())
     return totals
 
@@ -481,9 +594,17 @@ def export_geojson(
     dst_crs: str | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
+    level: str = "tile",
 ) -> dict[str, Any]:
     """Export the geo-referenced images: ``instances.geojson``, the same features as
-    GeoParquet (``instances.parquet``) and GeoTIFF labels."""
+    GeoParquet (``instances.parquet``) and GeoTIFF labels. ``level`` ``source``: one feature
+    per source object instead (:func:`export_geojson_source`)."""
+    if level == "source":
+        return export_geojson_source(
+            out, to, sel, geometry=geometry, dst_crs=dst_crs, overwrite=overwrite, progress=progress
+        )
+    if level != "tile":
+        raise ValueError(f"unknown level {level!r}; expected one of {', '.join(LEVELS)}")
     sel = sel or Selection()
     view = BuildView.open(out)
     to = Path(to)
@@ -523,6 +644,70 @@ def export_geojson(
         )
         write_category_names(path, names)
         counts["geotiffs"] += 1
+    return counts
+
+
+def export_geojson_source(
+    out: str | Path,
+    to: str | Path,
+    sel: Selection | None = None,
+    *,
+    geometry: str = "mask",
+    dst_crs: str | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """``instances.geojson`` with one feature per source object of the geo-referenced
+    images: the feature of the instance the source-level rule picks
+    (:mod:`samrs.outputs.objects`; world coordinates do not depend on the tile), with
+    ``source_image_id``, ``source_object_index``, ``tile_image_id`` and ``tiles`` added to its
+    properties. No GeoTIFF labels (those are per tile).
+    """
+    from samrs.outputs.geo import instance_feature
+    from samrs.outputs.objects import iter_source_images
+
+    sel = sel or Selection()
+    view = BuildView.open(out)
+    to = Path(to)
+    prepare_dir(to, "geojson", overwrite)
+    features: list[str] = []
+    crss: set[str] = set()
+    counts = {"features": 0, "images": 0, "plain_images": 0}
+    sources = iter_source_images(view.out, sel, class_table=view.table, on_reject=view.on_reject)
+    for img in sources:
+        if progress is not None:
+            for item in img.tiles:
+                progress(item)
+        if not all(is_georeferenced(item.image) for item in img.tiles):
+            counts["plain_images"] += 1
+            continue
+        counts["images"] += 1
+        crss.update(str(item.image["crs"]) for item in img.tiles)
+        if dst_crs is None and len(crss) > 1:
+            raise ValueError(
+                f"images are in several CRSs ({', '.join(sorted(crss))}); choose one (dst_crs)"
+            )
+        for obj in img.objects:
+            chosen = obj.chosen
+            feat = instance_feature(chosen.item, chosen.row, geometry, dst_crs)
+            if feat is None:
+                continue
+            feat["properties"].update(
+                source_image_id=img.source_image_id,
+                source_object_index=obj.index,
+                tile_image_id=chosen.item.image["image_id"],
+                tiles=len(obj.copies),
+            )
+            features.append(json.dumps(feat, separators=(",", ":"), ensure_ascii=False))
+    counts["features"] = len(features)
+    crs = dst_crs or (sorted(crss)[0] if crss else None)
+    head: dict[str, Any] = {"type": "FeatureCollection"}
+    if crs is not None:
+        head["crs"] = {"type": "name", "properties": {"name": crs}}
+    text = json.dumps(head, separators=(",", ":"), ensure_ascii=False)[:-1]
+    (to / "instances.geojson").write_text(
+        text + ',"features":[' + ",".join(features) + "]}\n", encoding="utf-8"
+    )
     return counts
 
 

@@ -11,6 +11,11 @@ MANIFEST_VERSION = "2.0"
 
 IMAGE_STATUSES = ("ok", "empty", "error")
 
+MASK_SOURCES = ("segmenter", "fallback-box", "substituted-box")
+"""``mask_source`` values: the segmenter's own mask; the prompt's mask because the segmenter
+could not segment the object (``mask_note`` says why); the rasterized polygon substituted by
+``--on-reject box`` (``mask_note``: the reject reason)."""
+
 
 # One place for what each column means (Parquet field metadata ``description``) and its
 # unit (``unit``); manifests/README.md shows the same text (tests/test_outputs_manifest.py).
@@ -34,6 +39,9 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "transform": "affine `(a, b, c, d, e, f)` in rasterio order: `x = a*col + b*row + c`, `y = d*col + e*row + f` (pixel corners); a tile carries its window's transform",
         "shard": "shard index (= part number)",
         "ignore_polygons": "tiles only: source polygons (tile pixels) of the objects reaching into the tile that are not objects of it (below the iof threshold, or not writable under `--tile-convention devkit`) or are objects of it in an altered form (clipped, devkit integer coordinates); with `--background` their pixels are 255 where no kept mask covers them, never 0, in the build's labels and in labels an export repaints; null when none (and for whole images)",
+        "source_image_id": "the whole source image's `image_id` (a tile's source; a whole image's own id); null in builds made before the column",
+        "source_width": "width of the whole source image (a tile's `width` is its window's)",
+        "source_height": "height of the whole source image",
         "tile_window": "`[x, y, w, h]` of a tile in the source image's pixels; null for whole images (named `window` before manifest 2.0; readers map it)",
     },
     "instances": {
@@ -63,6 +71,10 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "source_file": "annotation file of the object",
         "source_line": "1-based line (text formats) or object position (XML)",
         "flags": "extra facts, e.g. `clipped`, `substituted:low-score`",
+        "mask_source": "how the stored mask was made: `segmenter` (the segmenter's own mask), `fallback-box` (the segmenter could not segment the object and returned its prompt's mask: the box, or the polygon for `rbox-mask`), `substituted-box` (`--on-reject box` replaced a rejected mask by the rasterized polygon). `samrs stats`/`audit` count them per class and flag a build where more than 5% are not `segmenter`",
+        "mask_note": "why, for masks that are not the segmenter's own: the fallback's reason (`box smaller than 4 px`, `too little background around the box to model`, `empty foreground`, `foreground collapsed to the core`, `grabcut error: ...`) or, for `substituted-box`, the reject reason; null for `segmenter`",
+        "source_image_id": "the whole source image the object was annotated on (the tile's source; the image itself when not tiled)",
+        "source_object_index": "0-based index of the object among the source image's objects (its `object_index` when not tiled): one source object's instances in overlapping tiles share `(source_image_id, source_object_index)`",
     },
     "errors": {
         "source_file": "the file concerned (label file, image)",
@@ -79,6 +91,8 @@ UNITS: dict[str, dict[str, str]] = {
     "images": {
         "tile_window": "px",
         "ignore_polygons": "px",
+        "source_width": "px",
+        "source_height": "px",
         "width": "px",
         "height": "px",
         "gsd": "m/px",
@@ -133,6 +147,9 @@ IMAGES = _described(
             pa.field("transform", pa.list_(pa.float64(), 6)),
             pa.field("shard", pa.int32(), nullable=False),
             pa.field("ignore_polygons", pa.list_(pa.list_(pa.float64(), 8))),
+            pa.field("source_image_id", pa.string()),
+            pa.field("source_width", pa.int32()),
+            pa.field("source_height", pa.int32()),
         ],
         metadata={"samrs_manifest_version": MANIFEST_VERSION, "table": "images"},
     ),
@@ -168,6 +185,10 @@ INSTANCES = _described(
             pa.field("source_file", pa.string(), nullable=False),
             pa.field("source_line", pa.int32()),
             pa.field("flags", pa.list_(pa.string()), nullable=False),
+            pa.field("mask_source", pa.string()),
+            pa.field("mask_note", pa.string()),
+            pa.field("source_image_id", pa.string()),
+            pa.field("source_object_index", pa.int32()),
         ],
         metadata={"samrs_manifest_version": MANIFEST_VERSION, "table": "instances"},
     ),

@@ -85,6 +85,10 @@ class MaskSet:
         fallback: optional (N,) bool, True where the segmenter could not segment the object
             (e.g. GrabCut on a box of a few pixels) and returned its prompt's mask instead;
             None means no fallback happened.
+        fallback_reason: optional, one entry per mask: why the segmenter fell back (e.g.
+            ``"empty foreground"``, ``"box smaller than 6 px"``), None where it did not.
+            Whoever writes outputs records it next to the mask (the segmenter does not know
+            where).
     """
 
     crops: list[MaskCrop]
@@ -94,6 +98,7 @@ class MaskSet:
     stability: np.ndarray
     rles: list[dict[str, object]] | None = None
     fallback: np.ndarray | None = None
+    fallback_reason: list[str | None] | None = None
 
     @classmethod
     def from_masks(
@@ -122,6 +127,13 @@ class MaskSet:
 
     def __len__(self) -> int:
         return len(self.crops)
+
+    def fell_back(self, i: int) -> str | None:
+        """Why mask ``i`` is its prompt's mask instead of a segmentation (None: it is not)."""
+        if self.fallback is None or not bool(self.fallback[i]):
+            return None
+        reason = self.fallback_reason[i] if self.fallback_reason is not None else None
+        return reason or "segmenter fell back to the prompt"
 
 
 def empty_maskset(height: int, width: int) -> MaskSet:

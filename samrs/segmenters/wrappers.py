@@ -320,4 +320,9 @@ class SmallObjectZoom(Segmenter):
                 if target.fallback is None:
                     target.fallback = np.zeros(len(target), dtype=bool)
                 target.fallback[idx] = res.fallback
+            if res.fallback_reason is not None:
+                if target.fallback_reason is None:
+                    target.fallback_reason = [None] * len(target)
+                for member, why in zip(members, res.fallback_reason, strict=True):
+                    target.fallback_reason[member] = why
         return out
