@@ -21,6 +21,7 @@ from samrs.build.executors import _local_cluster
 from samrs.build.layout import Layout
 from samrs.cli import main
 from samrs.outputs.manifest import read_table
+from samrs.outputs.schema import MANIFEST_VERSION
 from samrs.segmenters.memory import ALLOCATOR_ENV
 from samrs.synth import write_synthetic
 
@@ -350,7 +351,7 @@ def test_recipe_file_with_overrides(dota: Path, tmp_path: Path) -> None:
 def test_parts_have_schema_metadata(reference: Path) -> None:
     part = next((reference / "manifest" / "instances").glob("part-*.parquet"))
     schema = pq.read_schema(part)
-    assert schema.metadata[b"samrs_manifest_version"] == b"1.0"
+    assert schema.metadata[b"samrs_manifest_version"] == MANIFEST_VERSION.encode()
 
 
 def test_geotiff_sources_keep_their_georeferencing(tmp_path: Path) -> None:
