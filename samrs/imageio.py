@@ -486,7 +486,7 @@ def _rasterio_limits(path: str, mtime_ns: int, size: int) -> tuple[float, float]
 
 def _rasterio_read(ds, path: Path, window: Window | None, pad_value: Sequence[int]) -> np.ndarray:  # type: ignore[no-untyped-def]
     from rasterio.enums import ColorInterp
-    from rasterio.errors import RasterioError
+    from rasterio.errors import RasterioError, RasterioIOError
     from rasterio.windows import Window as RioWindow
 
     width, height = int(ds.width), int(ds.height)
@@ -509,7 +509,7 @@ def _rasterio_read(ds, path: Path, window: Window | None, pad_value: Sequence[in
                 stat = os.stat(path)
                 limits = _rasterio_limits(str(path), stat.st_mtime_ns, stat.st_size)
                 bands = _to_rgb(stretch_to_uint8(data, limits))
-    except RasterioError as exc:
+    except (RasterioError, RasterioIOError) as exc:  # not a RasterioError before rasterio 1.4
         raise ImageReadError(path, f"read failed ({exc})") from exc
     if inside == win:
         return bands

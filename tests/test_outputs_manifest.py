@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import duckdb
 import pandas as pd
 import pyarrow as pa
@@ -11,12 +13,14 @@ import pytest
 from outputs_fixture import FAKE, instance_rows, make_fake_build
 
 from samrs import rle
+from samrs.outputs.coco import coco_from_manifest
 from samrs.outputs.manifest import (
     ROW_GROUP_SIZE,
     ManifestError,
     iter_batches,
     part_path,
     part_paths,
+    part_version,
     read_table,
     to_table,
     write_part,
@@ -27,7 +31,7 @@ from samrs.outputs.metadata import (
     read_build_metadata,
     write_build_metadata,
 )
-from samrs.outputs.schema import INSTANCES, MANIFEST_VERSION, TABLES
+from samrs.outputs.schema import INSTANCES, MANIFEST_VERSION, TABLES, VECTOR_SIZE
 from samrs.outputs.semantic import read_semantic_png
 
 
@@ -140,6 +144,105 @@ def test_validation_fixed_size_lists() -> None:
         to_table("instances", rows)
     with pytest.raises(ManifestError, match="unknown manifest table 'objects'"):
         to_table("objects", [])
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        ("prompt_box", [1.0, 2.0, 3.0], r"'prompt_box' expects null or 4 double values, got \[1"),
+        ("prompt_point", [], r"'prompt_point' expects null or 2 double values, got \[\]"),
+        ("prompt_point", [1.0, 2.0, 3.0], r"'prompt_point' expects null or 2 double values"),
+    ],
+)
+def test_validation_vector_sizes(column, value, message) -> None:
+    rows = instance_rows()
+    rows[2][column] = value
+    with pytest.raises(ManifestError, match=rf"instances row 2: column {message}"):
+        to_table("instances", rows)
+    rows[2][column] = None  # null stays allowed
+    assert to_table("instances", rows).column(column)[2].as_py() is None
+
+
+def _nested_fields(field: pa.Field):
+    yield field
+    for i in range(field.type.num_fields):
+        yield from _nested_fields(field.type.field(i))
+
+
+def test_no_nullable_fixed_size_lists() -> None:
+    """pyarrow < 26 cannot read null fixed-size lists from Parquet (apache/arrow#35692): a
+    nullable vector is a variable-size list with its size in the field metadata."""
+    vectors = set()
+    for name, schema in TABLES.items():
+        for field in (f for top in schema for f in _nested_fields(top)):
+            if pa.types.is_fixed_size_list(field.type):
+                assert not field.nullable, f"{name}.{field.name}: nullable fixed-size list"
+            if field.metadata and VECTOR_SIZE in field.metadata:
+                assert pa.types.is_list(field.type) and field.nullable, field
+                vectors.add(field.name)
+    assert vectors == {"tile_window", "transform", "prompt_box", "prompt_point"}
+
+
+def _as_v1(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A table as manifest version 1.0 wrote it: nullable vectors as fixed-size lists, the tile
+    window named ``window``."""
+    fields = []
+    for f in schema:
+        if f.metadata and VECTOR_SIZE in f.metadata:
+            size = int(f.metadata[VECTOR_SIZE])
+            f = pa.field(f.name, pa.list_(f.type.value_type, size))
+        fields.append(f)
+    table = table.rename_columns(
+        ["window" if n == "tile_window" else n for n in table.column_names]
+    )
+    fields = [f.with_name("window") if f.name == "tile_window" else f for f in fields]
+    v1 = pa.schema(fields, metadata={**schema.metadata, b"samrs_manifest_version": b"1.0"})
+    return table.cast(v1)
+
+
+def test_reads_parts_of_manifest_version_1_0(tmp_path, build) -> None:
+    """Parts written as version 1.0 (fixed-size lists, nulls included) read as the current
+    types; on pyarrow < 26, which cannot read those nulls, a clear error names the part."""
+    old = tmp_path / "old"
+    shutil.copytree(build, old)
+    for name in ("images", "instances"):
+        for path in part_paths(old, name):
+            table = _as_v1(pq.read_table(path), TABLES[name])
+            assert table.schema.field("window" if name == "images" else "prompt_box").type in (
+                pa.list_(pa.int32(), 4), pa.list_(pa.float64(), 4),
+            )  # fmt: skip
+            pq.write_table(table, path, compression="zstd", store_schema=True)
+            assert part_version(path) == "1.0"
+    assert part_version(part_path(build, "images", 0)) == MANIFEST_VERSION
+    images = read_table(build, "images").to_pylist()
+    assert any(i["tile_window"] is None for i in images)  # the nulls older readers choke on
+    if int(pa.__version__.split(".")[0]) < 26:
+        with pytest.raises(ManifestError, match=r"images/part-0000\d\.parquet.*version 1\.0.*26"):
+            read_table(old, "images")
+        with pytest.raises(ManifestError, match=r"instances/part-.*version 1\.0"):
+            list(iter_batches(old, "instances"))
+        return
+    for name in ("images", "instances", "errors"):
+        got = read_table(old, name)
+        assert got.schema.equals(TABLES[name])
+        assert got.to_pylist() == read_table(build, name).to_pylist()
+    assert coco_from_manifest(old, include_rejected=True) == coco_from_manifest(
+        build, include_rejected=True
+    )
+
+
+def test_reads_parts_of_manifest_version_1_0_without_nulls(tmp_path) -> None:
+    """Old parts without null vectors read with every supported pyarrow."""
+    rows = instance_rows()
+    for r in rows:
+        r["prompt_point"] = [r["hbox"][0], r["hbox"][1]]
+    table = _as_v1(to_table("instances", rows), INSTANCES)
+    path = part_path(tmp_path, "instances", 0)
+    path.parent.mkdir(parents=True)
+    pq.write_table(table, path, store_schema=True)
+    got = read_table(tmp_path, "instances")
+    assert got.schema.equals(INSTANCES)
+    assert got.to_pylist() == to_table("instances", rows).to_pylist()
 
 
 def test_missing_nullable_columns_become_null(tmp_path) -> None:

@@ -3,19 +3,24 @@
 Parts are named ``part-{shard:05d}.parquet`` and read back in part order. Rows follow the
 Arrow schemas of :mod:`samrs.outputs.schema` exactly (documented in ``manifests/README.md``).
 Files are zstd-compressed and carry no timestamps: same rows -> same bytes.
+
+Parts written by an older schema version (1.0: nullable vectors as fixed-size lists) are read
+with their columns cast to the current types.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from samrs.outputs.schema import LEGACY_NAMES, TABLES
+from samrs.outputs.schema import LEGACY_NAMES, MANIFEST_VERSION, TABLES, VECTOR_SIZE
 
 MANIFEST_DIR = "manifest"
 
@@ -66,6 +71,25 @@ def _check_value(field: pa.Field, value: Any) -> None:
     pa.array([value], type=field.type)
 
 
+def _vector_size(field: pa.Field) -> int | None:
+    """The number of values of a nullable vector column (:data:`VECTOR_SIZE`), else None."""
+    size = (field.metadata or {}).get(VECTOR_SIZE)
+    return int(size) if size is not None else None
+
+
+def _check_vector(table_name: str, field: pa.Field, array: pa.Array) -> None:
+    size = _vector_size(field)
+    if size is None:
+        return
+    wrong = pc.and_(array.is_valid(), pc.not_equal(pc.list_value_length(array), size))
+    if pc.any(wrong).as_py():
+        i = pc.index(wrong, True).as_py()
+        raise ManifestError(
+            f"{table_name} row {i}: column {field.name!r} expects null or {size} "
+            f"{field.type.value_type} values, got {array[i].as_py()!r:.80}"
+        )
+
+
 def to_table(table_name: str, rows: Sequence[dict[str, Any]]) -> pa.Table:
     """Rows (dicts keyed by column) as an Arrow table of the manifest schema.
 
@@ -100,6 +124,7 @@ def to_table(table_name: str, rows: Sequence[dict[str, Any]]) -> pa.Table:
                         f"got {value!r:.80}"
                     ) from exc
             raise ManifestError(f"{table_name}: column {field.name!r}: {exc}") from exc
+        _check_vector(table_name, field, arrays[-1])
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
@@ -123,6 +148,34 @@ def write_part(path: str | Path, table_name: str, rows: Sequence[dict[str, Any]]
         write_statistics=True,
         store_schema=True,
     )
+
+
+def part_version(path: str | Path) -> str | None:
+    """The manifest schema version a part was written with (its Parquet schema metadata)."""
+    metadata = pq.read_schema(str(path)).metadata or {}
+    version = metadata.get(b"samrs_manifest_version")
+    return version.decode() if version is not None else None
+
+
+@contextlib.contextmanager
+def _old_parts_explained(out: str | Path, table_name: str) -> Iterator[None]:
+    """Turn pyarrow < 26 failing on a version 1.0 part's null fixed-size lists into a clear
+    :class:`ManifestError` naming the part (apache/arrow#35692)."""
+    try:
+        yield
+    except pa.ArrowInvalid as exc:
+        if "Expected all lists to be of size" not in str(exc):
+            raise
+        old = [p for p in part_paths(out, table_name) if part_version(p) != MANIFEST_VERSION]
+        if not old:
+            raise
+        more = f" (and {len(old) - 1} more)" if len(old) > 1 else ""
+        raise ManifestError(
+            f"{old[0]}{more}: manifest version {part_version(old[0])} stores null vectors as "
+            f"fixed-size lists, which pyarrow {pa.__version__} cannot read (apache/arrow#35692, "
+            f"fixed in pyarrow 26); read this build with pyarrow>=26 or rebuild it "
+            f"(manifest version {MANIFEST_VERSION})"
+        ) from exc
 
 
 def _dataset(out: str | Path, table_name: str) -> tuple[ds.Dataset | None, dict[str, str]]:
@@ -178,7 +231,8 @@ def read_table(
     if dataset is None:
         table = schema.empty_table()
         return table.select(list(columns)) if columns is not None else table
-    table = dataset.to_table(columns=_columns(table_name, columns, renamed), filter=filter)
+    with _old_parts_explained(out, table_name):
+        table = dataset.to_table(columns=_columns(table_name, columns, renamed), filter=filter)
     return table.cast(schema) if renamed and columns is None else table
 
 
@@ -196,6 +250,7 @@ def iter_batches(
         return
     cols = _columns(table_name, columns, renamed)
     scanner = dataset.scanner(columns=cols, filter=filter, batch_size=batch_size)
-    for batch in scanner.to_batches():
-        if batch.num_rows:
-            yield batch
+    with _old_parts_explained(out, table_name):
+        for batch in scanner.to_batches():
+            if batch.num_rows:
+                yield batch

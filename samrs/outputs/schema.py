@@ -1,6 +1,11 @@
 """Arrow schemas of the Parquet manifests (documented in ``manifests/``).
 
 Bump :data:`MANIFEST_VERSION` on any change that is not a pure addition of nullable columns.
+
+Nullable vectors (``tile_window``, ``transform``, ``prompt_box``, ``prompt_point``) are variable-size
+lists whose length is in the field metadata (:data:`VECTOR_SIZE`): Arrow's Parquet reader
+before pyarrow 26 cannot read null fixed-size lists (apache/arrow#35692). Version 1.0 stored
+them as fixed-size lists; such parts still read (their types cast), with nulls on pyarrow >= 26.
 """
 
 from __future__ import annotations
@@ -8,6 +13,15 @@ from __future__ import annotations
 import pyarrow as pa
 
 MANIFEST_VERSION = "2.0"
+
+VECTOR_SIZE = b"samrs_vector_size"
+"""Field metadata key: the number of values of a nullable vector column (when not null)."""
+
+
+def _vector(name: str, value_type: pa.DataType, size: int) -> pa.Field:
+    """A nullable column of ``size`` values: a variable-size list, ``size`` in its metadata."""
+    return pa.field(name, pa.list_(value_type), metadata={VECTOR_SIZE: str(size).encode()})
+
 
 IMAGE_STATUSES = ("ok", "empty", "error")
 
@@ -117,9 +131,9 @@ def _described(table: str, schema: pa.Schema) -> pa.Schema:
     """``schema`` with each field's ``description`` (and ``unit``) as Parquet field metadata."""
     fields = []
     for field in schema:
-        meta = {"description": DESCRIPTIONS[table][field.name]}
+        meta = {**(field.metadata or {}), b"description": DESCRIPTIONS[table][field.name].encode()}
         if field.name in UNITS[table]:
-            meta["unit"] = UNITS[table][field.name]
+            meta[b"unit"] = UNITS[table][field.name].encode()
         fields.append(field.with_metadata(meta))
     return pa.schema(fields, metadata=schema.metadata)
 
@@ -135,7 +149,7 @@ IMAGES = _described(
             pa.field("file_name", pa.string(), nullable=False),
             pa.field("source_file", pa.string(), nullable=False),
             pa.field("annotation_file", pa.string()),
-            pa.field("tile_window", pa.list_(pa.int32(), 4)),
+            _vector("tile_window", pa.int32(), 4),
             pa.field("width", pa.int32()),
             pa.field("height", pa.int32()),
             pa.field("gsd", pa.float64()),
@@ -144,9 +158,9 @@ IMAGES = _described(
             pa.field("semantic_file", pa.string()),
             pa.field("status", pa.string(), nullable=False),
             pa.field("crs", pa.string()),
-            pa.field("transform", pa.list_(pa.float64(), 6)),
+            _vector("transform", pa.float64(), 6),
             pa.field("shard", pa.int32(), nullable=False),
-            pa.field("ignore_polygons", pa.list_(pa.list_(pa.float64(), 8))),
+            pa.field("ignore_polygons", pa.list_(pa.list_(pa.float64()))),
             pa.field("source_image_id", pa.string()),
             pa.field("source_width", pa.int32()),
             pa.field("source_height", pa.int32()),
@@ -169,8 +183,8 @@ INSTANCES = _described(
             pa.field("polygon", pa.list_(pa.float64(), 8), nullable=False),
             pa.field("hbox", pa.list_(pa.float64(), 4), nullable=False),
             pa.field("prompt", pa.string(), nullable=False),
-            pa.field("prompt_box", pa.list_(pa.float64(), 4)),
-            pa.field("prompt_point", pa.list_(pa.float64(), 2)),
+            _vector("prompt_box", pa.float64(), 4),
+            _vector("prompt_point", pa.float64(), 2),
             pa.field("segmentation", pa.string(), nullable=False),
             pa.field("area", pa.int64(), nullable=False),
             pa.field("bbox", pa.list_(pa.float64(), 4), nullable=False),
