@@ -113,7 +113,7 @@ def create_segmenter(
         clip_to_rbox: intersect masks with the polygon dilated by this many pixels.
         small_object_zoom: segment objects smaller than this many pixels on zoomed crops.
         **options: extra keyword arguments of the segmenter class (e.g. ``precision``,
-            ``attention``, ``device_rle`` for SAM; ``iterations`` for GrabCut).
+            ``attention``, ``keep_device_masks`` for SAM; ``iterations`` for GrabCut).
 
     Raises:
         ValueError: unknown name or bad option values.
