@@ -200,8 +200,8 @@ def run_counts(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     Returns ``(counts, sizes)``: every mask's column-major run lengths (the first a run of
     zeros, possibly 0; the last run always present), concatenated mask after mask, int64;
-    and the number of counts of each mask, (N,) int64. The one host sync is the size of the
-    change-point list (data-dependent).
+    and the number of counts of each mask, (N,) int64. The one host sync (on the current
+    stream) is the size of the change-point list (data-dependent).
     """
     import torch
 
@@ -214,7 +214,9 @@ def run_counts(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         torch.ne(flat[:, 1:], flat[:, :-1], out=change[:, 1:])
     rows, cols = torch.nonzero(change, as_tuple=True)  # row-major: sorted by mask, position
     del flat, change
-    changes = torch.bincount(rows, minlength=n)
+    changes = torch.zeros(n, dtype=torch.int64, device=dev).index_add_(  # bincount would sync
+        0, rows, torch.ones_like(rows)
+    )
     sizes = changes + 1
     start = torch.cumsum(sizes, 0) - sizes  # each mask's first count
     first_change = torch.cumsum(changes, 0) - changes
@@ -254,9 +256,8 @@ def compress_counts(counts: torch.Tensor, sizes: torch.Tensor) -> tuple[torch.Te
     sizes = sizes.to(dev)
     owner_start = torch.repeat_interleave(torch.cumsum(sizes, 0) - sizes, sizes, output_size=total)
     index = torch.arange(total, device=dev)
-    x = counts.clone()
-    delta = index - owner_start > 2
-    x[delta] -= counts[index[delta] - 2]
+    delta = index - owner_start > 2  # where, not boolean indexing: no sync
+    x = torch.where(delta, counts - counts[(index - 2).clamp(min=0)], counts)
     nchars = torch.ones_like(x)
     for bits in range(4, 64, 5):  # a value needs one more character per 5 bits of magnitude
         limit = 1 << bits
