@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The GPU measurements of the README in one run (about 6 minutes on one H100/H200):
+# The GPU measurements of the README in one run, one JSON per run in OUTDIR (bench-gpu/):
 #   bash bench/gpu.sh [OUTDIR]          (CHECKPOINT=/path/sam_vit_h_4b8939.pth for real weights)
-# vit_h, bf16, batch 8, one JSON per run in OUTDIR (default bench-gpu/). The reference loop
-# (fp32, ~4 images/s) is timed once (model masks, 20 objects); every other run skips it but
-# keeps host_ms_per_mask (both loops replayed on the same masks). Budget per run (H200):
-# init ~10 s, compile ~50 s, model ~30 images/s (~50 compiled), reference ~4 images/s.
+# vit_h, bf16, batch 8. Budget, from the per-step costs measured on an H200 (init ~10 s,
+# compile ~50 s, model ~30 images/s, reference ~4 images/s): about 6 minutes on one
+# H100/H200 (estimated; each run's wall time is printed on stderr). The reference loop is
+# timed once (model masks, 20 objects); host_ms_per_mask comes from two short runs.
 set -euo pipefail
 out=${1:-bench-gpu}
 mkdir -p "$out"
@@ -17,15 +17,16 @@ run() {  # NAME ARGS...: one samrs bench run, its JSON in $out/NAME.json, its wa
   samrs bench "${common[@]}" "$@" > "$out/$name.json"
   echo "$name: $((SECONDS - start)) s" >&2
 }
-run model-20-ref --masks model --images 96 --objects-per-image 20 --workdir "$out/work"
-run objects-20 --masks objects --images 96 --objects-per-image 20 --skip-reference
-run objects-100 --masks objects --images 96 --objects-per-image 100 --skip-reference
-run objects-300 --masks objects --images 32 --objects-per-image 300 --skip-reference
-run model-100 --masks model --images 32 --objects-per-image 100 --skip-reference
+# ratios on 96 images (the reference timed once; no replays: they are timed below)
+run model-20-ref --masks model --images 96 --objects-per-image 20 --no-host-cost --workdir "$out/work"
+run objects-20 --masks objects --images 96 --objects-per-image 20 --skip-reference --no-host-cost
+run objects-100 --masks objects --images 96 --objects-per-image 100 --skip-reference --no-host-cost
+run objects-300 --masks objects --images 32 --objects-per-image 300 --skip-reference --no-host-cost
 run objects-100-compile --masks objects --images 96 --objects-per-image 100 --compile \
   --skip-reference --no-host-cost
-run model-20-compile --masks model --images 96 --objects-per-image 20 --compile \
-  --skip-reference --no-host-cost
+# host_ms_per_mask, pipeline and reference on the same masks (16 images are enough)
+run host-model-20 --masks model --images 16 --objects-per-image 20 --skip-reference
+run host-objects-100 --masks objects --images 16 --objects-per-image 100 --skip-reference
 # --gpus 1: a plain build from the files of the first run's dataset (worker process, cold model)
 start=$(date +%s.%N)
 samrs build --source dota --root "$out/work/data" --out "$out/work/gpus1" --overwrite \
