@@ -11,12 +11,28 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
 
 from samrs.geometry import rasterize_geometry, rasterize_polygons, to_shapely
+
+
+@dataclass
+class DeviceMasks:
+    """An image's full-image masks still on the segmenter's device (the GPU path), kept so
+    that stages which can work there (the RLE stage, :func:`samrs.rle.encode_masks`) do, and
+    only their results are copied back. Holds device memory until dropped.
+
+    Attributes:
+        parts: ``(positions, masks, ready)`` triples: the masks' positions in their
+            ``MaskSet`` (int64 array), an (n, H, W) bool tensor, and a CUDA event after which
+            the tensor is complete (None off CUDA).
+    """
+
+    parts: list[tuple[np.ndarray, Any, Any]] = field(default_factory=list)
 
 
 def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int]:

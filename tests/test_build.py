@@ -437,3 +437,38 @@ def test_segmenter_failure_is_isolated_to_its_image(
     images = read_table(out, "images").to_pylist()
     assert sorted(r["status"] for r in images).count("error") == 1
     assert read_table(out, "instances").num_rows == sum(counts) - bad_count
+
+
+def test_sam_device_path_rle_stage_gives_the_host_bytes(
+    dota: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SAM's device path (forced on the CPU, chunks of 3 so an image spans several chunks):
+    a build whose masks stay on the device for the RLE stage writes the bytes of one whose
+    masks are encoded from host crops, including masks the reject policy replaced."""
+    from samrs.build import worker
+    from samrs.segmenters.sam import SamSegmenter
+
+    outs = []
+    for keep in (False, True):
+        sam = SamSegmenter(random_weights=True, device="cpu", chunk_size=3, keep_device_masks=keep)
+        sam._host_postprocess = False
+        kept_on_device = []
+        segment = sam.segment
+
+        def spy(images, prompts, segment=segment, seen=kept_on_device):  # type: ignore[no-untyped-def]
+            results = segment(images, prompts)
+            seen.extend(ms.device_masks is not None for ms in results)
+            return results
+
+        sam.segment = spy  # type: ignore[method-assign]
+        monkeypatch.setattr(worker, "get_segmenter", lambda config, sam=sam: sam)
+        out = tmp_path / f"keep-{keep}"
+        options = {"segmenter": "sam", "random_weights": True, "device": "cpu"}
+        summary = run_build(config(dota, out, on_reject="box", min_rbox_iou=0.004, **options))
+        assert summary.ok
+        assert kept_on_device and all(k == keep for k in kept_on_device)
+        outs.append(out)
+    instances = read_table(outs[1], "instances")
+    assert any(instances.column("substituted").to_pylist())
+    assert not all(instances.column("substituted").to_pylist())
+    assert output_files(outs[0]) == output_files(outs[1])

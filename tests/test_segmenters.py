@@ -11,7 +11,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
-from pycocotools import mask as mask_utils
 
 from samrs import rle
 from samrs.benchmarks.run import make_bench_dataset
@@ -24,6 +23,7 @@ from samrs.geometry import (
     rasterize_polygon,
 )
 from samrs.imageio import read_image
+from samrs.masks import MaskCrop
 from samrs.outputs.manifest import read_table
 from samrs.prompts import PROMPT_MODES, build_prompts
 from samrs.records import polygon_hbox
@@ -31,8 +31,8 @@ from samrs.segmenters import SEGMENTERS, create_segmenter
 from samrs.segmenters.base import MaskSet, PromptSet
 from samrs.segmenters.classic import BoxSegmenter, GrabCutSegmenter
 from samrs.segmenters.postprocess import (
-    masks_to_rle_runs,
-    masks_to_rles,
+    crops_from_boxes,
+    mask_boxes,
     resize_longest_side,
     stability_score,
     upscale_logits,
@@ -101,7 +101,7 @@ def test_sam_shapes_and_ranges(scene, sam_reference) -> None:
         assert ms.scores.shape == (n,) and ms.scores.dtype == np.float32
         assert ms.stability.shape == (n,)
         assert np.all((ms.stability >= 0) & (ms.stability <= 1))
-        assert ms.rles is None  # device RLE is off on the CPU by default
+        assert ms.device_masks is None  # nothing is kept on the device unless asked
     assert any(0 < ms.masks.mean() < 1 for ms in sam_reference)
 
 
@@ -258,12 +258,21 @@ def test_sam_grey_rgba_and_empty_inputs() -> None:
     assert out[0].masks.shape == (0, 200, 300) and len(out[1]) == 1
 
 
-def test_sam_device_rle_and_describe(scene) -> None:
+def test_sam_device_masks_feed_the_rle_stage_and_describe(scene) -> None:
     images, polygons = scene
-    seg = create_segmenter("sam", random_weights=True, device="cpu", device_rle=True, chunk_size=4)
+    seg = create_segmenter(
+        "sam", random_weights=True, device="cpu", keep_device_masks=True, chunk_size=4
+    )
+    assert seg.segment(images[:1], _prompts(polygons[:1]))[0].device_masks is None  # host path
+    seg._host_postprocess = False  # the device path, on the CPU
     for ms in seg.segment(images[:2], _prompts(polygons[:2])):
-        assert ms.rles is not None and len(ms.rles) == len(ms)
-        assert ms.rles == [rle.encode(m) for m in ms.masks]
+        assert ms.device_masks is not None
+        positions = np.concatenate([p for p, _, _ in ms.device_masks.parts])
+        np.testing.assert_array_equal(np.sort(positions), np.arange(len(ms)))
+        for pos, tensor, ready in ms.device_masks.parts:  # chunks of 4 split an image
+            assert ready is None and tensor.shape == (len(pos), ms.height, ms.width)
+            np.testing.assert_array_equal(tensor.numpy(), ms.masks[pos])
+        assert rle.encode_masks(ms.crops, ms.device_masks) == [rle.encode(m) for m in ms.masks]
     facts = seg.describe()
     assert facts["model"] == "tiny" and facts["random_weights"] is True and facts["seed"] == 0
     assert facts["device"] == "cpu" and facts["dtype"] == "float32"
@@ -274,10 +283,10 @@ def test_sam_host_and_device_postprocessing_agree(scene) -> None:
     """The CPU's per-mask postprocessing gives the values of the device path (run on the
     CPU here), masks, scores, stability and run lengths alike."""
     images, polygons = scene
-    host = create_segmenter("sam", random_weights=True, device="cpu", device_rle=True)
+    host = create_segmenter("sam", random_weights=True, device="cpu", keep_device_masks=True)
     # small chunks: masks of one image span several chunks, each finished one chunk later
     device = create_segmenter(
-        "sam", random_weights=True, device="cpu", device_rle=True, chunk_size=3
+        "sam", random_weights=True, device="cpu", keep_device_masks=True, chunk_size=3
     )
     device._host_postprocess = False
     a = host.segment(images, _prompts(polygons))
@@ -286,8 +295,9 @@ def test_sam_host_and_device_postprocessing_agree(scene) -> None:
         assert (x.masks != y.masks).mean() < 1e-5
         np.testing.assert_array_equal(x.scores, y.scores)
         np.testing.assert_allclose(x.stability, y.stability, atol=1e-4)
-        assert x.rles == [rle.encode(m) for m in x.masks]
-        assert y.rles == [rle.encode(m) for m in y.masks]
+        assert x.device_masks is None and y.device_masks is not None
+        assert rle.encode_masks(x.crops) == [rle.encode(m) for m in x.masks]
+        assert rle.encode_masks(y.crops, y.device_masks) == [rle.encode(m) for m in y.masks]
 
 
 def test_sam_model_forward_for_benchmarks() -> None:
@@ -340,25 +350,19 @@ def test_upscale_and_stability_match_segment_anything() -> None:
     assert stability_score(torch.full((1, 2, 2), -5.0)).item() == 0.0
 
 
-def test_device_rle_equals_pycocotools() -> None:
+def test_crops_from_boxes_equal_host_crops() -> None:
     rng = np.random.default_rng(2)
-    masks = rng.random((6, 13, 17)) < 0.4
+    masks = rng.random((5, 13, 17)) < 0.1
     masks[0] = False
     masks[1] = True
-    masks[2, 0, 0] = True  # first pixel set: the runs start with 0
     masks[3] = rasterize_polygon(box_polygon((2, 3, 9, 11)), 13, 17)
-    runs = masks_to_rle_runs(torch.from_numpy(masks))
-    for m, r in zip(masks, runs, strict=True):
-        assert sum(r) == m.size
-        assert rle.from_run_lengths(r, 13, 17) == rle.encode(m)
-        ref = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
-        assert rle.from_run_lengths(r, 13, 17)["counts"] == ref["counts"].decode()
-    assert runs[0] == [13 * 17] and runs[1] == [0, 13 * 17] and runs[2][0] == 0
-    assert masks_to_rles(torch.from_numpy(masks)) == [rle.encode(m) for m in masks]
-    assert masks_to_rle_runs(torch.zeros((0, 4, 4), dtype=torch.bool)) == []
-
-
-# ----------------------------------------------------------------------------- box, grabcut
+    t = torch.from_numpy(masks)
+    crops = crops_from_boxes(t, mask_boxes(t).numpy())
+    for crop, m in zip(crops, masks, strict=True):
+        expected = MaskCrop.from_full(m)
+        assert (crop.x, crop.y, crop.mask.shape) == (expected.x, expected.y, expected.mask.shape)
+        np.testing.assert_array_equal(crop.full(), m)
+    assert crops_from_boxes(torch.zeros((0, 4, 4), dtype=torch.bool), np.zeros((0, 4))) == []
 
 
 def test_box_segmenter_rasterizes_the_prompt(scene) -> None:

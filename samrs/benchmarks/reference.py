@@ -10,7 +10,7 @@ copied to the CPU, each mask RLE-encoded on its own with pycocotools, a gray lab
 from __future__ import annotations
 
 import pickle
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -28,6 +28,8 @@ def run_reference_loop(
     class_ids: Sequence[np.ndarray],
     out: str | Path,
     palette: Sequence[int],
+    low_res: Callable[[int, int, int, torch.device], torch.Tensor] | None = None,
+    replay: bool = False,
 ) -> int:
     """Label every image like SAMRS did; return the number of masks written.
 
@@ -38,16 +40,49 @@ def run_reference_loop(
         class_ids: per image, (N,) class indices.
         out: folder for ``gray/``, ``color/`` and ``ins/``.
         palette: flat 768-entry palette for the colour PNGs.
+        low_res: benchmark only: ``(image, start, stop, device) -> (n, 1, s, s)`` logits
+            that replace the decoder's for those boxes (``samrs bench --masks objects``).
+        replay: benchmark only: the encoder and decoder do not run (``low_res`` gives the
+            logits), so the time is everything else (``host_ms_per_mask``).
     """
-    from PIL import Image
     from segment_anything import SamPredictor
 
     out = Path(out)
     for sub in ("gray", "color", "ins"):
         (out / sub).mkdir(parents=True, exist_ok=True)
+    if replay and low_res is None:
+        raise ValueError("replay needs the logits to replay (low_res)")
     predictor = SamPredictor(sam)
+    encoder = sam.image_encoder
+    if replay:
+        sam.image_encoder = _NoEncoder(encoder.img_size)
+    try:
+        return _loop(predictor, image_paths, boxes, class_ids, out, palette, low_res, replay)
+    finally:
+        sam.image_encoder = encoder
+
+
+class _NoEncoder(torch.nn.Module):
+    """An image encoder that does not run (replay): a 1 x 1 placeholder embedding."""
+
+    def __init__(self, img_size: int) -> None:
+        super().__init__()
+        self.img_size = img_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros((x.shape[0], 1, 1, 1))
+
+
+def _loop(  # type: ignore[no-untyped-def]
+    predictor, image_paths, boxes, class_ids, out, palette, low_res, replay
+) -> int:
+    from PIL import Image
+
+    model = predictor.model
     n_masks = 0
-    for path, image_boxes, image_classes in zip(image_paths, boxes, class_ids, strict=True):
+    for index, (path, image_boxes, image_classes) in enumerate(
+        zip(image_paths, boxes, class_ids, strict=True)
+    ):
         image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
         height, width = image.shape[:2]
         predictor.set_image(image)
@@ -60,10 +95,21 @@ def run_reference_loop(
                 device=predictor.device,
             )
             transformed = predictor.transform.apply_boxes_torch(chunk, (height, width))
-            with torch.no_grad():
-                masks, _scores, _ = predictor.predict_torch(
-                    point_coords=None, point_labels=None, boxes=transformed, multimask_output=False
-                )
+            with torch.no_grad():  # SamPredictor.predict_torch, step by step
+                if not replay:
+                    sparse, dense = model.prompt_encoder(points=None, boxes=transformed, masks=None)
+                    low, _scores = model.mask_decoder(
+                        image_embeddings=predictor.features,
+                        image_pe=model.prompt_encoder.get_dense_pe(),
+                        sparse_prompt_embeddings=sparse,
+                        dense_prompt_embeddings=dense,
+                        multimask_output=False,
+                    )
+                if low_res is not None:
+                    stop = start + len(transformed)
+                    low = low_res(index, start, stop, predictor.device)
+                masks = model.postprocess_masks(low, predictor.input_size, predictor.original_size)
+                masks = masks > model.mask_threshold
             masks_np = masks[:, 0].cpu().numpy()
             for k, mask in enumerate(masks_np):
                 rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))

@@ -4,6 +4,17 @@ on the same images with the same weights in one run.
 - ``model_only``: encoder + decoder on pre-loaded, preprocessed tensors (the ceiling).
 - ``pipeline``: ``samrs build`` from files on disk to committed outputs.
 - ``reference``: :func:`samrs.benchmarks.reference.run_reference_loop` (fp32, eager attention).
+
+``masks``: ``model`` (the decoder's masks) or ``objects`` (benchmark only: the decoder runs,
+then its logits are replaced by each object's own ellipse, :mod:`samrs.benchmarks.masks`, in
+the pipeline and the reference loop alike).
+
+``host_ms_per_mask`` (pipeline and reference, ``--workers 1``): each loop is run once more
+with the encoder and decoder replaced by a replay of the same low-resolution logits (the
+objects' ellipses, or with ``--masks model`` the pipeline's decoder outputs recorded in its
+timed run, given to both loops): the wall time of that run in milliseconds, divided by the
+number of masks. It is everything the loop does except the model (reading and decoding
+image files, preprocessing, postprocessing, quality, RLE, labels, files), per mask.
 """
 
 from __future__ import annotations
@@ -108,21 +119,31 @@ def run_benchmark(
     repeats: int = 1,
     workdir: str | None = None,
     skip_reference: bool = False,
+    masks: str = "model",
+    host_cost: bool = True,
 ) -> dict[str, Any]:
     """Measure ``model_only``, ``pipeline`` and ``reference`` and return one JSON-ready dict.
 
     ``model`` None: detected from the checkpoint, ``tiny`` with random weights. The three
     measurements run in this process (``workers > 1``: the pipeline's worker processes) with
     the same settings, including :func:`~samrs.segmenters.memory.retain_freed_memory`.
+    ``masks``, ``host_cost`` (``host_ms_per_mask``, with ``workers`` 1): see the module
+    docstring (``objects`` needs ``workers`` 1: the pipeline's model is patched in this
+    process).
     """
+    from samrs.benchmarks.masks import MASKS, DecoderBank
+
+    if masks not in MASKS:
+        raise ValueError(f"masks must be one of {MASKS}, got {masks!r}")
+    if masks == "objects" and workers != 1:
+        raise ValueError("--masks objects runs the pipeline in this process: use --workers 1")
     import torch
 
-    from samrs.build import BuildConfig, run_build
+    from samrs.build import BuildConfig
     from samrs.build.run import resolve_config
     from samrs.build.worker import get_segmenter
     from samrs.imageio import read_image
     from samrs.prompts import build_prompts
-    from samrs.segmenters import create_segmenter
     from samrs.segmenters.memory import retain_freed_memory
 
     allocator = retain_freed_memory()
@@ -154,6 +175,8 @@ def run_benchmark(
         "image_size": image_size,
         "batch_size": batch_size,
         "workers": workers,
+        "masks": masks,
+        "repeats": repeats,
         "retain_freed_memory": allocator,
     }
     if compile:
@@ -165,7 +188,7 @@ def run_benchmark(
 
     dataset = read_dataset("dota", root)
     prompt_sets = [
-        build_prompts(np.array([o.polygon for o in im.objects]).reshape(-1, 8), "rhbox")
+        build_prompts(np.array([o.polygon for o in im.objects]).reshape(-1, 8), config.prompt)
         for im in dataset.images
     ]
     batches = []
@@ -194,61 +217,20 @@ def run_benchmark(
     del batches
     result["model_only"] = {"seconds": best, "images_per_s": images / best}
 
-    # pipeline: files on disk -> committed outputs (after a one-image build, so that the
-    # first imports of readers and writers are not timed; the model is warm already)
-    warm_root = tmp / "warmup"
-    shutil.rmtree(warm_root, ignore_errors=True)
-    make_bench_dataset(warm_root, 1, min(objects_per_image, 2), image_size, seed=1)
-    warm = replace(
-        config, root=str(warm_root), out=str(tmp / "warmup-out"), workers=1, threads=None
-    )
-    run_build(warm)
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        summary = run_build(config)
-        _sync(dev)
-        best = min(best, time.perf_counter() - start)
-        assert summary.ok, summary.failed_shards
-    masks = images * objects_per_image
-    result["pipeline"] = {
-        "seconds": best,
-        "images_per_s": images / best,
-        "masks_per_s": masks / best,
-    }
-
-    if not skip_reference:
-        eager = create_segmenter(
-            "sam", model=sam.model_name, checkpoint=config.checkpoint,
-            random_weights=config.checkpoint is None, seed=config.seed, device=str(dev),
-            attention="eager", precision="fp32",
-        )  # fmt: skip
-        palette = semantic_palette(class_table("dota"))
-        paths = sorted((root / "train" / "images").glob("*.png"))
-        boxes_np = [p.boxes for p in prompt_sets]
-        classes = [np.array([o.class_id for o in im.objects]) for im in dataset.images]
-        from samrs.benchmarks.reference import run_reference_loop
-
-        run_reference_loop(  # warm-up on one image, as for the other two measurements
-            eager.model, paths[:1], boxes_np[:1], classes[:1], tmp / "warmup-ref", palette
+    bank = None
+    if workers == 1 and (host_cost or masks == "objects"):
+        # the pipeline runs in this process: its decoder can be patched (box prompts: keys)
+        bank = DecoderBank(sam, prompt_sets, [(im.height, im.width) for im in dataset.images])
+        if masks == "objects":
+            bank.fill_objects()
+        bank.install("objects" if masks == "objects" else "record")
+    try:
+        _measure_loops(
+            result, config, sam, root, tmp, dataset, prompt_sets, bank, skip_reference, host_cost
         )
-        best = math.inf
-        for _ in range(repeats):
-            ref_dir = tmp / "reference"
-            shutil.rmtree(ref_dir, ignore_errors=True)
-            start = time.perf_counter()
-            run_reference_loop(eager.model, paths, boxes_np, classes, ref_dir, palette)
-            _sync(dev)
-            best = min(best, time.perf_counter() - start)
-        result["reference"] = {
-            "seconds": best,
-            "images_per_s": images / best,
-            "masks_per_s": masks / best,
-        }
-        result["pipeline_over_reference"] = (
-            result["pipeline"]["images_per_s"] / result["reference"]["images_per_s"]
-        )
-        result["mask_agreement"] = _mask_agreement(Path(config.out), tmp / "reference")
+    finally:
+        if bank is not None:
+            bank.uninstall()
     result["pipeline_over_model_only"] = (
         result["pipeline"]["images_per_s"] / result["model_only"]["images_per_s"]
     )
@@ -259,3 +241,90 @@ def run_benchmark(
     if not workdir:
         shutil.rmtree(tmp, ignore_errors=True)
     return result
+
+
+def _measure_loops(  # type: ignore[no-untyped-def]
+    result, config, sam, root, tmp, dataset, prompt_sets, bank, skip_reference, host_cost
+) -> None:
+    """The ``pipeline`` and ``reference`` measurements (and, with a decoder bank,
+    ``host_ms_per_mask`` of both) into ``result``."""
+    from samrs.benchmarks.reference import run_reference_loop
+    from samrs.build import run_build
+    from samrs.segmenters import create_segmenter
+
+    dev = sam.device
+    images, repeats = result["images"], result.get("repeats", 1)
+    masks = sum(len(p) for p in prompt_sets)
+
+    # pipeline: files on disk -> committed outputs (after a one-image build, so that the
+    # first imports of readers and writers are not timed; the model is warm already)
+    warm_root = tmp / "warmup"
+    shutil.rmtree(warm_root, ignore_errors=True)
+    make_bench_dataset(warm_root, 1, min(result["objects_per_image"], 2), result["image_size"], 1)
+    warm = replace(
+        config, root=str(warm_root), out=str(tmp / "warmup-out"), workers=1, threads=None
+    )
+    run_build(warm)
+
+    def pipeline() -> float:
+        start = time.perf_counter()
+        summary = run_build(config)
+        _sync(dev)
+        assert summary.ok, summary.failed_shards
+        return time.perf_counter() - start
+
+    best = min(pipeline() for _ in range(repeats))
+    result["pipeline"] = {
+        "seconds": best,
+        "images_per_s": images / best,
+        "masks_per_s": masks / best,
+    }
+    if skip_reference and (bank is None or not host_cost):
+        return
+    eager = create_segmenter(
+        "sam", model=sam.model_name, checkpoint=config.checkpoint,
+        random_weights=config.checkpoint is None, seed=config.seed, device=str(dev),
+        attention="eager", precision="fp32",
+    )  # fmt: skip
+    palette = semantic_palette(class_table("dota"))
+    paths = sorted((root / "train" / "images").glob("*.png"))
+    boxes_np = [p.enclosing_boxes() for p in prompt_sets]
+    classes = [np.array([o.class_id for o in im.objects]) for im in dataset.images]
+    low_res = bank.reference if bank is not None and result["masks"] == "objects" else None
+
+    def reference(replay: bool = False) -> float:
+        ref_dir = tmp / ("reference-replay" if replay else "reference")
+        shutil.rmtree(ref_dir, ignore_errors=True)
+        start = time.perf_counter()
+        run_reference_loop(
+            eager.model, paths, boxes_np, classes, ref_dir, palette,
+            low_res=bank.reference if replay else low_res, replay=replay,
+        )  # fmt: skip
+        _sync(dev)
+        return time.perf_counter() - start
+
+    # warm-up on one image, as for the other two measurements
+    run_reference_loop(
+        eager.model, paths[:1], boxes_np[:1], classes[:1], tmp / "warmup-ref", palette,
+        low_res=low_res,
+    )  # fmt: skip
+    if not skip_reference:
+        best = min(reference() for _ in range(repeats))
+        result["reference"] = {
+            "seconds": best,
+            "images_per_s": images / best,
+            "masks_per_s": masks / best,
+        }
+        result["pipeline_over_reference"] = (
+            result["pipeline"]["images_per_s"] / result["reference"]["images_per_s"]
+        )
+        result["mask_agreement"] = _mask_agreement(Path(config.out), tmp / "reference")
+    if bank is None or not host_cost:
+        return
+    # host cost: both loops again, encoder and decoder replaced by the bank's logits
+    bank.install("replay")
+    host = min(pipeline() for _ in range(repeats))
+    ref_host = min(reference(replay=True) for _ in range(repeats))
+    result["pipeline"]["host_ms_per_mask"] = 1000 * host / max(masks, 1)
+    result.setdefault("reference", {})["host_ms_per_mask"] = 1000 * ref_host / max(masks, 1)
+    result["host_ms_per_mask_over_reference"] = host / ref_host

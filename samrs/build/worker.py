@@ -123,7 +123,9 @@ class _SourceCache:
 
 
 def segmenter_options(config: BuildConfig) -> dict[str, object]:
-    """Keyword arguments of :func:`samrs.segmenters.create_segmenter` for a build."""
+    """Keyword arguments of :func:`samrs.segmenters.create_segmenter` for a build (SAM
+    keeps its masks on the device for the RLE stage, :func:`samrs.rle.encode_masks`)."""
+    sam = {"keep_device_masks": True} if config.segmenter in ("sam", "sam-hq") else {}
     return {
         "model": config.model,
         "checkpoint": config.checkpoint,
@@ -144,6 +146,7 @@ def segmenter_options(config: BuildConfig) -> dict[str, object]:
             "border": config.zoom_border,
         },
         "resize": config.resize,
+        **sam,
     }
 
 
@@ -484,15 +487,12 @@ def _finish_image(
     if image.objects:
         assert prompts is not None and masks is not None
         verdict = apply_filters(masks, prompts.polygons.reshape(-1, 8), config, config.on_reject)
-        precomputed = getattr(masks, "rles", None)
+        encoded_masks = rle.encode_masks(verdict.masks, masks.device_masks, verdict.substituted)
+        masks.device_masks = None  # device memory freed as soon as the strings are back
         for j, obj in enumerate(image.objects):
             mask = verdict.masks[j]
             substituted = bool(verdict.substituted[j])
-            encoded = (
-                {"size": [height, width], "counts": precomputed[j]["counts"]}
-                if precomputed is not None and not substituted
-                else rle.encode_crop(mask)
-            )
+            encoded = encoded_masks[j]
             area = int(verdict.metrics["area"][j])
             reason = None if substituted else verdict.reasons[j]
             flags = (

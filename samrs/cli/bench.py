@@ -44,6 +44,21 @@ from samrs.cli.options import json_option
 @click.option("--repeats", type=int, default=1, help="Repeat each measurement and keep the best.")
 @click.option("--skip-reference", is_flag=True, help="Do not run the (slow) SAMRS reference loop.")
 @click.option(
+    "--host-cost/--no-host-cost",
+    default=True,
+    help="With --workers 1, measure host_ms_per_mask (both loops again with the model "
+    "replaced by a replay of the same decoder logits; runs even with --skip-reference).",
+)
+@click.option(
+    "--masks",
+    type=click.Choice(["model", "objects"]),
+    default="model",
+    help="model: the decoder's masks. objects (benchmark only): the encoder and decoder run, "
+    "then the decoder's logits are replaced by each synthetic object's own ellipse, so "
+    "everything after the decoder sees object-sized masks (random weights give masks "
+    "covering most of the image). Needs --workers 1.",
+)
+@click.option(
     "--workdir",
     type=click.Path(file_okay=False),
     default=None,
@@ -63,11 +78,17 @@ def command(
     model_only  encoder + decoder on pre-loaded tensors (the ceiling on this device)
     pipeline    samrs build, from files on disk to committed outputs
     reference   the SAMRS loop: per-image set_image, 20 boxes per call, fp32, per-mask RLE
+
+    With --workers 1, host_ms_per_mask (pipeline and reference): both loops run once more
+    with the encoder and decoder replaced by a replay of the same decoder logits; that run's
+    wall time in ms per mask (everything but the model).
     """
     from samrs.benchmarks.run import run_benchmark
 
     if checkpoint and random_weights:
         raise click.UsageError("give --checkpoint or --random-weights, not both")
+    if options["masks"] == "objects" and options["workers"] != 1:
+        raise click.UsageError("--masks objects needs --workers 1")
     result = run_benchmark(
         checkpoint=checkpoint, random_weights=checkpoint is None, compile=compile_model, **options
     )  # type: ignore[arg-type]
@@ -77,13 +98,19 @@ def command(
     click.echo(
         f"device {result['device_name']} ({result['device']}), model {result['model']}, "
         f"{result['dtype']}, {result['images']} images of {result['image_size']} px, "
-        f"{result['objects_per_image']} boxes each"
+        f"{result['objects_per_image']} boxes each, {result['masks']} masks"
     )
     for name in ("model_only", "pipeline", "reference"):
         if name in result:
             r = result[name]
             click.echo(f"  {name:<11} {r['images_per_s']:8.2f} images/s  ({r['seconds']:.2f} s)")
     click.echo(f"  pipeline / model_only  {result['pipeline_over_model_only']:.2f}")
+    if "host_ms_per_mask_over_reference" in result:
+        click.echo(
+            f"  host ms per mask: pipeline {result['pipeline']['host_ms_per_mask']:.2f}, "
+            f"reference {result['reference']['host_ms_per_mask']:.2f} "
+            f"({result['host_ms_per_mask_over_reference']:.2f})"
+        )
     if "pipeline_over_reference" in result:
         click.echo(f"  pipeline / reference   {result['pipeline_over_reference']:.2f}")
         agree = result["mask_agreement"]

@@ -118,7 +118,7 @@ def create_segmenter(
             ``zoom_all``, ``border``); ``zoom_all`` zooms every object.
         resize: SAM's input resize, ``torch`` or ``pil`` (see :class:`~.sam.SamSegmenter`).
         **options: extra keyword arguments of the segmenter class (e.g. ``precision``,
-            ``attention``, ``device_rle`` for SAM; ``iterations`` for GrabCut).
+            ``attention``, ``keep_device_masks`` for SAM; ``iterations`` for GrabCut).
 
     Raises:
         ValueError: unknown name or bad option values.

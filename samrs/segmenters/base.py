@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from samrs.masks import MaskCrop, crops_of, stack
+from samrs.masks import DeviceMasks, MaskCrop, crops_of, stack
 
 
 @dataclass(frozen=True)
@@ -79,9 +79,10 @@ class MaskSet:
         height, width: the image's size.
         scores: (N,) float32 predicted IoU; NaN for segmenters without one.
         stability: (N,) float32 stability score; NaN for segmenters without one.
-        rles: optional precomputed COCO RLEs of the masks (``{"size", "counts"}`` with ASCII
-            counts, e.g. run lengths computed on the GPU), one per mask; None when absent.
-            Whoever changes the masks afterwards must drop or recompute them.
+        device_masks: optional: the same masks still on the segmenter's device (the GPU
+            path, when asked for), so that later stages can work there (the RLE stage,
+            :func:`samrs.rle.encode_masks`); None when absent. Whoever changes the crops
+            afterwards must drop them (set None).
         fallback: optional (N,) bool, True where the segmenter could not segment the object
             (e.g. GrabCut on a box of a few pixels) and returned its prompt's mask instead;
             None means no fallback happened.
@@ -96,7 +97,7 @@ class MaskSet:
     width: int
     scores: np.ndarray
     stability: np.ndarray
-    rles: list[dict[str, object]] | None = None
+    device_masks: DeviceMasks | None = None
     fallback: np.ndarray | None = None
     fallback_reason: list[str | None] | None = None
 
@@ -106,7 +107,6 @@ class MaskSet:
         masks: np.ndarray,
         scores: np.ndarray,
         stability: np.ndarray,
-        rles: list[dict[str, object]] | None = None,
         fallback: np.ndarray | None = None,
     ) -> MaskSet:
         """A MaskSet of an (N, H, W) stack of full-image boolean masks."""
@@ -114,7 +114,7 @@ class MaskSet:
         if arr.ndim != 3:
             raise ValueError(f"expected (N, H, W) masks, got shape {arr.shape}")
         height, width = int(arr.shape[1]), int(arr.shape[2])
-        return cls(crops_of(arr), height, width, scores, stability, rles, fallback)
+        return cls(crops_of(arr), height, width, scores, stability, fallback=fallback)
 
     @property
     def masks(self) -> np.ndarray:

@@ -1,14 +1,17 @@
 """Device-side helpers of the SAM pipeline: input geometry, mask postprocessing, stability
-score and run-length encoding. Everything here runs on whatever device its tensors are on."""
+score, boxes and crops. Everything here runs on whatever device its tensors are on (COCO
+run-length encoding is the RLE stage's, :mod:`samrs.rle`)."""
 
 from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from samrs import rle
 from samrs.masks import MaskCrop
 
 
@@ -106,53 +109,6 @@ def threshold_logits(logits: torch.Tensor, threshold: float = 0.0) -> torch.Tens
     return logits > threshold
 
 
-def masks_to_rle_runs(masks: torch.Tensor) -> list[list[int]]:
-    """COCO (column-major) uncompressed run lengths of (N, H, W) boolean masks.
-
-    Computed on the masks' device: only the run lengths are copied to the host. Each list
-    starts with the length of the first run of zeros (0 when the first pixel is set) and
-    sums to ``H * W``; feed it to :func:`samrs.rle.from_run_lengths`.
-    """
-    n, h, w = masks.shape
-    total = h * w
-    if n == 0:
-        return []
-    if total == 0:
-        return [[0] for _ in range(n)]
-    flat = masks.bool().transpose(1, 2).reshape(n, total)  # column-major order
-    change = torch.empty_like(flat)
-    change[:, 0] = flat[:, 0]
-    change[:, 1:] = flat[:, 1:] != flat[:, :-1]
-    rows, cols = torch.nonzero(change, as_tuple=True)
-    prev = torch.zeros_like(cols)
-    if cols.numel():
-        prev[1:] = cols[:-1]
-        first = torch.ones_like(rows, dtype=torch.bool)
-        first[1:] = rows[1:] != rows[:-1]
-        prev = torch.where(first, torch.zeros_like(prev), prev)
-    runs = (cols - prev).cpu().numpy()
-    counts = torch.bincount(rows, minlength=n).cpu().numpy()
-    last = np.full(n, total, dtype=np.int64)
-    ends = np.cumsum(counts)
-    has = counts > 0
-    cols_host = cols.cpu().numpy()
-    last[has] = total - cols_host[ends[has] - 1]
-    out: list[list[int]] = []
-    start = 0
-    for i in range(n):
-        stop = int(ends[i])
-        out.append([*runs[start:stop].tolist(), int(last[i])])
-        start = stop
-    return out
-
-
-def masks_to_rles(masks: torch.Tensor) -> list[dict[str, object]]:
-    """COCO RLEs (ASCII counts, as :func:`samrs.rle.encode`) of (N, H, W) boolean masks,
-    with the run lengths computed on the masks' device."""
-    h, w = int(masks.shape[1]), int(masks.shape[2])
-    return [rle.from_run_lengths(runs, h, w) for runs in masks_to_rle_runs(masks)]
-
-
 def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
     """``(N, 4)`` int64 ``x0, y0, x1, y1`` (exclusive ends) of (N, H, W) boolean masks,
     computed where the masks are (two reductions); an empty mask gets ``x1 <= x0``."""
@@ -171,24 +127,43 @@ def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
     )
 
 
-def crops_from_boxes(masks: torch.Tensor, boxes: np.ndarray) -> list[MaskCrop]:
+def crops_from_boxes(masks: torch.Tensor, boxes: np.ndarray, ready: Any = None) -> list[MaskCrop]:
     """:class:`~samrs.masks.MaskCrop` of (N, H, W) boolean masks on any device, given their
     :func:`mask_boxes` on the host: the crops' pixels are gathered into one buffer on the
     masks' device and copied once, so the host receives the objects' pixels, not N x H x W.
 
-    Equal to ``MaskCrop.from_full(mask)`` for every mask.
+    On CUDA the gather and the copy (into pinned memory) run on a side stream that waits on
+    ``ready`` (an event after which the masks are complete; None: the work queued so far),
+    so work queued after the masks is not waited for. Equal to ``MaskCrop.from_full(mask)``
+    for every mask.
     """
     n, h, w = masks.shape
-    parts, shapes = [], []
+    shapes = []
     for i in range(n):
         x0, y0, x1, y1 = (int(v) for v in boxes[i])
         if x1 > x0 and y1 > y0:
-            parts.append(masks[i, y0:y1, x0:x1].reshape(-1))
             shapes.append((i, x0, y0, y1 - y0, x1 - x0))
     crops = [MaskCrop.empty(h, w) for _ in range(n)]
-    if not parts:
+    if not shapes:
         return crops
-    flat = torch.cat(parts).cpu().numpy()
+    stream = None
+    if masks.device.type == "cuda":
+        stream = torch.cuda.Stream(masks.device)
+        if ready is None:
+            ready = torch.cuda.current_stream(masks.device).record_event()
+        stream.wait_event(ready)
+        masks.record_stream(stream)
+    with torch.cuda.stream(stream) if stream is not None else nullcontext():
+        flat_dev = torch.cat(
+            [masks[i, y0 : y0 + ch, x0 : x0 + cw].reshape(-1) for i, x0, y0, ch, cw in shapes]
+        )
+        if stream is None:
+            flat = flat_dev.numpy()
+        else:
+            host = torch.empty(flat_dev.shape, dtype=flat_dev.dtype, pin_memory=True)
+            host.copy_(flat_dev, non_blocking=True)
+            stream.synchronize()
+            flat = host.numpy()
     start = 0
     for i, x0, y0, ch, cw in shapes:
         crops[i] = MaskCrop(h, w, x0, y0, flat[start : start + ch * cw].reshape(ch, cw))

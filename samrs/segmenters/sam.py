@@ -14,7 +14,15 @@ Pipeline (``SamPredictor`` is not used):
    multimask output keeps the mask with the highest predicted IoU.
 4. Postprocessing on the device: low-resolution logits upsampled to the padded input, cropped,
    resized to the image size, thresholded at 0; SAM's stability score (offset 1.0) from the
-   same logits; optionally COCO run lengths computed on the device (:mod:`.postprocess`).
+   same logits; boxes and crops (:mod:`.postprocess`). With ``keep_device_masks`` the
+   full-image masks also stay on the device in ``MaskSet.device_masks`` for the build's RLE
+   stage (:func:`samrs.rle.encode_masks`).
+
+The chunk loop does not wait on the device for the chunk it has just launched: chunk k is
+finished on the host (its crops gathered and copied back on a side CUDA stream that waits
+on chunk k's event, into pinned memory) after chunk k+1 has been queued, and the small
+results travel through pinned, non-blocking copies. The only waits are for work already
+queued before (chunk k's copies), where the size of the crops is data-dependent.
 
 Prompt coordinates are used as annotated (as SAMRS did) and scaled to the model input like
 ``ResizeLongestSide.apply_coords``. A mask prompt (``rbox-mask``) is the polygon rasterized on
@@ -50,7 +58,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from samrs.geometry import rasterize_polygon
-from samrs.masks import MaskCrop
+from samrs.masks import DeviceMasks, MaskCrop
 from samrs.segmenters.base import MaskSet, PromptSet, Segmenter, as_rgb, empty_maskset
 from samrs.segmenters.checkpoints import (
     CheckpointError,
@@ -63,7 +71,6 @@ from samrs.segmenters.models import build_model, build_random_model
 from samrs.segmenters.postprocess import (
     crops_from_boxes,
     mask_boxes,
-    masks_to_rles,
     resize_longest_side,
     stability_into,
     stability_score,
@@ -216,11 +223,12 @@ class SamSegmenter(Segmenter):
             :meth:`warmup`).
         precision: ``fp32`` or ``bf16`` (autocast); None: bf16 on CUDA, fp32 elsewhere.
         attention: ``sdpa`` (default) or ``eager`` (segment-anything's own attention code).
-        device_rle: compute the masks' COCO RLEs on the device into ``MaskSet.rles``;
-            None: on CUDA only.
         resize: ``torch`` (default: antialiased bilinear on the device) or ``pil`` (PIL's
             bilinear resize on the host, exactly what segment-anything's ``SamPredictor`` does:
             for reproducing SAMRS on images that are not 1024 px, ~1% of pixels differ).
+        keep_device_masks: on the device path, also leave each image's full-image masks on
+            the device in ``MaskSet.device_masks`` (for the build's RLE stage); they hold
+            device memory until the MaskSet is dropped. Off: nothing stays on the device.
 
     Raises:
         CheckpointError: no checkpoint (and not ``random_weights``), or a missing, unreadable,
@@ -243,8 +251,8 @@ class SamSegmenter(Segmenter):
         compile: bool = False,
         precision: str | None = None,
         attention: str = "sdpa",
-        device_rle: bool | None = None,
         resize: str = "torch",
+        keep_device_masks: bool = False,
     ) -> None:
         if resize not in RESIZES:
             raise ValueError(f"resize must be one of {', '.join(RESIZES)}, got {resize!r}")
@@ -271,7 +279,7 @@ class SamSegmenter(Segmenter):
         self.chunk_size = int(chunk_size)
         self.multimask = bool(multimask)
         self.attention = attention
-        self.device_rle = self.device.type == "cuda" if device_rle is None else bool(device_rle)
+        self.keep_device_masks = bool(keep_device_masks)
         self._sha256: str | None = None
         if self.checkpoint is not None:
             info, state = inspect_checkpoint(self.checkpoint, model, hq=self.hq)
@@ -336,10 +344,7 @@ class SamSegmenter(Segmenter):
         arr = np.ascontiguousarray(as_rgb(image))
         if not arr.flags.writeable:
             arr = arr.copy()
-        t = torch.from_numpy(arr)
-        if self.device.type == "cuda":
-            return t.pin_memory().to(self.device, non_blocking=True)
-        return t.to(self.device)
+        return self._upload(torch.from_numpy(arr))
 
     def preprocess(
         self, images: Sequence[np.ndarray]
@@ -519,16 +524,19 @@ class SamSegmenter(Segmenter):
         encoded: Encoded,
         results: list[MaskSet],
     ) -> list[_DevicePiece]:
-        """Masks, stability, boxes and (``device_rle``) run lengths of one decoded chunk,
-        computed on the device image by image. The small results travel to the host without
-        waiting (pinned buffers); the masks stay on the device until :meth:`_finish_pieces`
-        copies their crops, one chunk later, so the device keeps decoding meanwhile."""
+        """Masks, stability and boxes of one decoded chunk, computed on the device image by
+        image, without any wait on the device: the small results travel to the host through
+        pinned, non-blocking copies; the masks stay on the device until
+        :meth:`_finish_pieces` copies their crops, one chunk later, so the device keeps
+        decoding meanwhile (and, with ``keep_device_masks``, in ``MaskSet.device_masks``)."""
         pieces = []
         for i in np.unique(chunk_img):
-            sel = np.nonzero(chunk_img == i)[0]
-            sel_dev = torch.from_numpy(sel).to(self.device)
+            sel = np.flatnonzero(chunk_img == i)
+            # an image's prompts are consecutive in a chunk: a slice, no index upload
+            part = slice(int(sel[0]), int(sel[-1]) + 1)
+            assert part.stop - part.start == sel.size
             logits = upscale_logits(
-                low[sel_dev],
+                low[part],
                 self.config.image_size,
                 encoded.input_sizes[i],
                 encoded.original_sizes[i],
@@ -536,26 +544,28 @@ class SamSegmenter(Segmenter):
             binary = threshold_logits(logits, self.model.mask_threshold)
             stab = stability_score(logits, self.model.mask_threshold, 1.0)
             del logits
-            if self.device_rle:
-                target = results[i].rles
-                assert target is not None
-                for j, r in zip(chunk_loc[sel].tolist(), masks_to_rles(binary), strict=True):
-                    target[j] = r
             pieces.append(
                 _DevicePiece(
                     int(i),
                     chunk_loc[sel],
                     binary,
                     self._to_host(mask_boxes(binary)),
-                    self._to_host(scores[sel_dev].float()),
+                    self._to_host(scores[part].float()),
                     self._to_host(stab),
                 )
             )
+        event = None
         if self.device.type == "cuda":
             event = torch.cuda.Event()
             event.record()
             for piece in pieces:
                 piece.copied = event
+        if self.keep_device_masks:
+            for piece in pieces:
+                target = results[piece.image]
+                if target.device_masks is None:
+                    target.device_masks = DeviceMasks()
+                target.device_masks.parts.append((piece.loc, piece.binary, event))
         return pieces
 
     def _to_host(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -565,14 +575,23 @@ class SamSegmenter(Segmenter):
         out = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
         return out.copy_(tensor, non_blocking=True)
 
-    @staticmethod
-    def _finish_pieces(pieces: list[_DevicePiece], results: list[MaskSet]) -> None:
-        """Copy the crops, scores and stability of postprocessed pieces into ``results``."""
+    def _upload(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A host tensor on the device, copied without waiting (pinned, non-blocking on
+        CUDA: a plain copy would wait for all the work queued on the device)."""
+        if self.device.type != "cuda":
+            return tensor.to(self.device)
+        return tensor.pin_memory().to(self.device, non_blocking=True)
+
+    def _finish_pieces(self, pieces: list[_DevicePiece], results: list[MaskSet]) -> None:
+        """Copy the crops, scores and stability of postprocessed pieces into ``results``.
+
+        Waits only for the pieces' own work (their event); the crops are gathered and copied
+        on a side stream (CUDA), so work queued after them (the next chunk) keeps running."""
         for piece in pieces:
             if piece.copied is not None:
                 piece.copied.synchronize()
             target = results[piece.image]
-            crops = crops_from_boxes(piece.binary, piece.boxes.numpy())
+            crops = crops_from_boxes(piece.binary, piece.boxes.numpy(), ready=piece.copied)
             for j, crop in zip(piece.loc.tolist(), crops, strict=True):
                 target.crops[j] = crop
             target.scores[piece.loc] = piece.scores.numpy()
@@ -606,9 +625,6 @@ class SamSegmenter(Segmenter):
             target.stability[j] = stability_into(logits, binary, threshold, 1.0)
             target.scores[j] = scores_np[k]
             target.crops[j] = MaskCrop.from_full(binary)
-            if self.device_rle:
-                assert target.rles is not None
-                target.rles[j] = masks_to_rles(torch.from_numpy(binary[None]))[0]
 
     def decode(self, encoded: Encoded, prompts: Sequence[PromptSet]) -> list[MaskSet]:
         """Masks of every prompt of the encoded images (chunked across images)."""
@@ -631,7 +647,6 @@ class SamSegmenter(Segmenter):
                     width=w,
                     scores=np.zeros(len(ps), dtype=np.float32),
                     stability=np.zeros(len(ps), dtype=np.float32),
-                    rles=[{} for _ in range(len(ps))] if self.device_rle else None,
                 )
         pieces: list[_DevicePiece] = []  # the last chunk's, finished during the next one
         with torch.inference_mode():
@@ -649,8 +664,8 @@ class SamSegmenter(Segmenter):
                     local_index.append(np.arange(len(ps), dtype=np.int64))
                 img_idx = np.concatenate(image_index)
                 loc_idx = np.concatenate(local_index)
-                cat = {k: torch.cat(v).to(self.device) if v else None for k, v in flat.items()}
-                img_idx_dev = torch.from_numpy(img_idx).to(self.device)
+                cat = {k: self._upload(torch.cat(v)) if v else None for k, v in flat.items()}
+                img_idx_dev = self._upload(torch.from_numpy(img_idx))
                 for start in range(0, len(img_idx), self.chunk_size):
                     sl = slice(start, start + self.chunk_size)
                     with self._autocast():
@@ -673,8 +688,6 @@ class SamSegmenter(Segmenter):
                         )
                         self._finish_pieces(done, results)
             self._finish_pieces(pieces, results)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
         return results
 
     def segment(self, images: Sequence[np.ndarray], prompts: Sequence[PromptSet]) -> list[MaskSet]:

@@ -47,7 +47,7 @@ class ClipToPolygon(Segmenter):
                 ms.crops[i] = MaskCrop.from_window(
                     clipped, cols.start, rows.start, ms.height, ms.width
                 )
-            ms.rles = None
+            ms.device_masks = None
         return results
 
 
