@@ -21,6 +21,7 @@ from samrs.build.checksums import verify_build
 from samrs.build.layout import Layout
 from samrs.build.lock import BuildLock
 from samrs.cli import main
+from samrs.quality import default_thresholds
 from samrs.synth import write_synthetic
 
 
@@ -80,9 +81,10 @@ def test_concurrent_builds_never_mix(dota: Path, reference: Path, tmp_path: Path
     loser = results[codes.index(1)][1].decode()
     assert "is being built right now" in loser or "another configuration" in loser
     meta = json.loads((out / "samrs.json").read_text())
-    winner_min_area = 1 if codes[0] == 0 else 3000
+    default_min_area = default_thresholds("grabcut").min_area
+    winner_min_area = default_min_area if codes[0] == 0 else 3000
     assert meta["config"]["min_area"] == winner_min_area
-    if winner_min_area == 1:
+    if winner_min_area == default_min_area:
         assert output_files(out) == output_files(reference)
     assert not list(Layout(out).temporaries())
 
