@@ -111,7 +111,7 @@ def test_wrong_files_are_refused_with_one_message(tmp_path):
     torch.save(
         {k: v for k, v in state.items() if k != "image_encoder.blocks.3.proj_lamb.bias"}, path
     )
-    with pytest.raises(CheckpointError, match=r"1 model tensor\(s\) missing .*blocks\.3\.mixer"):
+    with pytest.raises(CheckpointError, match=r"1 missing tensors \(e.g. .*blocks\.3\.mixer"):
         load_mesam_checkpoint(path, BASE)
     bad = dict(state)
     bad["image_encoder.blocks.0.conv_fuse_lamb.weight"] = torch.zeros(5, 1, 3, 3)

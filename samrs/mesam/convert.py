@@ -40,7 +40,7 @@ import torch
 
 from samrs.mesam.config import MODEL_SPECS, MeSAMConfig
 from samrs.mesam.model import MeSAM, build_mesam
-from samrs.segmenters.checkpoints import CheckpointError, load_state_dict
+from samrs.segmenters.checkpoints import CheckpointError, load_state_dict, structure_problems
 
 RENAMES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(pattern), repl)
@@ -147,21 +147,10 @@ def load_mesam_state(
         CheckpointError: tensors missing, left over or of another shape (all counted, the first
             of each named).
     """
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    extra = [k for k in state if k not in own]
-    wrong = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} model tensor(s) missing (e.g. {missing[0]})")
-    if extra:
-        problems.append(f"{len(extra)} unknown tensor(s) (e.g. {extra[0]})")
-    if wrong:
-        k = wrong[0]
-        problems.append(
-            f"{len(wrong)} of another shape (e.g. {k}: {tuple(state[k].shape)}, "
-            f"the model needs {tuple(own[k].shape)}: another mixer split or size?)"
-        )
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    problems = structure_problems(own, state)
+    if any("another shape" in p for p in problems):
+        problems.append("another mixer split or model size?")
     if problems:
         raise CheckpointError(
             f"{path}: does not fit MeSAM {model.config.model}: {'; '.join(problems)}"
