@@ -309,6 +309,21 @@ def test_progress_advances_per_image_in_process(tmp_path: Path, monkeypatch) -> 
     assert seen == [(i, 0) for i in range(1, 6)]  # each image counted before its shard ends
 
 
+def test_progress_advances_per_image_on_dask(tmp_path: Path, monkeypatch) -> None:
+    """Dask workers report each finished image as an event on the build's topic."""
+    write_synthetic("dota", tmp_path / "src", 6, 1)
+    seen: list[int] = []
+    original = Progress.image_done
+
+    def spy(self: Progress, row: dict) -> None:
+        original(self, row)
+        seen.append(int(row["shard"]))
+
+    monkeypatch.setattr(Progress, "image_done", spy)
+    _build(tmp_path / "src", tmp_path / "out", "dota", shard_size=3, workers=2)
+    assert sorted(seen) == [0, 0, 0, 1, 1, 1]
+
+
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True

@@ -8,8 +8,10 @@ run the shard again on another worker.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import socket
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -97,11 +99,29 @@ def _local_cluster(config: BuildConfig):  # type: ignore[no-untyped-def]
     )
 
 
-def run_dask(shards: list[Shard], config: BuildConfig, classes: ClassTable) -> Iterator[Outcome]:
+PROGRESS_FIELDS = ("shard", "n_objects", "status")
+"""What a Dask worker reports of each finished image (the images row, trimmed)."""
+
+
+def report_image(topic: str, row: dict[str, object]) -> None:
+    """On a Dask worker: send one finished image's progress to the client as an event."""
+    from distributed import get_worker
+
+    get_worker().log_event(topic, {k: row.get(k) for k in PROGRESS_FIELDS})
+
+
+def run_dask(
+    shards: list[Shard],
+    config: BuildConfig,
+    classes: ClassTable,
+    on_image: OnImage | None = None,
+) -> Iterator[Outcome]:
     """Run shards on Dask: a local cluster, or the one at ``config.scheduler``.
 
     With ``--scheduler``, workers started with a ``GPU`` resource get one shard per GPU;
-    OUT must be on a file system every worker can write.
+    OUT must be on a file system every worker can write. ``on_image`` is called in this
+    process, from Dask's event thread, for every image a worker finishes (worker events on a
+    topic of this build).
     """
     import dask
     from distributed import Client, as_completed
@@ -109,6 +129,11 @@ def run_dask(shards: list[Shard], config: BuildConfig, classes: ClassTable) -> I
     dask.config.set({"distributed.scheduler.allowed-failures": config.max_retries})
     cluster = None if config.scheduler else _local_cluster(config)
     client = Client(config.scheduler) if config.scheduler else Client(cluster)
+    topic = f"samrs-progress-{socket.gethostname()}-{os.getpid()}-{id(shards)}"
+    report = None
+    if on_image is not None:
+        client.subscribe_topic(topic, lambda event: on_image(event[1]))
+        report = functools.partial(report_image, topic)
     try:
         resources = {"GPU": 1} if (config.gpus > 0 or _has_gpu_workers(client)) else None
         futures = {}
@@ -118,6 +143,7 @@ def run_dask(shards: list[Shard], config: BuildConfig, classes: ClassTable) -> I
                 shard,
                 config,
                 classes,
+                report,
                 key=f"samrs-shard-{shard.index:05d}-{os.getpid()}",
                 resources=resources,
                 retries=config.max_retries,
@@ -131,6 +157,8 @@ def run_dask(shards: list[Shard], config: BuildConfig, classes: ClassTable) -> I
             except Exception as exc:
                 yield ShardFailure(index, _cause(exc))
     finally:
+        if on_image is not None:
+            client.unsubscribe_topic(topic)
         client.close()
         if cluster is not None:
             cluster.close()
@@ -150,9 +178,9 @@ def execute(
     """Pick the executor: Dask for a scheduler, several GPUs or several CPU workers; this
     process otherwise (one GPU or one CPU worker: no cluster overhead).
 
-    ``on_image`` (live progress) is called per image in this process; Dask runs report
-    whole shards only.
+    ``on_image`` (live progress) is called per image in this process, for Dask runs from
+    Dask's event thread.
     """
     if config.scheduler or config.gpus > 1 or (config.gpus == 0 and config.workers > 1):
-        return run_dask(shards, config, classes)
+        return run_dask(shards, config, classes, on_image)
     return run_local(shards, config, classes, on_image)

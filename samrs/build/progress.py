@@ -9,6 +9,7 @@ logs stay readable.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections import Counter
 from typing import Any, TextIO
@@ -60,10 +61,18 @@ class Progress:
         self._reported: Counter[int] = Counter()  # images reported per unfinished shard
         self._reported_objects: Counter[int] = Counter()
         self._bar: Any = None
+        self._lock = threading.RLock()  # Dask reports images from its event thread
+        self._ended: set[int] = set()  # shards counted whole: late image reports are ignored
 
     def image_done(self, row: dict[str, Any]) -> None:
         """Count one image the worker has written (``row``: its images-table row)."""
+        with self._lock:
+            self._image_done(row)
+
+    def _image_done(self, row: dict[str, Any]) -> None:
         shard = int(row["shard"])
+        if shard in self._ended:  # a Dask event that arrived after its shard's result
+            return
         objects = int(row.get("n_objects") or 0)
         self._reported[shard] += 1
         self._reported_objects[shard] += objects
@@ -74,6 +83,11 @@ class Progress:
 
     def shard_done(self, result: ShardResult, images: int, objects: int) -> None:
         """Count a finished shard (``images``/``objects`` from the plan, for skipped ones)."""
+        with self._lock:
+            self._shard_done(result, images, objects)
+
+    def _shard_done(self, result: ShardResult, images: int, objects: int) -> None:
+        self._ended.add(result.index)
         self.done += 1
         if result.skipped:
             self.skipped += 1
@@ -89,6 +103,12 @@ class Progress:
 
     def shard_failed(self, index: int | None = None) -> None:
         """Count a shard that failed for good (its reported images stay counted)."""
+        with self._lock:
+            self._shard_failed(index)
+
+    def _shard_failed(self, index: int | None) -> None:
+        if index is not None:
+            self._ended.add(index)
         self.failed += 1
         if index is not None:
             self._reported.pop(index, None)
