@@ -10,13 +10,13 @@ brings them back in one copy. Both give pycocotools' string byte for byte.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from samrs.devices import copy_to_host, side_stream
 from samrs.masks import DeviceMasks, MaskCrop
 
 if TYPE_CHECKING:
@@ -296,26 +296,14 @@ def encode_tensor(
     n = int(masks.shape[0]) if rows is None else len(rows)
     if n == 0:
         return []
-    stream = None
-    if masks.device.type == "cuda":
-        stream = torch.cuda.Stream(masks.device)
-        if ready is None:
-            ready = torch.cuda.current_stream(masks.device).record_event()
-        stream.wait_event(ready)
-        masks.record_stream(stream)
-    with torch.cuda.stream(stream) if stream is not None else nullcontext():
+    with side_stream(masks, ready) as stream:
         if rows is not None:
             masks = masks[torch.from_numpy(np.asarray(rows, dtype=np.int64)).to(masks.device)]
         counts, sizes = run_counts(masks)
         chars, lengths = compress_counts(counts, sizes)
         packed = torch.cat([lengths.view(torch.uint8), chars])  # one copy back
-        if stream is None:
-            host = packed
-        else:
-            host = torch.empty(packed.shape, dtype=torch.uint8, pin_memory=True)
-            host.copy_(packed, non_blocking=True)
-            stream.synchronize()
-    buf = host.numpy().tobytes()
+        host = copy_to_host(packed, stream)
+    buf = host.tobytes()
     ends = np.cumsum(np.frombuffer(buf[: 8 * n], dtype=np.int64)) + 8 * n
     starts = np.concatenate([[8 * n], ends[:-1]])
     return [buf[a:b].decode("ascii") for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]

@@ -4,7 +4,6 @@ run-length encoding is the RLE stage's, :mod:`samrs.rle`)."""
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any
 
 import cv2
@@ -12,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from samrs.devices import copy_to_host, side_stream
 from samrs.masks import MaskCrop
 
 
@@ -146,24 +146,11 @@ def crops_from_boxes(masks: torch.Tensor, boxes: np.ndarray, ready: Any = None) 
     crops = [MaskCrop.empty(h, w) for _ in range(n)]
     if not shapes:
         return crops
-    stream = None
-    if masks.device.type == "cuda":
-        stream = torch.cuda.Stream(masks.device)
-        if ready is None:
-            ready = torch.cuda.current_stream(masks.device).record_event()
-        stream.wait_event(ready)
-        masks.record_stream(stream)
-    with torch.cuda.stream(stream) if stream is not None else nullcontext():
+    with side_stream(masks, ready) as stream:
         flat_dev = torch.cat(
             [masks[i, y0 : y0 + ch, x0 : x0 + cw].reshape(-1) for i, x0, y0, ch, cw in shapes]
         )
-        if stream is None:
-            flat = flat_dev.numpy()
-        else:
-            host = torch.empty(flat_dev.shape, dtype=flat_dev.dtype, pin_memory=True)
-            host.copy_(flat_dev, non_blocking=True)
-            stream.synchronize()
-            flat = host.numpy()
+        flat = copy_to_host(flat_dev, stream)
     start = 0
     for i, x0, y0, ch, cw in shapes:
         crops[i] = MaskCrop(h, w, x0, y0, flat[start : start + ch * cw].reshape(ch, cw))
