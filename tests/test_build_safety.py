@@ -146,6 +146,7 @@ def test_resume_refuses_a_changed_dataset(dota: Path, tmp_path: Path) -> None:
         capture_output=True,
     )
     assert proc.returncode == 77 and Layout(out).committed_shards() == {0}
+    metadata = (out / "samrs.json").read_bytes()
     label = sorted((root / "train" / "labelTxt").glob("*.txt"))[-1]
     with label.open("a") as f:
         f.write("10 10 60 10 60 40 10 40 plane 0\n")
@@ -157,6 +158,7 @@ def test_resume_refuses_a_changed_dataset(dota: Path, tmp_path: Path) -> None:
     with pytest.raises(BuildError, match="1 removed"):
         run_build(config(root, out))
     assert Layout(out).committed_shards() == {0}  # nothing mixed in
+    assert (out / "samrs.json").read_bytes() == metadata  # nor described as the new plan
     assert run_build(config(root, out, overwrite=True, resume=False)).state == "complete"
 
 

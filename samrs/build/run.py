@@ -15,7 +15,13 @@ from samrs import __version__
 from samrs.build.checksums import file_digest
 from samrs.build.config import BuildConfig
 from samrs.build.executors import ShardFailure, execute
-from samrs.build.inputs import describe_changes, input_files, read_input_files, write_input_files
+from samrs.build.inputs import (
+    InputFiles,
+    describe_changes,
+    input_files,
+    read_input_files,
+    write_input_files,
+)
 from samrs.build.layout import Layout
 from samrs.build.lock import BuildLock, BuildLockedError
 from samrs.build.plan import Plan, make_plan
@@ -361,8 +367,9 @@ def _os_error_message(exc: OSError, what: str) -> str:
     return f"{what}: cannot write{where}: {exc.strerror or exc}"
 
 
-def _check_inputs(layout: Layout, plan: Plan, resuming: bool) -> None:
-    """Refuse to resume a build whose dataset changed; record the plan's input files."""
+def _check_inputs(layout: Layout, plan: Plan, resuming: bool) -> InputFiles:
+    """Refuse to resume a build whose dataset changed; the plan's input files (recorded by
+    the caller once ``samrs.json`` is written)."""
     current = input_files(plan.config.root, plan.images, plan.errors)
     recorded = read_input_files(layout.inputs) if resuming else None
     if recorded is not None:
@@ -375,7 +382,7 @@ def _check_inputs(layout: Layout, plan: Plan, resuming: bool) -> None:
             )
     elif resuming:
         log.warning("%s: no record of its input files (older samrs); not checked", layout.out)
-    write_input_files(layout.inputs, current)
+    return current
 
 
 def _committed_and_sound(layout: Layout) -> set[int]:
@@ -409,9 +416,10 @@ def _run_locked(
         layout.remove_managed()
     else:
         layout.remove_temporaries()
+    inputs = _check_inputs(layout, plan, resuming)  # before anything of the build changes
     metadata = _metadata(config, plan)
     write_build_metadata(layout.out, metadata)
-    _check_inputs(layout, plan, resuming)
+    write_input_files(layout.inputs, inputs)
     committed = _committed_and_sound(layout)
     if existing.get("complete") and layout.complete_marker.is_file() and _final_files_sound(layout):
         from samrs.outputs.metadata import read_build_metadata
