@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -472,3 +473,61 @@ def test_sam_device_path_rle_stage_gives_the_host_bytes(
     assert any(instances.column("substituted").to_pylist())
     assert not all(instances.column("substituted").to_pylist())
     assert output_files(outs[0]) == output_files(outs[1])
+
+
+def test_writer_processes_write_the_bytes_of_threads(
+    dota: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Images finished in writer processes (masks RLE-encoded on the device, forced on the
+    CPU, then sent to the writers) give the bytes of a build that finishes them in threads,
+    including masks the reject policy replaced; the pool is reused by the next build."""
+    from samrs.build import worker
+    from samrs.segmenters.sam import SamSegmenter
+
+    sam = SamSegmenter(random_weights=True, device="cpu", chunk_size=3, keep_device_masks=True)
+    sam._host_postprocess = False
+    monkeypatch.setattr(worker, "get_segmenter", lambda config: sam)
+    # shards of 6 images in batches of 2: the worker prefetches each next batch
+    options = {"segmenter": "sam", "random_weights": True, "device": "cpu", "batch_size": 2}
+    prefetched: list[int] = []
+    prefetch = sam.prefetch
+    monkeypatch.setattr(
+        sam, "prefetch", lambda images: prefetched.append(len(images)) or prefetch(images)
+    )
+    outs = {}
+    for writers in (0, 2, 2):
+        out = tmp_path / f"writers-{writers}-{len(outs)}"
+        summary = run_build(
+            config(
+                dota,
+                out,
+                on_reject="box",
+                min_rbox_iou=0.004,
+                writers=writers,
+                shard_size=6,
+                **options,
+            )
+        )
+        assert summary.ok
+        outs[out] = output_files(out)
+        if writers:
+            assert list(worker._WRITERS) == [2]
+    first, *others = outs.values()
+    assert all(other == first for other in others)
+    assert max(prefetched) >= 1  # the next batch was decoded in time and handed over
+    instances = read_table(next(iter(outs)), "instances")
+    assert any(instances.column("substituted").to_pylist())
+    assert len(worker._WRITERS[2]._processes) == 2  # type: ignore[union-attr]
+
+
+def test_writers_default_to_the_cores_a_gpu_leaves(dota: Path, tmp_path: Path) -> None:
+    from samrs.build.run import resolve_config
+
+    base = config(dota, tmp_path / "o", segmenter="sam", random_weights=True)
+    assert resolve_config(replace(base, device="cpu")).writers == 0
+    assert resolve_config(replace(base, segmenter="grabcut")).writers == 0
+    gpu = resolve_config(replace(base, device="cuda:0", gpus=1)).writers
+    assert gpu == max(1, min(8, (os.cpu_count() or 1) - 2))
+    assert resolve_config(replace(base, writers=3)).writers == 3
+    with pytest.raises(BuildError, match="--writers"):
+        resolve_config(replace(base, writers=-1))

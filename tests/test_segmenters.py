@@ -119,6 +119,35 @@ def test_sam_is_deterministic_and_batch_chunk_invariant(scene, sam_reference) ->
     )
 
 
+def test_sam_prefetch_encodes_the_next_call_once_and_changes_nothing(scene) -> None:
+    """Prefetched images are encoded while the current call waits for its last chunk, and the
+    next call reuses those embeddings (same arrays); other arrays are encoded afresh."""
+    images, polygons = scene
+    prompts = _prompts(polygons)
+    seg = SamSegmenter(random_weights=True, device="cpu", batch_size=2, chunk_size=5)
+    seg._host_postprocess = False  # the device path, forced on the CPU
+    reference = seg.segment(images, prompts)
+    encoded: list[int] = []
+    encode = seg.encode
+
+    def spy(batch):  # type: ignore[no-untyped-def]
+        encoded.append(len(batch))
+        return encode(batch)
+
+    seg.encode = spy  # type: ignore[method-assign]
+    seg.prefetch(images[2:3])
+    first = seg.segment(images[:2], prompts[:2])
+    assert encoded == [2, 1]  # this call's batch, then the next call's
+    second = seg.segment(images[2:3], prompts[2:3])
+    assert encoded == [2, 1]  # reused
+    seg.prefetch([images[2].copy()])  # another array: not reused
+    third = seg.segment(images[:2], prompts[:2])
+    fourth = seg.segment(images[2:3], prompts[2:3])
+    assert encoded == [2, 1, 2, 1, 1]
+    _same(first + second, reference)
+    _same(third + fourth, reference)
+
+
 def _assert_masks_of(masks: np.ndarray, logits: torch.Tensor) -> None:
     """``masks == logits > 0`` except where the host resize (OpenCV) rounds a logit within
     1e-3 of 0 to the other side."""

@@ -115,6 +115,7 @@ def run_benchmark(
     image_size: int = 1024,
     batch_size: int = 4,
     workers: int = 1,
+    writers: int | None = None,
     compile: bool = False,
     repeats: int = 1,
     workdir: str | None = None,
@@ -155,7 +156,8 @@ def run_benchmark(
     config = BuildConfig(
         source="dota", root=str(root), out=str(tmp / "pipeline"), segmenter="sam", model=model,
         checkpoint=checkpoint, random_weights=random_weights and checkpoint is None,
-        device=device, batch_size=batch_size, workers=workers, compile=compile, progress=False,
+        device=device, batch_size=batch_size, workers=workers, writers=writers,
+        compile=compile, progress=False,
         shard_size=max(1, math.ceil(images / max(workers, 1))), overwrite=True, resume=False,
         threads=None if workers == 1 else max(1, (torch.get_num_threads() or 1) // workers),
     )  # fmt: skip
@@ -175,6 +177,7 @@ def run_benchmark(
         "image_size": image_size,
         "batch_size": batch_size,
         "workers": workers,
+        "writers": config.writers,
         "masks": masks,
         "repeats": repeats,
         "retain_freed_memory": allocator,

@@ -20,6 +20,7 @@ EXECUTION_FIELDS = frozenset(
         "overwrite",
         "dry_run",
         "threads",
+        "writers",
         "max_retries",
         "progress",
         "compile",
@@ -86,6 +87,10 @@ class BuildConfig:
     gpus: int = 0
     workers: int = 1
     threads: int | None = None
+    writers: int | None = None
+    """Writer processes per worker (quality, labels, PNGs and rows of finished images, off the
+    process that drives the model); 0: threads of that process. None: resolved (see
+    :func:`samrs.build.run.resolve_config`)."""
     scheduler: str | None = None
     device: str | None = None
     batch_size: int = 4

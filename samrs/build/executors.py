@@ -74,6 +74,8 @@ def _local_cluster(config: BuildConfig):  # type: ignore[no-untyped-def]
     # (Dask's default MALLOC_TRIM_THRESHOLD_ would shrink the heap after every image)
     spawn_env = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **ALLOCATOR_ENV}
     dask.config.set({"distributed.nanny.pre-spawn-environ": spawn_env})
+    if config.writers:  # daemonic processes may not start the workers' writer processes
+        dask.config.set({"distributed.worker.daemon": False})
     if config.gpus > 0:
         workers = {
             f"gpu-{i}": {

@@ -105,7 +105,7 @@ def resolve_config(config: BuildConfig) -> BuildConfig:
         )
     if config.segmenter not in ("sam", "sam-hq"):  # weight options mean nothing there
         config = replace(config, model=None, checkpoint=None, random_weights=False)
-    config = _resolve_threads(config)
+    config = _resolve_writers(_resolve_threads(config))
     if config.segmenter in ("sam", "sam-hq"):
         if config.checkpoint and config.random_weights:
             raise BuildError("give --checkpoint or --random-weights, not both")
@@ -161,6 +161,21 @@ def _resolve_threads(config: BuildConfig) -> BuildConfig:
     if config.gpus == 0 and config.workers > 1 and not config.threads:
         config = replace(config, threads=max(1, cores // config.workers))
     return replace(config, cpu_threads=None)
+
+
+def _resolve_writers(config: BuildConfig) -> BuildConfig:
+    """Writer processes per worker. Default: a model on a GPU gets the cores it leaves (up to
+    8 per GPU, two cores kept for the process driving the GPU and its readers), so that one
+    process only drives the GPU; everything else writes from threads of its worker (a CPU
+    model needs the cores itself, and CPU builds scale with ``--workers``)."""
+    if config.writers is not None:
+        if config.writers < 0:
+            raise BuildError("--writers must be >= 0")
+        return config
+    if config.segmenter not in ("sam", "sam-hq") or _model_on_cpu(config):
+        return replace(config, writers=0)
+    cores = os.cpu_count() or 1
+    return replace(config, writers=max(1, min(8, cores // max(1, config.gpus) - 2)))
 
 
 def _check_root_and_out(config: BuildConfig) -> None:

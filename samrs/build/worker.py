@@ -2,9 +2,13 @@
 
 Runs inside a worker process (or the main process for ``--workers 1``). Reading and
 decoding images, the model, and encoding/writing outputs overlap: images are decoded by a
-thread pool ahead of the model (bounded look-ahead) and finished images are encoded and
-written by the same pool while the model works on the next batch. Memory stays bounded by
-the look-ahead and batch sizes, whatever the size of the shard or dataset.
+thread pool ahead of the model (bounded look-ahead); while the model works on the next
+batch, a thread of the same pool takes each segmented image's masks off the device (COCO
+RLE strings encoded there, when the segmenter kept them) and hands the image to a writer
+process (``BuildConfig.writers``; quality, reject policy, label painting, PNGs and the
+manifest rows), or finishes it itself without writers. The process that drives the model
+then only drives the model. Memory stays bounded by the look-ahead and batch sizes,
+whatever the size of the shard or dataset.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import threading
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +42,7 @@ FAULT_ENV = "SAMRS_FAULT_INJECT"
 (``os._exit``) or raise, so tests can check retries and resume. Ignored when unset."""
 
 _SEGMENTERS: dict[str, Segmenter] = {}
+_WRITERS: dict[int, ProcessPoolExecutor] = {}
 
 
 @dataclass
@@ -160,6 +165,45 @@ def get_segmenter(config: BuildConfig) -> Segmenter:
         _SEGMENTERS.clear()  # one model per process
         _SEGMENTERS[key] = create_segmenter(config.segmenter, **options)
     return _SEGMENTERS[key]
+
+
+def writer_pool(processes: int) -> ProcessPoolExecutor | None:
+    """This process's writer processes (started once, reused across shards; a broken pool is
+    replaced). None for 0, and in a daemonic process (a Dask worker of a cluster that samrs
+    did not start), which may not have children: its images are finished on threads."""
+    import multiprocessing
+
+    if processes <= 0:
+        return None
+    if multiprocessing.current_process().daemon:
+        if processes not in _WRITERS:  # warn once
+            log.warning("daemonic worker process: writer processes off, writing from threads")
+            _WRITERS[processes] = None  # type: ignore[assignment]
+        return None
+    pool = _WRITERS.get(processes)
+    if pool is not None and getattr(pool, "_broken", False):
+        pool.shutdown(wait=False, cancel_futures=True)
+        pool = None
+    if pool is None:
+        for old in _WRITERS.values():
+            if old is not None:
+                old.shutdown(wait=False, cancel_futures=True)
+        _WRITERS.clear()
+        pool = ProcessPoolExecutor(
+            processes, multiprocessing.get_context("spawn"), initializer=_start_writer
+        )
+        _WRITERS[processes] = pool
+    return pool
+
+
+def _start_writer() -> None:
+    """A writer process: one thread for OpenCV, Ctrl-C left to the parent (which stops it)."""
+    import signal
+
+    import cv2
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    cv2.setNumThreads(1)
 
 
 def configure_threads(threads: int | None) -> None:
@@ -301,6 +345,7 @@ def _process_images(
     io_threads = max(2, min(8, (os.cpu_count() or 2)))
     batch_size = max(1, config.batch_size)
     instance_ids = _instance_ids(shard)
+    writers = writer_pool(config.writers or 0)
     with ThreadPoolExecutor(io_threads, thread_name_prefix="samrs-io") as pool:
         loads: deque[tuple[int, Future]] = deque()
         finishing: deque[Future[_ImageOutput]] = deque()
@@ -330,6 +375,7 @@ def _process_images(
             prompts = {i: _prompts(shard.images[i], config) for i in todo}
             masks: dict[int, MaskSet] = {}
             if todo and segmenter is not None:
+                segmenter.prefetch(_decoded_ahead(shard, list(loads)[:batch_size]))
                 try:
                     results = segmenter.segment(
                         [pixels[i] for i in todo], [prompts[i] for i in todo]
@@ -356,7 +402,8 @@ def _process_images(
                 else:
                     finishing.append(
                         pool.submit(
-                            _finish_image,
+                            _hand_over,
+                            writers,
                             image,
                             pixels.pop(i),
                             geos.pop(i),
@@ -374,6 +421,18 @@ def _process_images(
         while finishing:
             yield finishing.popleft().result()
     cache.close()
+
+
+def _decoded_ahead(shard: Shard, loads: list[tuple[int, Future]]) -> list[np.ndarray]:
+    """The pixels the next ``segment`` call will get (the next batch's images with objects,
+    as in the loop above), if every image of that batch is decoded already; else none."""
+    if not all(future.done() for _, future in loads):
+        return []
+    return [
+        future.result()[0]
+        for i, future in loads
+        if future.exception() is None and shard.images[i].objects
+    ]
 
 
 def _instance_ids(shard: Shard) -> list[int]:
@@ -461,34 +520,75 @@ def _write_atomic(path: Path, write) -> None:  # type: ignore[no-untyped-def]
     os.replace(tmp, path)
 
 
-def _finish_image(
+def _hand_over(
+    writers: ProcessPoolExecutor | None,
     image: ImageRecord,
     pixels: np.ndarray,
     geo: tuple[str, tuple[float, ...]] | None,
     prompts: PromptSet | None,
     masks: MaskSet | None,
+    *context: Any,
+) -> _ImageOutput:
+    """On an I/O thread of the model's process: the RLE strings of masks still on the device
+    (encoded there; device memory freed as soon as they are back), then the rest of
+    :func:`_finish_image` in a writer process, or here without writers. A writer gets the
+    pixels of tiles only (which it writes), the size of whole images."""
+    from samrs import rle
+
+    strings = None
+    if masks is not None and masks.device_masks is not None:
+        strings = [r["counts"] for r in rle.encode_masks(masks.crops, masks.device_masks)]
+        masks.device_masks = None
+    if writers is None:
+        return _finish_image(image, pixels, geo, prompts, masks, strings, *context)
+    sent = pixels if image.window is not None else pixels.shape[:2]
+    return writers.submit(
+        _finish_image, image, sent, geo, prompts, masks, strings, *context
+    ).result()
+
+
+def _finish_image(
+    image: ImageRecord,
+    pixels: np.ndarray | tuple[int, ...],
+    geo: tuple[str, tuple[float, ...]] | None,
+    prompts: PromptSet | None,
+    masks: MaskSet | None,
+    strings: list[str] | None,
     first_id: int,
     shard: int,
     config: BuildConfig,
     classes: ClassTable,
     layout: Layout,
 ) -> _ImageOutput:
-    """Quality, filters, RLE, semantic label and tile image of one segmented image."""
+    """Quality, filters, RLE, semantic label and tile image of one segmented image.
+
+    ``pixels``: the image, or its ``(height, width)`` where no tile image is written.
+    ``strings``: the RLE counts of ``masks`` when they were encoded already (on the device);
+    masks the reject policy replaces are encoded here."""
     from samrs import rle
     from samrs.masks import polygon_crops
     from samrs.outputs.geo import pixel_size_m
     from samrs.outputs.semantic import paint_semantic, semantic_palette, write_semantic_png
     from samrs.quality import apply_filters
 
-    height, width = int(pixels.shape[0]), int(pixels.shape[1])
+    shape = pixels if isinstance(pixels, tuple) else pixels.shape
+    height, width = int(shape[0]), int(shape[1])
     instance_rows: list[dict[str, object]] = []
     paint_masks, paint_classes, paint_areas, paint_scores = [], [], [], []
     rejected: list[Polygon] = []  # never painted as background
     if image.objects:
         assert prompts is not None and masks is not None
         verdict = apply_filters(masks, prompts.polygons.reshape(-1, 8), config, config.on_reject)
-        encoded_masks = rle.encode_masks(verdict.masks, masks.device_masks, verdict.substituted)
-        masks.device_masks = None  # device memory freed as soon as the strings are back
+        encoded_masks = (
+            rle.encode_masks(verdict.masks)
+            if strings is None
+            else [
+                rle.encode_crop(crop) if substituted else {"counts": string}
+                for crop, string, substituted in zip(
+                    verdict.masks, strings, verdict.substituted, strict=True
+                )
+            ]
+        )
         for j, obj in enumerate(image.objects):
             mask = verdict.masks[j]
             substituted = bool(verdict.substituted[j])
@@ -578,6 +678,7 @@ def _finish_image(
     if image.window is not None:
         from samrs.imageio import write_png
 
+        assert isinstance(pixels, np.ndarray)
         write_png(layout.tile_image(image.image_id), pixels)  # temporary name, then rename
     n_kept = sum(1 for row in instance_rows if row["kept"])
     row = _image_row(

@@ -36,6 +36,12 @@ from samrs.cli.options import json_option
 @click.option("--batch-size", type=int, default=4, help="Images per encoder call.")
 @click.option("--workers", type=int, default=1, help="Pipeline worker processes (CPU).")
 @click.option(
+    "--writers",
+    type=int,
+    default=None,
+    help="The pipeline's writer processes (samrs build --writers; default as there).",
+)
+@click.option(
     "--compile",
     "compile_model",
     is_flag=True,

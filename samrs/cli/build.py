@@ -247,6 +247,15 @@ def load_config_file(path: str) -> dict[str, Any]:
     "default cores / workers.",
 )
 @click.option(
+    "--writers",
+    type=int,
+    default=None,
+    help="Writer processes per worker: quality checks, labels, PNGs and manifest rows of "
+    "finished images run there, so the worker's process only drives the model. Default: "
+    "with a model on a GPU, the cores left per GPU (up to 8); otherwise 0 (the worker's "
+    "threads). Outputs are the same whatever the count.",
+)
+@click.option(
     "--scheduler",
     default=None,
     metavar="ADDRESS",

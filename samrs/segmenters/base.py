@@ -179,6 +179,13 @@ class Segmenter(ABC):
         Results do not depend on how many images are passed together or on chunk sizes.
         """
 
+    def prefetch(self, images: Sequence[np.ndarray]) -> None:
+        """A hint: ``images`` (the same arrays, in order) are those of the next
+        :meth:`segment` call, which a segmenter may start on before the current call has
+        waited for its last results (SAM encodes them then). Results do not change; the
+        default ignores it."""
+        del images
+
     def describe(self) -> dict[str, object]:
         """JSON-ready facts recorded in build metadata (model, checkpoint sha256, device...)."""
         return {"segmenter": self.name}

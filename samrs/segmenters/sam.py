@@ -310,6 +310,8 @@ class SamSegmenter(Segmenter):
         self._std = torch.tensor(self.model.pixel_std.flatten().tolist(), device=self.device)
         with torch.inference_mode():
             self._dense_pe = self.model.prompt_encoder.get_dense_pe()
+        self._upcoming: list[np.ndarray] = []  # the next segment() call's images (prefetch)
+        self._ahead: tuple[list[np.ndarray], Encoded] | None = None
 
     # ------------------------------------------------------------------ facts
 
@@ -626,8 +628,16 @@ class SamSegmenter(Segmenter):
             target.scores[j] = scores_np[k]
             target.crops[j] = MaskCrop.from_full(binary)
 
-    def decode(self, encoded: Encoded, prompts: Sequence[PromptSet]) -> list[MaskSet]:
-        """Masks of every prompt of the encoded images (chunked across images)."""
+    def decode(
+        self,
+        encoded: Encoded,
+        prompts: Sequence[PromptSet],
+        before_last_wait: Any = None,
+    ) -> list[MaskSet]:
+        """Masks of every prompt of the encoded images (chunked across images).
+
+        ``before_last_wait``: called once every chunk is queued, before waiting for the last
+        one's results (to queue more device work meanwhile)."""
         n_images = len(encoded.original_sizes)
         if len(prompts) != n_images:
             raise ValueError(f"{len(prompts)} prompt sets for {n_images} images")
@@ -687,6 +697,8 @@ class SamSegmenter(Segmenter):
                             low, scores, img_idx[sl], loc_idx[sl], encoded, results
                         )
                         self._finish_pieces(done, results)
+            if before_last_wait is not None:
+                before_last_wait()
             self._finish_pieces(pieces, results)
         return results
 
@@ -698,10 +710,34 @@ class SamSegmenter(Segmenter):
         todo = [i for i, ps in enumerate(prompts) if len(ps)]
         for start in range(0, len(todo), self.batch_size):
             idx = todo[start : start + self.batch_size]
-            encoded = self.encode([images[i] for i in idx])
-            for i, ms in zip(idx, self.decode(encoded, [prompts[i] for i in idx]), strict=True):
+            batch = [images[i] for i in idx]
+            encoded = self._take_ahead(batch) or self.encode(batch)
+            last = start + self.batch_size >= len(todo)
+            decoded = self.decode(
+                encoded, [prompts[i] for i in idx], self._encode_upcoming if last else None
+            )
+            for i, ms in zip(idx, decoded, strict=True):
                 results[i] = ms
+        self._upcoming = []
         return results
+
+    def prefetch(self, images: Sequence[np.ndarray]) -> None:
+        """Encode ``images`` (at most one batch) while the next :meth:`segment` call waits for
+        its last decoder results, so the device never runs dry between calls; that call
+        uses the embeddings if it gets the same arrays (anything else discards them)."""
+        self._upcoming = list(images) if 0 < len(images) <= self.batch_size else []
+
+    def _encode_upcoming(self) -> None:
+        if self._upcoming:
+            self._ahead = (self._upcoming, self.encode(self._upcoming))
+            self._upcoming = []
+
+    def _take_ahead(self, images: list[np.ndarray]) -> Encoded | None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is None or len(ahead[0]) != len(images):
+            return None
+        same = all(a is b for a, b in zip(ahead[0], images, strict=True))
+        return ahead[1] if same else None
 
     # ------------------------------------------------------------------ benchmarks
 

@@ -32,6 +32,10 @@ class ClipToPolygon(Segmenter):
         """The inner segmenter's facts plus ``clip_to_rbox``."""
         return {**self.inner.describe(), "clip_to_rbox": self.pixels}
 
+    def prefetch(self, images: Sequence[np.ndarray]) -> None:
+        """The inner segmenter sees the same images."""
+        self.inner.prefetch(images)
+
     def segment(self, images: Sequence[np.ndarray], prompts: Sequence[PromptSet]) -> list[MaskSet]:
         """The inner segmenter's masks, clipped."""
         results = self.inner.segment(images, prompts)
