@@ -17,11 +17,15 @@ run() {  # NAME ARGS...: one samrs bench run, its JSON in $out/NAME.json, its wa
   samrs bench "${common[@]}" "$@" > "$out/$name.json"
   echo "$name: $((SECONDS - start)) s" >&2
 }
+# the device path on this GPU first: device RLE bytes == host bytes, bf16 vs fp32 masks
+python -m pytest -q -p no:cacheprovider tests/test_cuda.py >&2
 # ratios on 96 images (the reference timed once; no replays: they are timed below)
 run model-20-ref --masks model --images 96 --objects-per-image 20 --no-host-cost --workdir "$out/work"
 run objects-20 --masks objects --images 96 --objects-per-image 20 --skip-reference --no-host-cost
 run objects-100 --masks objects --images 96 --objects-per-image 100 --skip-reference --no-host-cost
 run objects-300 --masks objects --images 32 --objects-per-image 300 --skip-reference --no-host-cost
+run objects-100-writers0 --masks objects --images 48 --objects-per-image 100 --writers 0 \
+  --skip-reference --no-host-cost
 run objects-100-compile --masks objects --images 96 --objects-per-image 100 --compile \
   --skip-reference --no-host-cost
 # host_ms_per_mask, pipeline and reference on the same masks (16 images are enough)
