@@ -211,12 +211,16 @@ def test_killed_worker_is_retried(
 
 
 def _cli_build(
-    dota: Path, out: Path, env: dict[str, str] | None = None, shard_size: int = 1
+    dota: Path,
+    out: Path,
+    env: dict[str, str] | None = None,
+    shard_size: int = 1,
+    *options: str,
 ) -> subprocess.Popen:
     """``samrs build`` (grabcut, CPU) in a separate process."""
     args = [sys.executable, "-m", "samrs.cli", "build", "--source", "dota", "--root", str(dota),
             "--out", str(out), "--segmenter", "grabcut", "--shard-size", str(shard_size),
-            "--gpus", "0"]  # fmt: skip
+            "--gpus", "0", *options]  # fmt: skip
     return subprocess.Popen(
         args, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
@@ -531,3 +535,16 @@ def test_writers_default_to_the_cores_a_gpu_leaves(dota: Path, tmp_path: Path) -
     assert resolve_config(replace(base, writers=3)).writers == 3
     with pytest.raises(BuildError, match="--writers"):
         resolve_config(replace(base, writers=-1))
+
+
+def test_dask_workers_with_writers_leave_no_process_behind(
+    reference: Path, dota: Path, tmp_path: Path
+) -> None:
+    """CPU Dask workers, each with a writer process: same bytes, and once the build has
+    exited nothing of it is left holding its output pipes (writers exit with their worker,
+    which Dask kills without shutting its pool down)."""
+    out = tmp_path / "dask-writers"
+    proc = _cli_build(dota, out, None, 2, "--workers", "2", "--writers", "1")
+    _, err = proc.communicate(timeout=600)  # waits for EOF: every holder of the pipes gone
+    assert proc.returncode == 0, err.decode()
+    assert output_files(out) == output_files(reference)

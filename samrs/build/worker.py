@@ -197,13 +197,23 @@ def writer_pool(processes: int) -> ProcessPoolExecutor | None:
 
 
 def _start_writer() -> None:
-    """A writer process: one thread for OpenCV, Ctrl-C left to the parent (which stops it)."""
+    """A writer process: one thread for OpenCV, Ctrl-C left to the parent (which stops it),
+    and an exit as soon as the parent is gone (a Dask worker is killed at the end of a build
+    without shutting its pool down)."""
     import signal
 
     import cv2
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     cv2.setNumThreads(1)
+    parent = os.getppid()
+
+    def exit_with_parent() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=exit_with_parent, name="samrs-writer-watch", daemon=True).start()
 
 
 def configure_threads(threads: int | None) -> None:
