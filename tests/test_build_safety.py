@@ -145,7 +145,9 @@ def test_resume_refuses_a_changed_dataset(dota: Path, tmp_path: Path) -> None:
         env={**os.environ, "SAMRS_FAULT_INJECT": "kill:1"},
         capture_output=True,
     )
-    assert proc.returncode == 77 and Layout(out).committed_shards() == {0}
+    assert proc.returncode == 77
+    committed = Layout(out).committed_shards()  # shard 0, unless killed while committing
+    assert committed <= {0}
     metadata = (out / "samrs.json").read_bytes()
     label = sorted((root / "train" / "labelTxt").glob("*.txt"))[-1]
     with label.open("a") as f:
@@ -157,7 +159,7 @@ def test_resume_refuses_a_changed_dataset(dota: Path, tmp_path: Path) -> None:
     (sorted((root / "train" / "labelTxt").glob("*.txt"))[0]).unlink()
     with pytest.raises(BuildError, match="1 removed"):
         run_build(config(root, out))
-    assert Layout(out).committed_shards() == {0}  # nothing mixed in
+    assert Layout(out).committed_shards() == committed  # nothing mixed in
     assert (out / "samrs.json").read_bytes() == metadata  # nor described as the new plan
     assert run_build(config(root, out, overwrite=True, resume=False)).state == "complete"
 

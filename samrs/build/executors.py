@@ -14,11 +14,13 @@ import os
 import socket
 import traceback
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from samrs.build.config import BuildConfig
 from samrs.build.plan import Shard
-from samrs.build.worker import ShardResult, run_shard
+from samrs.build.worker import ImageReader, ShardResult, StagedShard, run_shard, stage_shard
 from samrs.classes import ClassTable
 
 log = logging.getLogger(__name__)
@@ -49,18 +51,72 @@ def run_local(
     on_image: OnImage | None = None,
 ) -> Iterator[Outcome]:
     """Run shards one after the other in this process (``--workers 1``); ``on_image`` gets
-    each written image's row (see :func:`~samrs.build.worker.run_shard`)."""
-    for shard in shards:
-        cause = ""
-        for attempt in range(config.max_retries + 1):
-            try:
-                yield run_shard(shard, config, classes, on_image)
-                break
-            except Exception as exc:
-                cause = _cause(exc)
-                log.warning("shard %d attempt %d failed: %s", shard.index, attempt + 1, cause)
-        else:
-            yield ShardFailure(shard.index, cause)
+    each written image's row (see :func:`~samrs.build.worker.run_shard`).
+
+    Shards follow each other without a pause for the model: one image reader serves them
+    all (the next shard's first batch is read and encoded while the current one ends), and
+    a shard is committed on a thread while the next one runs. A shard whose commit fails is
+    run again from the start, within ``max_retries``."""
+    reader = ImageReader(config)
+    committing: tuple[Shard, Future[ShardResult], int] | None = None  # and tries made
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="samrs-commit") as committer:
+            for k, shard in enumerate(shards):
+                upcoming = shards[k + 1].images if k + 1 < len(shards) else ()
+                outcome, attempts = _with_retries(
+                    shard,
+                    config,
+                    lambda shard=shard, upcoming=upcoming: stage_shard(
+                        shard, config, classes, reader, on_image, upcoming
+                    ),
+                )
+                if committing is not None:
+                    yield _committed(*committing, config, classes, on_image)
+                    committing = None
+                if isinstance(outcome, StagedShard):
+                    committing = (shard, committer.submit(outcome.commit), attempts)
+                else:
+                    yield outcome
+            if committing is not None:
+                yield _committed(*committing, config, classes, on_image)
+    finally:
+        reader.close()
+
+
+def _with_retries(
+    shard: Shard, config: BuildConfig, attempt: Callable[[], object], done: int = 0
+) -> tuple[Any, int]:
+    """``attempt()``'s value, or the shard's failure after ``max_retries`` more tries;
+    and how many tries were made in all (``done`` before these)."""
+    cause = ""
+    tries = done
+    while tries <= config.max_retries:
+        tries += 1
+        try:
+            return attempt(), tries
+        except Exception as exc:
+            cause = _cause(exc)
+            log.warning("shard %d attempt %d failed: %s", shard.index, tries, cause)
+    return ShardFailure(shard.index, cause), tries
+
+
+def _committed(
+    shard: Shard,
+    commit: Future[ShardResult],
+    tries: int,
+    config: BuildConfig,
+    classes: ClassTable,
+    on_image: OnImage | None,
+) -> Outcome:
+    """The result of a shard's commit; if it failed, the shard run again (whole)."""
+    try:
+        return commit.result()
+    except Exception as exc:
+        log.warning("shard %d commit failed: %s", shard.index, _cause(exc))
+        outcome, _ = _with_retries(
+            shard, config, lambda: run_shard(shard, config, classes, on_image), tries
+        )
+        return outcome  # type: ignore[no-any-return]
 
 
 def _local_cluster(config: BuildConfig):  # type: ignore[no-untyped-def]

@@ -9,6 +9,10 @@ process (``BuildConfig.writers``; quality, reject policy, label painting, PNGs a
 manifest rows), or finishes it itself without writers. The process that drives the model
 then only drives the model. Memory stays bounded by the look-ahead and batch sizes,
 whatever the size of the shard or dataset.
+
+:func:`run_shard` runs one shard (Dask tasks); :func:`stage_shard` is the same without
+the commit, with an :class:`ImageReader` shared by the shards a process runs in a row
+(:func:`samrs.build.executors.run_local` commits on a thread while the next shard runs).
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ import socket
 import threading
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,6 +129,45 @@ class _SourceCache:
                     with lock:
                         source.close()
             self.sources.clear()
+
+
+class ImageReader:
+    """Images decoded ahead of the model by a thread pool (which also finishes images),
+    over open sources; shared by the shards one process runs in a row, so that the next
+    shard's first images are decoded while the current one ends, and handed over."""
+
+    def __init__(self, config: BuildConfig) -> None:
+        from samrs.tiling import patch_pad_value
+
+        self.cache = _SourceCache(
+            max_pixels=config.max_image_pixels,
+            pad_value=patch_pad_value(config.tile_convention),
+        )
+        threads = max(2, min(8, (os.cpu_count() or 2)))
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="samrs-io")
+        self.ahead: dict[tuple[str, object], Future] = {}
+
+    @staticmethod
+    def _key(image: ImageRecord) -> tuple[str, object]:
+        return (image.image_path, image.window)
+
+    def read(self, image: ImageRecord) -> Future:
+        """The image's pixels and georeferencing (a future; read ahead, or now)."""
+        future = self.ahead.pop(self._key(image), None)
+        return future if future is not None else self.pool.submit(self.cache.read, image)
+
+    def read_ahead(self, image: ImageRecord) -> Future:
+        """Start reading an image that a later :meth:`read` will ask for."""
+        key = self._key(image)
+        if key not in self.ahead:
+            self.ahead[key] = self.pool.submit(self.cache.read, image)
+        return self.ahead[key]
+
+    def close(self) -> None:
+        """Wait for the pool's work, then close every source."""
+        self.ahead.clear()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.cache.close()
 
 
 def segmenter_options(config: BuildConfig) -> dict[str, object]:
@@ -232,6 +275,33 @@ def configure_threads(threads: int | None) -> None:
     cv2.setNumThreads(threads)
 
 
+@dataclass
+class StagedShard:
+    """A processed shard whose rows are written but not committed yet (see :meth:`commit`)."""
+
+    layout: Layout
+    result: ShardResult
+    rows: dict[str, list[dict[str, object]]]
+    start: float
+
+    def commit(self) -> ShardResult:
+        """Commit the shard's manifest parts atomically; its result, counted."""
+        result, rows = self.result, self.rows
+        _commit(self.layout, result.index, rows)
+        result.images = len(rows["images"])
+        for row in rows["instances"]:
+            if row["kept"]:
+                result.kept += 1
+            else:
+                result.rejected[str(row["reject_reason"])] += 1
+        for row in rows["errors"]:
+            result.errors[str(row["stage"])] += 1
+        for row in rows["images"]:
+            result.status[str(row["status"])] += 1
+        result.seconds = time.perf_counter() - self.start
+        return result
+
+
 def run_shard(
     shard: Shard,
     config: BuildConfig,
@@ -243,6 +313,25 @@ def run_shard(
     ``on_image`` is called with each image's images-table row once its files are written
     (live progress; the rows are committed with the shard).
     """
+    reader = ImageReader(config)
+    try:
+        staged = stage_shard(shard, config, classes, reader, on_image)
+    finally:
+        reader.close()
+    return staged if isinstance(staged, ShardResult) else staged.commit()
+
+
+def stage_shard(
+    shard: Shard,
+    config: BuildConfig,
+    classes: ClassTable,
+    reader: ImageReader,
+    on_image: Callable[[dict[str, object]], None] | None = None,
+    upcoming: Sequence[ImageRecord] = (),
+) -> ShardResult | StagedShard:
+    """Everything of :func:`run_shard` but the commit: the shard's files, and its rows to
+    commit (a committed shard: its skipped result). ``upcoming``: the images of the shard
+    this process runs next, whose first batch is read (``reader``) and encoded ahead."""
     layout = Layout(config.out)
     result = ShardResult(shard.index, worker=f"{socket.gethostname()}:{os.getpid()}")
     if layout.is_committed(shard.index):
@@ -254,7 +343,7 @@ def run_shard(
     configure_threads(config.threads)
     segmenter = get_segmenter(config) if shard.n_objects else None
     outputs = []
-    for out in _process_images(shard, config, classes, segmenter, layout):
+    for out in _process_images(shard, config, classes, segmenter, layout, reader, upcoming):
         outputs.append(out)
         if on_image is not None:
             on_image(out.image_row)
@@ -264,24 +353,9 @@ def run_shard(
         image_rows.append(out.image_row)
         instance_rows.extend(out.instance_rows)
         error_rows.extend(out.error_rows)
-    _commit(
-        layout,
-        shard.index,
-        {"images": image_rows, "instances": instance_rows, "errors": error_rows},
-    )
-    result.images = len(image_rows)
     result.objects = shard.n_objects
-    for row in instance_rows:
-        if row["kept"]:
-            result.kept += 1
-        else:
-            result.rejected[str(row["reject_reason"])] += 1
-    for row in error_rows:
-        result.errors[str(row["stage"])] += 1
-    for row in image_rows:
-        result.status[str(row["status"])] += 1
-    result.seconds = time.perf_counter() - start
-    return result
+    rows = {"images": image_rows, "instances": instance_rows, "errors": error_rows}
+    return StagedShard(layout, result, rows, start)
 
 
 def _maybe_inject_fault(shard: int, layout: Layout) -> None:
@@ -345,103 +419,108 @@ def _process_images(
     classes: ClassTable,
     segmenter: Segmenter | None,
     layout: Layout,
+    reader: ImageReader,
+    upcoming: Sequence[ImageRecord] = (),
 ) -> Iterator[_ImageOutput]:
-    """Outputs of the shard's images, in order, with decoding and writing overlapped."""
-    from samrs.tiling import patch_pad_value
+    """Outputs of the shard's images, in order, with decoding and writing overlapped.
 
-    cache = _SourceCache(
-        max_pixels=config.max_image_pixels, pad_value=patch_pad_value(config.tile_convention)
-    )
-    io_threads = max(2, min(8, (os.cpu_count() or 2)))
+    Batches never span shards (on a GPU, results may depend on what is batched together,
+    and a resumed build must batch as an uninterrupted one did); but once every image of
+    this shard is being read, the first batch of ``upcoming`` is read too, and the model
+    is told of it (:meth:`~samrs.segmenters.base.Segmenter.prefetch`) with this shard's last
+    batch, so the device is not left idle between shards."""
     batch_size = max(1, config.batch_size)
     instance_ids = _instance_ids(shard)
     writers = writer_pool(config.writers or 0)
-    with ThreadPoolExecutor(io_threads, thread_name_prefix="samrs-io") as pool:
-        loads: deque[tuple[int, Future]] = deque()
-        finishing: deque[Future[_ImageOutput]] = deque()
-        pending = iter(range(len(shard.images)))
+    pool = reader.pool
+    next_batch = list(upcoming[:batch_size])
+    loads: deque[tuple[int, Future]] = deque()
+    finishing: deque[Future[_ImageOutput]] = deque()
+    pending = iter(range(len(shard.images)))
 
-        def top_up() -> None:
-            while len(loads) < 2 * batch_size:
-                i = next(pending, None)
-                if i is None:
-                    return
-                image = shard.images[i]
-                loads.append((i, pool.submit(cache.read, image)))
+    def top_up() -> None:
+        while len(loads) < 2 * batch_size:
+            i = next(pending, None)
+            if i is None:
+                for image in next_batch:
+                    reader.read_ahead(image)
+                return
+            loads.append((i, reader.read(shard.images[i])))
 
+    top_up()
+    while loads:
+        batch = [loads.popleft() for _ in range(min(batch_size, len(loads)))]
         top_up()
-        while loads:
-            batch = [loads.popleft() for _ in range(min(batch_size, len(loads)))]
-            top_up()
-            pixels: dict[int, np.ndarray] = {}
-            geos: dict[int, Any] = {}
-            failures: dict[int, tuple[str, str]] = {}  # image -> (stage, message)
-            for i, future in batch:
-                try:
-                    pixels[i], geos[i] = future.result()
-                except Exception as exc:  # a corrupt image is a record error, not a crash
-                    failures[i] = ("image", exception_message(exc, "reading the image"))
-            todo = [i for i in pixels if shard.images[i].objects]
-            prompts = {i: _prompts(shard.images[i], config) for i in todo}
-            masks: dict[int, MaskSet] = {}
-            if todo and segmenter is not None:
-                segmenter.prefetch(_decoded_ahead(shard, list(loads)[:batch_size]))
-                try:
-                    results = segmenter.segment(
-                        [pixels[i] for i in todo], [prompts[i] for i in todo]
+        pixels: dict[int, np.ndarray] = {}
+        geos: dict[int, Any] = {}
+        failures: dict[int, tuple[str, str]] = {}  # image -> (stage, message)
+        for i, future in batch:
+            try:
+                pixels[i], geos[i] = future.result()
+            except Exception as exc:  # a corrupt image is a record error, not a crash
+                failures[i] = ("image", exception_message(exc, "reading the image"))
+        todo = [i for i in pixels if shard.images[i].objects]
+        prompts = {i: _prompts(shard.images[i], config) for i in todo}
+        masks: dict[int, MaskSet] = {}
+        if todo and segmenter is not None:
+            ahead = (
+                [(shard.images[i], f) for i, f in list(loads)[:batch_size]]
+                if loads
+                else [(image, reader.read_ahead(image)) for image in next_batch]
+            )
+            segmenter.prefetch(_decoded_ahead(ahead))
+            try:
+                results = segmenter.segment([pixels[i] for i in todo], [prompts[i] for i in todo])
+                masks = dict(zip(todo, results, strict=True))
+            except Exception as exc:
+                if len(todo) == 1:
+                    message = exception_message(exc, "segmenting")
+                    failures[todo[0]] = ("segment", f"segmenter failed: {message}")
+                else:  # isolate the image that fails
+                    for i in todo:
+                        try:
+                            masks[i] = segmenter.segment([pixels[i]], [prompts[i]])[0]
+                        except Exception as inner:
+                            message = exception_message(inner, "segmenting")
+                            failures[i] = ("segment", f"segmenter failed: {message}")
+        for i, _ in batch:
+            image = shard.images[i]
+            if i in failures:
+                stage, message = failures[i]
+                finishing.append(
+                    pool.submit(_failed_image, image, message, stage, shard.index, layout)
+                )
+            else:
+                finishing.append(
+                    pool.submit(
+                        _hand_over,
+                        writers,
+                        image,
+                        pixels.pop(i),
+                        geos.pop(i),
+                        prompts.get(i),
+                        masks.get(i),
+                        instance_ids[i],
+                        shard.index,
+                        config,
+                        classes,
+                        layout,
                     )
-                    masks = dict(zip(todo, results, strict=True))
-                except Exception as exc:
-                    if len(todo) == 1:
-                        message = exception_message(exc, "segmenting")
-                        failures[todo[0]] = ("segment", f"segmenter failed: {message}")
-                    else:  # isolate the image that fails
-                        for i in todo:
-                            try:
-                                masks[i] = segmenter.segment([pixels[i]], [prompts[i]])[0]
-                            except Exception as inner:
-                                message = exception_message(inner, "segmenting")
-                                failures[i] = ("segment", f"segmenter failed: {message}")
-            for i, _ in batch:
-                image = shard.images[i]
-                if i in failures:
-                    stage, message = failures[i]
-                    finishing.append(
-                        pool.submit(_failed_image, image, message, stage, shard.index, layout)
-                    )
-                else:
-                    finishing.append(
-                        pool.submit(
-                            _hand_over,
-                            writers,
-                            image,
-                            pixels.pop(i),
-                            geos.pop(i),
-                            prompts.get(i),
-                            masks.get(i),
-                            instance_ids[i],
-                            shard.index,
-                            config,
-                            classes,
-                            layout,
-                        )
-                    )
-            while len(finishing) > 2 * batch_size:
-                yield finishing.popleft().result()
-        while finishing:
+                )
+        while len(finishing) > 2 * batch_size:
             yield finishing.popleft().result()
-    cache.close()
+    while finishing:
+        yield finishing.popleft().result()
 
 
-def _decoded_ahead(shard: Shard, loads: list[tuple[int, Future]]) -> list[np.ndarray]:
+def _decoded_ahead(batch: list[tuple[ImageRecord, Future]]) -> list[np.ndarray]:
     """The pixels the next ``segment`` call will get (the next batch's images with objects,
-    as in the loop above), if every image of that batch is decoded already; else none."""
-    if not all(future.done() for _, future in loads):
-        return []
+    as in the loop above). Waits for them: they were read ahead, and are needed next."""
+    wait(future for _, future in batch)
     return [
         future.result()[0]
-        for i, future in loads
-        if future.exception() is None and shard.images[i].objects
+        for image, future in batch
+        if future.exception() is None and image.objects
     ]
 
 
