@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from evaluate_fixtures import box_mask, write_build, write_coco
 
 import samrs.build
 from samrs.ablate import AblationError, ablate, ablation_runs
 from samrs.build.config import BuildConfig
 from samrs.cli import main
+from tests.helpers.evaluate import box_mask, write_build, write_coco
 
 H, W = 48, 64
 # GT objects: (class, disc centre x, y, radius); the "box" segmenter fills the disc's box

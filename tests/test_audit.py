@@ -11,9 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from outputs_fixture import make_fake_build
 from PIL import Image
-from quality_fixture import BAD_ID, add_bad_image
 
 from samrs.audit import (
     CELL,
@@ -29,6 +27,8 @@ from samrs.audit import (
     write_audit,
 )
 from samrs.cli import main
+from tests.helpers.outputs import make_fake_build
+from tests.helpers.quality import BAD_ID, add_bad_image
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from test_build import config, output_files
 
 from samrs.build import BuildError, run_build
 from samrs.build.checksums import verify_build
@@ -23,6 +22,7 @@ from samrs.build.lock import BuildLock
 from samrs.cli import main
 from samrs.quality import default_thresholds
 from samrs.synth import write_synthetic
+from tests.test_build import config, output_files
 
 
 @pytest.fixture(scope="module")

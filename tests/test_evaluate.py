@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from evaluate_fixtures import box_mask, write_build, write_coco
 from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
@@ -26,6 +25,7 @@ from samrs.evaluate import (
     mask_iou,
     object_band,
 )
+from tests.helpers.evaluate import box_mask, write_build, write_coco
 
 # --- pure metrics -----------------------------------------------------------------------
 

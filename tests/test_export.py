@@ -13,7 +13,6 @@ import pyarrow.parquet as pq
 import pytest
 import rasterio
 from click.testing import CliRunner
-from outputs_fixture import FAKE, make_fake_build
 from PIL import Image
 from pycocotools.coco import COCO
 
@@ -23,6 +22,7 @@ from samrs.outputs.export import ExportError, export, place_file
 from samrs.outputs.manifest import part_path, read_table, write_part
 from samrs.outputs.select import Selection
 from samrs.outputs.semantic import read_png_palette, read_semantic_png
+from tests.helpers.outputs import FAKE, make_fake_build
 
 
 @pytest.fixture(scope="module")

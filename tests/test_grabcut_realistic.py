@@ -1,16 +1,16 @@
-"""GrabCut on a realistic-looking scene (tests/grabcut_fixture.py): textured background,
+"""GrabCut on a realistic-looking scene (tests/helpers/grabcut.py): textured background,
 roads, a dense harbour row, low-contrast hulls with superstructure, small vehicles, a pier."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from grabcut_fixture import realistic_scene
 
 from samrs.geometry import mask_iou
 from samrs.prompts import build_prompts
 from samrs.quality import apply_filters, default_thresholds
 from samrs.segmenters.classic import BoxSegmenter, GrabCutSegmenter
+from tests.helpers.grabcut import realistic_scene
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import shutil
 from pathlib import Path
 
 from click.testing import CliRunner
-from hostile_fixture import bomb_jpeg, bomb_png
 
 from samrs.build import BuildConfig, run_build
 from samrs.cli import main
@@ -20,6 +19,7 @@ from samrs.outputs.manifest import read_table
 from samrs.sources import read_dataset
 from samrs.synth import write_synthetic
 from samrs.tiling import tile_dataset
+from tests.helpers.hostile import bomb_jpeg, bomb_png
 
 
 def _config(root: Path, out: Path, **options: object) -> BuildConfig:

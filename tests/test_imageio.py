@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-from hostile_fixture import bomb_jpeg, bomb_png
 from PIL import Image
 from rasterio.errors import NotGeoreferencedWarning
 
 from samrs import imageio
 from samrs.imageio import ImageReadError, ImageTooLargeError, image_size, read_image
 from samrs.records import exception_message
+from tests.helpers.hostile import bomb_jpeg, bomb_png
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from mesam_fixture import make_seg_build
-from outputs_fixture import make_fake_build
 from PIL import Image
 
 from samrs.cli import main
 from samrs.segmenters.checkpoints import checkpoint_sha256
 from samrs.segmenters.models import SAM_MODELS, build_random_model
+from tests.helpers.mesam import make_seg_build
+from tests.helpers.outputs import make_fake_build
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -97,7 +97,7 @@ def test_evaluate_seg_reports(trained):
 
 
 def test_finetune_on_the_shared_fake_build(tmp_path):
-    """Images of different sizes and a tile under OUT/images (tests/outputs_fixture.py)."""
+    """Images of different sizes and a tile under OUT/images (tests/helpers/outputs.py)."""
     make_fake_build(tmp_path / "fake")
     result = run("finetune", "--data", str(tmp_path / "fake"), "--out", str(tmp_path / "run"),
                  *TRAIN, "--num-workers", "0", "--classes", "plane,small-vehicle")  # fmt: skip

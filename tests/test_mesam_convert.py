@@ -8,8 +8,6 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
-from mesam_fixture import make_seg_build
-from mesam_reference import LN2d, ReferenceMeSAM
 
 from samrs.cli import main
 from samrs.mesam.checkpoint import CheckpointError
@@ -17,6 +15,8 @@ from samrs.mesam.config import BASE_LOW_HEADS, MeSAMConfig
 from samrs.mesam.convert import convert_mesam, load_mesam_checkpoint
 from samrs.mesam.data import DataError
 from samrs.mesam.infer import load_run
+from tests.helpers.mesam import make_seg_build
+from tests.helpers.mesam_reference import LN2d, ReferenceMeSAM
 
 # vit_b's block structure (12 blocks, 12 heads, globals 2/5/8/11, MeSAM's head schedule) at a
 # tiny width: head dim 8, so block i keeps BASE_LOW_HEADS[i] * 8 attention channels

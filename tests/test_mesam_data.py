@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from mesam_fixture import PLANE, SHIP, TABLE, make_seg_build
 
 from samrs.classes import UNLABELLED
 from samrs.mesam.data import (
@@ -22,6 +21,7 @@ from samrs.mesam.data import (
 from samrs.mesam.losses import ce_dice_loss
 from samrs.mesam.metrics import ConfusionMatrix
 from samrs.outputs.semantic import semantic_palette
+from tests.helpers.mesam import PLANE, SHIP, TABLE, make_seg_build
 
 
 def _meta(background: bool) -> dict:

@@ -7,7 +7,6 @@ import json
 
 import pytest
 import torch
-from mesam_fixture import make_seg_build
 
 from samrs.mesam.checkpoint import read_run_checkpoint, save_run_checkpoint
 from samrs.mesam.config import MeSAMConfig
@@ -16,6 +15,7 @@ from samrs.mesam.infer import load_run
 from samrs.mesam.losses import ce_dice_loss
 from samrs.mesam.model import build_mesam, trained_state_dict
 from samrs.mesam.train import RunError, TrainConfig, lr_factor, resize_labels, train, validate
+from tests.helpers.mesam import make_seg_build
 
 
 @pytest.fixture(autouse=True, scope="module")

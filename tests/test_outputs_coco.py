@@ -8,7 +8,6 @@ import json
 
 import numpy as np
 import pytest
-from outputs_fixture import FAKE, instance_rows, make_fake_build
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -23,6 +22,7 @@ from samrs.outputs.coco import (
 )
 from samrs.outputs.manifest import ManifestError, part_path, write_part
 from samrs.outputs.select import Selection, iter_build, rethreshold
+from tests.helpers.outputs import FAKE, instance_rows, make_fake_build
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,13 @@ import pyarrow.parquet as pq
 import pytest
 import rasterio
 import shapely
-from outputs_fixture import FAKE, make_fake_build
 from shapely.geometry import shape
 
 from samrs.outputs.geo import instances_to_geojson, is_georeferenced, write_semantic_geotiff
 from samrs.outputs.manifest import part_path, read_table, write_part
 from samrs.outputs.select import Selection
 from samrs.outputs.semantic import read_semantic_png, semantic_palette
+from tests.helpers.outputs import FAKE, make_fake_build
 
 TRANSFORM = [0.5, 0.0, 500000.0, 0.0, -0.5, 4000000.0]
 

@@ -10,7 +10,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from outputs_fixture import FAKE, instance_rows, make_fake_build
 
 from samrs import rle
 from samrs.outputs.coco import coco_from_manifest
@@ -33,6 +32,7 @@ from samrs.outputs.metadata import (
 )
 from samrs.outputs.schema import INSTANCES, MANIFEST_VERSION, TABLES, VECTOR_SIZE
 from samrs.outputs.semantic import read_semantic_png
+from tests.helpers.outputs import FAKE, instance_rows, make_fake_build
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pytest
 from click.testing import CliRunner
-from outputs_fixture import FAKE, make_fake_build
 from PIL import Image
-from quality_fixture import Inst, add_image, box, box_mask
 
 from samrs import rle
 from samrs.classes import class_table
@@ -18,6 +16,8 @@ from samrs.cli import main
 from samrs.outputs.manifest import part_path, read_table, write_part
 from samrs.render import RenderError, label_class_mask, label_colors, read_region
 from samrs.show import ImageNotFoundError, find_image, render_image, show
+from tests.helpers.outputs import FAKE, make_fake_build
+from tests.helpers.quality import Inst, add_image, box, box_mask
 
 W = H = 160
 

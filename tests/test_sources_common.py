@@ -11,10 +11,10 @@ import PIL.ImageFile
 import pytest
 import rasterio
 import rasterio.io
-from hostile_fixture import bomb_png
 
 from samrs.sources import read_dataset
 from samrs.synth import write_synthetic
+from tests.helpers.hostile import bomb_png
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sources"
 

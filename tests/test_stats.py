@@ -14,9 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from outputs_fixture import FAKE, make_fake_build
 from PIL import Image
-from quality_fixture import add_bad_image
 
 from samrs.cli import main
 from samrs.stats import (
@@ -31,6 +29,8 @@ from samrs.stats import (
     label_pixel_counts,
     write_report,
 )
+from tests.helpers.outputs import FAKE, make_fake_build
+from tests.helpers.quality import add_bad_image
 
 
 @pytest.fixture(scope="module")
