@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from samrs.build.config import BuildConfig
+from samrs.errors import SamrsError
 from samrs.evaluate import DEFAULT_BAND_FRACTION, DEFAULT_MATCH_IOU, EvaluationError, evaluate
 
 __all__ = [
@@ -48,7 +49,7 @@ METRICS = (
 RUNS_DIR = "runs"
 
 
-class AblationError(ValueError):
+class AblationError(SamrsError, ValueError):
     """An ablation that cannot start (bad combination, missing weights)."""
 
 

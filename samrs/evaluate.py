@@ -53,6 +53,7 @@ from pycocotools import mask as mask_utils
 
 from samrs import rle
 from samrs.classes import ClassTable, class_table, normalize_class_name
+from samrs.errors import SamrsError
 from samrs.geometry import mask_iou
 
 __all__ = [
@@ -93,7 +94,7 @@ HRSC_MASK_DIRS = ("Segmentations", "Segmentation", "SegmentationObject", "Masks"
 """Folders (siblings of an HRSC2016 ``Annotations`` folder) searched for ``<id>.png``."""
 
 
-class EvaluationError(ValueError):
+class EvaluationError(SamrsError, ValueError):
     """Unusable prediction folder or ground truth (the message names the file)."""
 
 

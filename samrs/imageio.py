@@ -55,6 +55,7 @@ from types import TracebackType
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from samrs.errors import SamrsError
 from samrs.records import Window
 
 __all__ = [
@@ -99,7 +100,7 @@ STRETCH_PERCENTILES = (2.0, 98.0)
 _RASTERIO_SUFFIXES = frozenset({".tif", ".tiff", ".gtif", ".jp2", ".img", ".vrt", ".ntf"})
 
 
-class ImageReadError(Exception):
+class ImageReadError(SamrsError):
     """An image that is missing, unreadable, of an unknown format or truncated.
 
     Attributes:

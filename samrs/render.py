@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from samrs import rle
 from samrs.classes import UNLABELLED, ClassTable, Color
+from samrs.errors import SamrsError
 from samrs.imageio import ImageReadError, open_image
 from samrs.outputs.semantic import semantic_palette
 
@@ -26,7 +27,7 @@ MASK_ALPHA = 0.45
 """Opacity of label and mask overlays."""
 
 
-class RenderError(ValueError):
+class RenderError(SamrsError, ValueError):
     """An image of a build cannot be read or drawn (the message names the file)."""
 
 

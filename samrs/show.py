@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 
+from samrs.errors import SamrsError
 from samrs.outputs.manifest import iter_batches, read_table
 from samrs.outputs.metadata import build_class_table, build_config, read_build_metadata
 from samrs.outputs.semantic import read_semantic_png
@@ -37,7 +38,7 @@ SHOW_DIR = "show"
 REJECTED_COLOR = (255, 60, 60)
 
 
-class ImageNotFoundError(LookupError):
+class ImageNotFoundError(SamrsError, LookupError):
     """The build has no image with that id (the message lists some that exist)."""
 
 

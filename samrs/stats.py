@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from samrs.classes import UNLABELLED
+from samrs.errors import SamrsError
 from samrs.outputs.manifest import iter_batches
 from samrs.outputs.metadata import build_class_table, build_config, read_build_metadata
 from samrs.outputs.semantic import read_semantic_png
@@ -63,7 +64,7 @@ segmenter's own (``mask_source`` other than ``segmenter``: fallbacks and substit
 ProgressCallback = Callable[[int, int], None]
 
 
-class StatsError(ValueError):
+class StatsError(SamrsError, ValueError):
     """A build output whose manifests contradict its metadata (the message names the file)."""
 
 

@@ -60,6 +60,7 @@ from pathlib import Path
 
 import numpy as np
 
+from samrs.errors import SamrsError
 from samrs.geometry import clip_polygon, iof
 from samrs.records import Dataset, ErrorRecord, ImageRecord, ObjectAnnotation, Polygon, Window
 
@@ -102,7 +103,7 @@ LOW_IOF_FLAG = "low-iof"
 """Flag of a cut object the devkit convention keeps below the iof threshold (difficulty 2)."""
 
 
-class TilingError(ValueError):
+class TilingError(SamrsError, ValueError):
     """Invalid tiling parameters (size, gap, rates, thresholds)."""
 
 

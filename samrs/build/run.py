@@ -26,15 +26,16 @@ from samrs.build.layout import Layout
 from samrs.build.lock import BuildLock, BuildLockedError
 from samrs.build.plan import Plan, make_plan
 from samrs.build.progress import Progress
+from samrs.errors import SamrsError
 
 log = logging.getLogger(__name__)
 
 
-class BuildError(RuntimeError):
+class BuildError(SamrsError, RuntimeError):
     """A fatal problem found before any work started (one-line cause)."""
 
 
-class BuildInterrupted(Exception):
+class BuildInterrupted(SamrsError):
     """The build was interrupted (Ctrl-C); committed shards stay and a re-run resumes."""
 
     def __init__(self, committed: int, total: int) -> None:

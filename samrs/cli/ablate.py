@@ -131,7 +131,7 @@ def command(
       samrs synth --format dota --out demo
       samrs ablate --source dota --root demo --gt demo --out demo-ablation
     """
-    from samrs.ablate import AblationError, ablate, format_markdown
+    from samrs.ablate import ablate, format_markdown
     from samrs.build.config import BuildConfig
 
     if gpus is None:
@@ -152,7 +152,7 @@ def command(
             match_iou=match_iou,
             log=None if quiet else (lambda line: click.echo(line, err=True)),
         )
-    except (AblationError, ValueError) as exc:
+    except ValueError as exc:  # invalid run specs (SamrsError: samrs.cli)
         raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True, default=str))

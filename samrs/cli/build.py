@@ -314,7 +314,7 @@ def command(
     class order), which are not SAMRS's: add --preset samrs, or use a recipe
     (--config pipelines/sota.toml, sior.toml, fast.toml), to reproduce the SAMRS subsets.
     """
-    from samrs.build import BuildError, BuildInterrupted, run_build
+    from samrs.build import BuildInterrupted, run_build
     from samrs.build.progress import format_summary
 
     values: dict[str, Any] = {}
@@ -356,7 +356,7 @@ def command(
     try:
         config = BuildConfig.from_dict(values)
         summary = run_build(config)
-    except (BuildError, ValueError) as exc:
+    except ValueError as exc:  # config validation (SamrsError: samrs.cli)
         raise click.ClickException(str(exc)) from exc
     except BuildInterrupted as exc:  # Ctrl-C while shards ran: say how to go on, no traceback
         click.echo(str(exc), err=True)

@@ -200,10 +200,8 @@ def command(
     Without prompts: the network predicts K+1 class channels per pixel. Multi-GPU: start it
     with `torchrun --nproc_per_node N --no-python samrs finetune ...`.
     """
-    from samrs.mesam.checkpoint import CheckpointError
-    from samrs.mesam.data import DataError
     from samrs.mesam.infer import evaluate_run, format_report
-    from samrs.mesam.train import RunError, TrainConfig, train
+    from samrs.mesam.train import TrainConfig, train
 
     progress = None if as_json else (lambda msg: click.echo(msg, err=True))
     try:
@@ -240,7 +238,7 @@ def command(
             **options,  # type: ignore[arg-type]
         )
         summary = train(cfg, progress=progress)
-    except (CheckpointError, DataError, RunError, ValueError) as exc:
+    except ValueError as exc:  # SamrsError: samrs.cli
         raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(summary, sort_keys=True))

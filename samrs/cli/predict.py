@@ -78,8 +78,6 @@ def command(
     as_json: bool,
 ) -> None:
     """Write palettized label PNGs (the build's ids and palette, 255 = unlabelled)."""
-    from samrs.mesam.checkpoint import CheckpointError
-    from samrs.mesam.data import DataError
     from samrs.mesam.infer import Predictor, load_run, predict_images
 
     progress = None if as_json else (lambda msg: click.echo(msg, err=True))
@@ -88,7 +86,7 @@ def command(
                           device=device)  # fmt: skip
         predictor = Predictor(loaded, mode=mode, tile=tile, overlap=overlap, batch_size=batch_size)
         summary = predict_images(predictor, images, out, progress=progress)
-    except (CheckpointError, DataError, ValueError) as exc:
+    except ValueError as exc:  # SamrsError: samrs.cli
         raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(summary, sort_keys=True))

@@ -36,6 +36,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from samrs.classes import UNLABELLED, normalize_class_name
+from samrs.errors import SamrsError
 from samrs.imageio import ImageReadError, read_image
 from samrs.outputs.manifest import part_paths, read_table
 from samrs.outputs.metadata import (
@@ -60,7 +61,7 @@ MANIFEST_COLUMNS = (
 )
 
 
-class DataError(ValueError):
+class DataError(SamrsError, ValueError):
     """A build output, image or label that cannot be used (the message names the file)."""
 
 

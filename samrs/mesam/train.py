@@ -48,6 +48,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
+from samrs.errors import SamrsError
 from samrs.mesam.checkpoint import (
     checkpoint_sha256,
     frozen_fingerprint,
@@ -93,7 +94,7 @@ PLOT_INTERVAL_S = 60.0
 """``curves.png`` is redrawn at checkpoints at most this often (and always at the end)."""
 
 
-class RunError(ValueError):
+class RunError(SamrsError, ValueError):
     """A run directory that cannot be used as asked (exists, missing checkpoint...)."""
 
 

@@ -38,6 +38,7 @@ import numpy as np
 
 from samrs import __version__, rle
 from samrs.classes import UNLABELLED, ClassTable
+from samrs.errors import SamrsError
 from samrs.imageio import DEFAULT_MAX_IMAGE_PIXELS, image_size, read_image, write_png
 from samrs.outputs.coco import write_coco
 from samrs.outputs.geo import (
@@ -79,7 +80,7 @@ MANAGED = {
 Progress = Callable[[ImageItem], None]
 
 
-class ExportError(Exception):
+class ExportError(SamrsError):
     """An export that cannot proceed (existing output, missing image file...)."""
 
 

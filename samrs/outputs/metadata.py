@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from samrs.classes import ClassTable
+from samrs.errors import SamrsError
 
 METADATA_FILE = "samrs.json"
 
 
-class BuildMetadataError(ValueError):
+class BuildMetadataError(SamrsError, ValueError):
     """``samrs.json`` is missing or not what a build writes."""
 
 

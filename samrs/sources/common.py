@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from samrs.classes import ClassTable
+from samrs.errors import SamrsError
 from samrs.geometry import clip_polygon, polygon_area
 from samrs.imageio import ImageReadError, image_size
 from samrs.records import ErrorRecord, ImageRecord, ObjectAnnotation, Polygon
@@ -57,7 +58,7 @@ SPLIT_ALIASES = {"valid": "val", "validation": "val", "testdev": "test-dev"}
 """Spellings of a split that ``--split`` treats as the same split."""
 
 
-class SourceError(ValueError):
+class SourceError(SamrsError, ValueError):
     """A dataset cannot be read at all (unknown source, missing root, nothing found)."""
 
 
