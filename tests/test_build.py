@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from samrs.build import BuildConfig, BuildError, run_build
+from samrs.build import BuildError, run_build
 from samrs.build.executors import _local_cluster
 from samrs.build.layout import Layout
 from samrs.cli import main
@@ -24,36 +24,7 @@ from samrs.outputs.manifest import read_table
 from samrs.outputs.schema import MANIFEST_VERSION
 from samrs.segmenters.memory import ALLOCATOR_ENV
 from samrs.synth import write_synthetic
-
-
-@pytest.fixture(scope="module")
-def dota(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("data") / "dota"
-    write_synthetic("dota", root, 6, 7)
-    return root
-
-
-def config(root: Path, out: Path, **options: object) -> BuildConfig:
-    values: dict[str, object] = {
-        "source": "dota",
-        "root": str(root),
-        "out": str(out),
-        "segmenter": "grabcut",
-        "shard_size": 2,
-        "progress": False,
-    }
-    values.update(options)
-    return BuildConfig(**values)  # type: ignore[arg-type]
-
-
-def output_files(out: Path) -> dict[str, bytes]:
-    """Every data file of a build (what must be byte-identical between equal builds)."""
-    files = {}
-    for sub in ("manifest", "semantic", "images", "coco"):
-        for path in sorted((out / sub).rglob("*")):
-            if path.is_file():
-                files[str(path.relative_to(out))] = path.read_bytes()
-    return files
+from tests.helpers.build import config, output_files
 
 
 def build_cli(root: Path, out: Path, *options: str, source: str | None = "dota"):  # type: ignore[no-untyped-def]

@@ -21,15 +21,7 @@ from samrs.build.layout import Layout
 from samrs.build.lock import BuildLock
 from samrs.cli import main
 from samrs.quality import default_thresholds
-from samrs.synth import write_synthetic
-from tests.test_build import config, output_files
-
-
-@pytest.fixture(scope="module")
-def dota(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("data") / "dota"
-    write_synthetic("dota", root, 6, 7)
-    return root
+from tests.helpers.build import config, output_files
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,7 @@ from samrs.segmenters.models import SAM_MODELS, build_random_model
 from tests.helpers.mesam import make_seg_build
 from tests.helpers.outputs import make_fake_build
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TRAIN = ["--model", "tiny", "--random-weights", "--epochs", "2", "--batch-size", "2",

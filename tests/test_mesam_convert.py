@@ -49,12 +49,7 @@ BASE = MeSAMConfig(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def reference(lora_rank: int, seed: int = 0) -> ReferenceMeSAM:

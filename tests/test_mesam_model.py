@@ -26,14 +26,7 @@ from samrs.mesam.model import (
 )
 from samrs.segmenters.models import SAM_MODELS, build_random_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: one thread avoids OpenMP contention on a busy 2-core machine
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(

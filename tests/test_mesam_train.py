@@ -17,13 +17,7 @@ from samrs.mesam.model import build_mesam, trained_state_dict
 from samrs.mesam.train import RunError, TrainConfig, lr_factor, resize_labels, train, validate
 from tests.helpers.mesam import make_seg_build
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
