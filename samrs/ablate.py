@@ -19,6 +19,7 @@ from typing import Any
 from samrs.build.config import BuildConfig
 from samrs.errors import SamrsError
 from samrs.evaluate import DEFAULT_BAND_FRACTION, DEFAULT_MATCH_IOU, EvaluationError, evaluate
+from samrs.segmenters import needs_weights
 
 __all__ = [
     "DEFAULT_PROMPTS",
@@ -35,8 +36,6 @@ __all__ = [
 
 DEFAULT_SEGMENTERS = ("box", "grabcut")
 DEFAULT_PROMPTS = ("rhbox",)
-WEIGHTED = ("sam", "sam-hq")
-"""Segmenters that need ``checkpoint`` or ``random_weights``."""
 
 METRICS = (
     ("miou", "mIoU"),
@@ -130,7 +129,7 @@ class AblationResult:
 def _check(base: BuildConfig, runs: list[AblationRun]) -> None:
     if not runs:
         raise AblationError("nothing to compare: give at least one segmenter and one prompt")
-    weighted = sorted({r.segmenter for r in runs if r.segmenter in WEIGHTED})
+    weighted = sorted({r.segmenter for r in runs if needs_weights(r.segmenter)})
     if weighted and not (base.checkpoint or base.random_weights):
         raise AblationError(
             f"segmenter {', '.join(weighted)} needs --checkpoint FILE (or --random-weights for "

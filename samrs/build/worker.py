@@ -29,6 +29,7 @@ from samrs.build.layout import MANIFEST_TABLES, Layout
 from samrs.build.plan import Shard
 from samrs.classes import ClassTable
 from samrs.records import ErrorRecord, ImageRecord, Polygon, exception_message
+from samrs.segmenters import needs_weights
 from samrs.segmenters.base import MaskSet, PromptSet, Segmenter
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ class _SourceCache:
 def segmenter_options(config: BuildConfig) -> dict[str, object]:
     """Keyword arguments of :func:`samrs.segmenters.create_segmenter` for a build (SAM
     keeps its masks on the device for the RLE stage, :func:`samrs.rle.encode_masks`)."""
-    sam = {"keep_device_masks": True} if config.segmenter in ("sam", "sam-hq") else {}
+    sam = {"keep_device_masks": True} if needs_weights(config.segmenter) else {}
     return {
         "model": config.model,
         "checkpoint": config.checkpoint,
@@ -299,7 +300,7 @@ def _process_images(
         max_pixels=config.max_image_pixels, pad_value=patch_pad_value(config.tile_convention)
     )
     io_threads = max(2, min(8, (os.cpu_count() or 2)))
-    batch_size = max(1, config.batch_size)
+    batch_size = config.batch_size  # >= 1: checked once, by build.run.resolve_config
     instance_ids = _instance_ids(shard)
     with ThreadPoolExecutor(io_threads, thread_name_prefix="samrs-io") as pool:
         loads: deque[tuple[int, Future]] = deque()

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import click
 
-from samrs.cli.options import json_option
+from samrs.cli.options import (
+    check_weight_options,
+    checkpoint_option,
+    device_option,
+    json_option,
+    model_option,
+    random_weights_option,
+)
 from samrs.mesam.config import MODELS
 
 
@@ -30,21 +37,13 @@ def _classes(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
     required=True,
     help="Run folder: checkpoints, config.json, metrics.csv/json, curves.png.",
 )
-@click.option(
-    "--model",
-    type=click.Choice(MODELS),
-    default=None,
-    help="SAM size; default: detected from --checkpoint (vit_b with --random-weights).",
+@model_option(
+    "SAM size; default: detected from --checkpoint (vit_b with --random-weights).", MODELS
 )
-@click.option(
-    "--checkpoint",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="SAM checkpoint (.pth) to start from.",
+@checkpoint_option(
+    "SAM checkpoint (.pth) to start from.", click.Path(path_type=Path, dir_okay=False)
 )
-@click.option(
-    "--random-weights", is_flag=True, help="Start from random weights (tests and benchmarks only)."
-)
+@random_weights_option("Start from random weights (tests and benchmarks only).")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option(
     "--max-steps",
@@ -126,12 +125,7 @@ def _classes(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
     show_default=True,
     help="Seeds data order, augmentation, seeded splits and random weights.",
 )
-@click.option(
-    "--device",
-    default="auto",
-    show_default=True,
-    help="auto (CUDA when available), cpu, cuda, cuda:N.",
-)
+@device_option("auto", "auto (CUDA when available), cpu, cuda, cuda:N.", show_default=True)
 @click.option(
     "--num-workers",
     type=click.IntRange(min=0),
@@ -217,10 +211,8 @@ def command(
             )
             click.echo(json.dumps(report, sort_keys=True) if as_json else format_report(report))
             return
-        if checkpoint is None and not random_weights and not options["resume"]:
-            raise click.UsageError("give --checkpoint (a SAM .pth file) or --random-weights")
-        if checkpoint is not None and random_weights:
-            raise click.UsageError("--checkpoint and --random-weights exclude each other")
+        if checkpoint is not None or random_weights or not options["resume"]:
+            check_weight_options(checkpoint, random_weights)  # a resume may take the run's
         if checkpoint is not None:  # fail fast: unreadable file or another SAM size
             from samrs.segmenters.checkpoints import inspect_checkpoint
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from samrs.cli.options import json_option
+from samrs.cli.options import checkpoint_option, device_option, json_option
 
 
 def inference_options(f):  # type: ignore[no-untyped-def]
@@ -21,12 +21,10 @@ def inference_options(f):  # type: ignore[no-untyped-def]
                          show_default=True,
                          help="best.pt (best validation mIoU; last.pt when there is none) "
                          "or last.pt."),
-            click.option("--checkpoint", type=click.Path(path_type=Path, dir_okay=False),
-                         default=None,
-                         help="The base SAM checkpoint, if no longer at the path the run "
-                         "recorded."),
-            click.option("--device", default="auto", show_default=True,
-                         help="auto (CUDA when available), cpu, cuda, cuda:N."),
+            checkpoint_option("The base SAM checkpoint, if no longer at the path the run "
+                              "recorded.", click.Path(path_type=Path, dir_okay=False)),
+            device_option("auto", "auto (CUDA when available), cpu, cuda, cuda:N.",
+                          show_default=True),
             click.option("--mode", type=click.Choice(["auto", "resize", "slide"]),
                          default="auto", show_default=True,
                          help="resize: whole image at the training size; slide: overlapping "

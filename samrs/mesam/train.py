@@ -48,6 +48,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
+from samrs.devices import resolve_device
 from samrs.errors import SamrsError
 from samrs.mesam.checkpoint import (
     checkpoint_sha256,
@@ -71,6 +72,7 @@ from samrs.mesam.losses import ce_dice_loss
 from samrs.mesam.metrics import ConfusionMatrix
 from samrs.mesam.model import MeSAM, build_mesam, configure_trainable, trained_state_dict
 from samrs.mesam.runlog import write_metrics
+from samrs.segmenters import check_weights
 
 Progress = Callable[[str], None]
 
@@ -172,18 +174,6 @@ class Dist:
     @property
     def main(self) -> bool:
         return self.rank == 0
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``."""
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RunError(f"device {name} requested but CUDA is not available")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device(f"cuda:{local_rank}")
-    return device
 
 
 def setup_distributed(device_name: str) -> tuple[Dist, torch.device]:
@@ -364,8 +354,7 @@ def _train(
         raise RunError(f"{run} already holds a run (last.pt); use --resume or another --out")
     if cfg.batch_size < 1 or cfg.grad_accum < 1 or cfg.epochs < 1:
         raise RunError("--batch-size, --grad-accum and --epochs must be >= 1")
-    if not cfg.random_weights and not cfg.checkpoint:
-        raise RunError("give --checkpoint (a SAM .pth file) or --random-weights")
+    check_weights("sam", None if cfg.random_weights else cfg.checkpoint, cfg.random_weights)
 
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
