@@ -27,6 +27,7 @@ from PIL import Image
 
 from samrs.outputs.manifest import iter_batches, read_table
 from samrs.outputs.metadata import build_class_table, build_config, read_build_metadata
+from samrs.quality import UNIT_METRICS
 from samrs.render import (
     Canvas,
     RenderError,
@@ -40,8 +41,8 @@ from samrs.render import (
 from samrs.stats import build_name, mask_source_stats
 
 AUDIT_DIR = "audit"
-METRICS = ("score", "stability", "rbox_iou", "inside_fraction")
-"""Audited per-mask metrics; low values are bad for all of them."""
+METRICS = UNIT_METRICS
+"""Audited per-mask metrics (:data:`samrs.quality.UNIT_METRICS`); low values are bad for all."""
 
 THRESHOLD_METRICS = ("score", "stability", "inside_fraction")
 """Metrics that get a suggested threshold (``rbox_iou`` defines the bad rule itself)."""

@@ -54,7 +54,10 @@ WEIGHT_FREE_THRESHOLDS = {"min_rbox_iou": 0.3, "min_area": 4}
 
 REJECT_REASONS = ("empty", *THRESHOLD_REASONS.values())
 ON_REJECT = ("keep-rejected", "box")
-METRICS = ("score", "stability", "rbox_iou", "inside_fraction", "area", "n_components")
+UNIT_METRICS = ("score", "stability", "rbox_iou", "inside_fraction")
+"""The per-instance metrics in [0, 1] (score may stray slightly outside for random weights),
+in the order reports show them (stats, audit)."""
+METRICS = (*UNIT_METRICS, "area", "n_components")
 
 
 @dataclass(frozen=True)
@@ -173,14 +176,25 @@ def instance_metrics(
     }
 
 
-def _fails(values: np.ndarray, minimum: float) -> np.ndarray:
-    """``values < minimum``, never for NaN, and never when ``minimum <= 0`` (threshold off:
-    random-weight SAM can predict slightly negative IoUs, which must not reject by default)."""
-    v = np.asarray(values, dtype=np.float64)
-    if minimum <= 0:
+def threshold_off(minimum: float | None) -> bool:
+    """The one "threshold off" rule: None (not given) or ``<= 0`` (random-weight SAM can
+    predict slightly negative IoUs, which must not reject by default)."""
+    return minimum is None or minimum <= 0
+
+
+def fails(values: Any, minimum: float | None) -> np.ndarray:
+    """``values < minimum`` elementwise, never for a missing value (None, NaN) and never when
+    the threshold is off (:func:`threshold_off`)."""
+    v = np.asarray(values, dtype=np.float64)  # None becomes NaN
+    if threshold_off(minimum):
         return np.zeros(v.shape, dtype=bool)
     with np.errstate(invalid="ignore"):
         return ~np.isnan(v) & (v < minimum)
+
+
+def box_substitutes(polygons: Any, height: int, width: int) -> list[MaskCrop]:
+    """The masks the ``box`` reject policy writes for these polygons: each rasterized."""
+    return polygon_crops(polygons, 0.0, height, width)
 
 
 def judge(metrics: dict[str, np.ndarray], thresholds: QualityThresholds) -> list[str | None]:
@@ -192,9 +206,7 @@ def judge(metrics: dict[str, np.ndarray], thresholds: QualityThresholds) -> list
         *(
             (
                 reason,
-                _fails(
-                    area if name == "min_area" else metrics[name[4:]], getattr(thresholds, name)
-                ),
+                fails(area if name == "min_area" else metrics[name[4:]], getattr(thresholds, name)),
             )
             for name, reason in THRESHOLD_REASONS.items()
         ),
@@ -233,7 +245,7 @@ def apply_reject_policy(
     if idx.size:
         polys = np.asarray(polygons, dtype=np.float64).reshape(n, 8)[idx]
         height, width = crops[idx[0]].height, crops[idx[0]].width
-        for i, box in zip(idx, polygon_crops(polys, 0.0, height, width), strict=True):
+        for i, box in zip(idx, box_substitutes(polys, height, width), strict=True):
             crops[i] = box
     return crops, substituted
 

@@ -29,6 +29,7 @@ from samrs.errors import SamrsError
 from samrs.outputs.manifest import iter_batches
 from samrs.outputs.metadata import build_class_table, build_config, read_build_metadata
 from samrs.outputs.semantic import read_semantic_png
+from samrs.quality import UNIT_METRICS
 from samrs.render import resolve_path
 
 logger = logging.getLogger(__name__)
@@ -43,8 +44,8 @@ holds anything larger, empty masks are counted apart. Fixed, so builds compare b
 METRIC_EDGES: tuple[float, ...] = tuple(round(i / 20, 2) for i in range(21))
 """Bins of the per-mask quality metrics on [0, 1] (values outside are put in the end bins)."""
 
-METRICS = ("score", "stability", "rbox_iou", "inside_fraction")
-"""Per-mask quality columns of the instances manifest."""
+METRICS = UNIT_METRICS
+"""Per-mask quality columns of the instances manifest (:data:`samrs.quality.UNIT_METRICS`)."""
 
 MAX_PROBLEMS = 20
 

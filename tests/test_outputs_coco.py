@@ -194,3 +194,12 @@ def test_inconsistent_parts_are_reported(tmp_path) -> None:
     write_part(part_path(out, "instances", 1), "instances", rows)
     with pytest.raises(ManifestError, match="refers to image 'P0001'"):
         list(iter_build(out))
+
+
+def test_rethreshold_follows_the_build_rule_for_off_and_missing_values() -> None:
+    """Exports re-judge with samrs.quality.fails: a threshold <= 0 is off (as in the build),
+    a missing score never rejects."""
+    row = dict(instance_rows()[3], score=-0.05)  # random-weight SAM can predict below 0
+    assert rethreshold(row, Selection(min_score=0.0), 20, 20) is row
+    assert rethreshold(dict(row, score=None), Selection(min_score=0.5), 20, 20)["kept"]
+    assert not rethreshold(row, Selection(min_score=0.01), 20, 20)["kept"]
