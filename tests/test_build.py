@@ -55,6 +55,7 @@ def reference(dota: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_every_object_appears_exactly_once(reference: Path, dota: Path) -> None:
     instances = read_table(reference, "instances")
     errors = read_table(reference, "errors")
@@ -90,6 +91,7 @@ def test_every_object_appears_exactly_once(reference: Path, dota: Path) -> None:
     assert sum(meta["counts"]["images"].values()) == images.num_rows
 
 
+@pytest.mark.slow
 def test_whole_images_keep_all_source_objects(dota: Path, tmp_path: Path) -> None:
     out = tmp_path / "whole"
     run_build(config(dota, out))
@@ -123,12 +125,14 @@ def test_outputs_readable(reference: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_same_inputs_same_bytes(reference: Path, dota: Path, tmp_path: Path) -> None:
     out = tmp_path / "again"
     run_build(config(dota, out))
     assert output_files(out) == output_files(reference)
 
 
+@pytest.mark.slow
 def test_two_workers_same_bytes(reference: Path, dota: Path, tmp_path: Path) -> None:
     out = tmp_path / "two"
     summary = run_build(config(dota, out, workers=2, threads=1))
@@ -153,6 +157,7 @@ def _start_environment() -> dict[str, str | None]:
     return {name: env.get(name) for name in ALLOCATOR_ENV}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="Linux /proc")
 def test_local_cluster_workers_get_the_allocator_settings(dota: Path, tmp_path: Path) -> None:
     """Every worker process starts with our malloc settings (over Dask's own
@@ -169,6 +174,7 @@ def test_local_cluster_workers_get_the_allocator_settings(dota: Path, tmp_path: 
     assert all(env == ALLOCATOR_ENV for env in seen.values())
 
 
+@pytest.mark.slow
 def test_killed_worker_is_retried(
     reference: Path, dota: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -192,6 +198,7 @@ def _cli_build(
     )
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_gives_identical_outputs(dota: Path, tmp_path: Path) -> None:
     ref = tmp_path / "ref1"
     assert _cli_build(dota, ref).wait(timeout=300) == 0
@@ -224,6 +231,7 @@ def test_process_death_mid_build_then_resume(reference: Path, dota: Path, tmp_pa
     assert output_files(out) == output_files(reference)
 
 
+@pytest.mark.slow
 def test_write_failure_fails_the_shard_only(
     reference: Path, dota: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -251,6 +259,7 @@ def test_write_failure_fails_the_shard_only(
     assert output_files(out) == output_files(reference)
 
 
+@pytest.mark.slow
 def test_bad_input_is_recorded_not_fatal(tmp_path: Path) -> None:
     root = tmp_path / "bad"
     write_synthetic("dota", root, 4, 3)
@@ -274,6 +283,7 @@ def test_bad_input_is_recorded_not_fatal(tmp_path: Path) -> None:
     }
 
 
+@pytest.mark.slow
 def test_incompatible_out_refused(reference: Path, dota: Path, tmp_path: Path) -> None:
     out = tmp_path / "cfg"
     run_build(config(dota, out))
@@ -325,6 +335,7 @@ def test_parts_have_schema_metadata(reference: Path) -> None:
     assert schema.metadata[b"samrs_manifest_version"] == MANIFEST_VERSION.encode()
 
 
+@pytest.mark.slow
 def test_geotiff_sources_keep_their_georeferencing(tmp_path: Path) -> None:
     import rasterio
     from rasterio.transform import from_origin
@@ -359,6 +370,7 @@ def test_geotiff_sources_keep_their_georeferencing(tmp_path: Path) -> None:
             )
 
 
+@pytest.mark.slow
 def test_gpu_executor_plumbing_on_cpu(reference: Path, dota: Path, tmp_path: Path) -> None:
     # --gpus N starts one pinned worker per GPU with a GPU resource; with --device cpu the
     # same path runs here and must give the same bytes
@@ -368,6 +380,7 @@ def test_gpu_executor_plumbing_on_cpu(reference: Path, dota: Path, tmp_path: Pat
     assert output_files(out) == output_files(reference)
 
 
+@pytest.mark.slow
 def test_existing_dask_scheduler(reference: Path, dota: Path, tmp_path: Path) -> None:
     from distributed import LocalCluster
 
@@ -410,6 +423,7 @@ def test_segmenter_failure_is_isolated_to_its_image(
     assert read_table(out, "instances").num_rows == sum(counts) - bad_count
 
 
+@pytest.mark.slow
 def test_sam_device_path_rle_stage_gives_the_host_bytes(
     dota: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -52,6 +52,7 @@ def _build_args(root: Path, out: Path, *extra: str) -> list[str]:
 # --- one builder per OUT ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_second_builder_is_refused_naming_the_holder(dota: Path, tmp_path: Path) -> None:
     out = tmp_path / "locked"
     with BuildLock(Layout(out).lock):
@@ -63,6 +64,7 @@ def test_second_builder_is_refused_naming_the_holder(dota: Path, tmp_path: Path)
     assert run_build(config(dota, out)).state == "complete"  # free again once released
 
 
+@pytest.mark.slow
 def test_concurrent_builds_never_mix(dota: Path, reference: Path, tmp_path: Path) -> None:
     out = tmp_path / "race"
     first = _cli(*_build_args(dota, out))
@@ -114,6 +116,7 @@ def test_out_inside_root_is_refused(dota: Path, tmp_path: Path) -> None:
     assert not (root / "derived").exists()
 
 
+@pytest.mark.slow
 def test_overwrite_keeps_files_samrs_did_not_write(
     reference: Path, dota: Path, tmp_path: Path
 ) -> None:
@@ -128,6 +131,7 @@ def test_overwrite_keeps_files_samrs_did_not_write(
 # --- resume: changed datasets, damaged parts, leftovers ---------------------------------------------
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_changed_dataset(dota: Path, tmp_path: Path) -> None:
     root = tmp_path / "data"
     shutil.copytree(dota, root)
@@ -154,6 +158,7 @@ def test_resume_refuses_a_changed_dataset(dota: Path, tmp_path: Path) -> None:
     assert run_build(config(root, out, overwrite=True, resume=False)).state == "complete"
 
 
+@pytest.mark.slow
 def test_resume_of_a_complete_build_checks_the_dataset(
     reference: Path, dota: Path, tmp_path: Path
 ) -> None:
@@ -167,6 +172,7 @@ def test_resume_of_a_complete_build_checks_the_dataset(
         run_build(config(root, out))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("complete", [True, False])
 def test_resume_rebuilds_a_truncated_part(
     reference: Path, dota: Path, tmp_path: Path, complete: bool
@@ -191,6 +197,7 @@ def test_resume_rewrites_a_damaged_coco_file(reference: Path, dota: Path, tmp_pa
     assert output_files(out) == output_files(reference)
 
 
+@pytest.mark.slow
 def test_verify_finds_damage_and_repair_rebuilds_exactly_it(
     reference: Path, dota: Path, tmp_path: Path
 ) -> None:
@@ -259,6 +266,7 @@ def test_read_only_out_is_one_clear_line(
     assert "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_disk_full_at_the_end_keeps_the_shards(
     reference: Path, dota: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -246,6 +246,7 @@ def test_build_checks_the_checkpoint_before_any_work(
         assert not out.exists(), args  # nothing was written: the check ran before any work
 
 
+@pytest.mark.slow
 def test_build_detects_the_model_and_records_the_weights(
     bench_root: Path, tiny_ckpt: Path, tmp_path: Path
 ) -> None:

@@ -26,6 +26,8 @@ from samrs import rle
 from samrs.cli import main
 from samrs.geometry import rasterize_polygon
 
+pytestmark = pytest.mark.slow  # every test reads builds made by module fixtures (tens of seconds)
+
 BUILD_ARGS = ["--source", "dota", "--segmenter", "grabcut", "--patch-size", "1024"]
 
 

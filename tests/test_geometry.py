@@ -233,6 +233,7 @@ def polygon_jobs(draw: st.DrawFn) -> tuple[list[np.ndarray], list[tuple[int, int
     return polygons, sizes, offsets
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, derandomize=True)
 @given(polygon_jobs())
 def test_rasterizing_polygons_together_follows_the_pixel_centre_rule(job) -> None:  # type: ignore[no-untyped-def]

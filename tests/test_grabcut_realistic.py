@@ -20,6 +20,7 @@ def scene():  # type: ignore[no-untyped-def]
     return image, objects, polygons
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["rhbox", "rbox-mask"])
 def test_grabcut_segments_most_objects_better_than_the_box(scene, mode: str) -> None:  # type: ignore[no-untyped-def]
     image, objects, polygons = scene
@@ -46,6 +47,7 @@ def test_grabcut_segments_most_objects_better_than_the_box(scene, mode: str) -> 
     assert gc.masks[kinds.index("speck")].sum() == box.masks[kinds.index("speck")].sum()
 
 
+@pytest.mark.slow
 def test_default_gates_reject_what_grabcut_gets_wrong(scene) -> None:  # type: ignore[no-untyped-def]
     """The ghost (an annotated object with no contrast) gives a blob; the weight-free
     defaults reject it as low-rbox-iou, and keep every real object."""

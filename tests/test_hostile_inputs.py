@@ -9,6 +9,7 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from samrs.build import BuildConfig, run_build
@@ -40,6 +41,7 @@ def _label_objects(path: Path | bytes) -> int:
         return sum(1 for line in handle if len(line.split()) in (9, 10))
 
 
+@pytest.mark.slow
 def test_bombs_loops_duplicates_and_bad_names_fail_only_their_images(tmp_path: Path) -> None:
     root = tmp_path / "dota"
     write_synthetic("dota", root, 5, 11)
@@ -93,6 +95,7 @@ def test_bombs_loops_duplicates_and_bad_names_fail_only_their_images(tmp_path: P
     assert by_id["B2"]["n_objects"] == by_id["N\\xe9"]["n_objects"] > 0
 
 
+@pytest.mark.slow
 def test_tiles_whose_names_are_too_long_are_error_rows(tmp_path: Path) -> None:
     root = tmp_path / "dota"
     write_synthetic("dota", root, 3, 5)

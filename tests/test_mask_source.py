@@ -39,6 +39,7 @@ def _build(root: Path, out: Path, **options: object) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_grabcut_build_records_fallbacks(dota: Path, tmp_path: Path) -> None:
     out = _build(dota, tmp_path / "gc")
     rows = read_table(out, "instances").to_pylist()

@@ -307,6 +307,7 @@ class _Stub:
         self.config = config
 
 
+@pytest.mark.slow
 def test_full_vit_b_builds_and_backpropagates():
     model = build_mesam(MeSAMConfig.from_name("vit_b", 3, image_size=64), seed=0)
     summary = configure_trainable(model)

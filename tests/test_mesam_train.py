@@ -55,6 +55,7 @@ def test_lr_schedule():
     assert lr_factor(0, 0, 10) == 1.0
 
 
+@pytest.mark.slow
 def test_overfits_four_images(build):
     space, images, labels = _batch(build)
     assert len(images) == 4
@@ -131,6 +132,7 @@ def test_train_writes_a_run_and_reloads_it(build, tmp_path):
         train(_cfg(build, run))
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_saved_step(build, tmp_path):
     full = train(_cfg(build, tmp_path / "full", epochs=3, val_every=100))
     assert full["step"] == 6
@@ -159,6 +161,7 @@ def test_resume_continues_from_the_saved_step(build, tmp_path):
         train(_cfg(build, tmp_path / "none", resume=True))
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_and_max_steps(build, tmp_path):
     # 4 images, 1 per micro-batch, 3 micro-batches per step: groups of 3 and 1 -> 2 steps/epoch
     out = train(_cfg(build, tmp_path / "acc", batch_size=1, grad_accum=3, epochs=2, val_every=99))

@@ -39,6 +39,7 @@ def mask_stacks(draw: st.DrawFn) -> np.ndarray:
     return out
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(mask_stacks())
 def test_encode_tensor_equals_pycocotools(masks: np.ndarray) -> None:

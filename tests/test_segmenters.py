@@ -93,6 +93,7 @@ def sam_reference(scene):
     return seg.segment(images, _prompts(polygons))
 
 
+@pytest.mark.slow
 def test_sam_shapes_and_ranges(scene, sam_reference) -> None:
     images, polygons = scene
     for image, poly, ms in zip(images, polygons, sam_reference, strict=True):
@@ -105,6 +106,7 @@ def test_sam_shapes_and_ranges(scene, sam_reference) -> None:
     assert any(0 < ms.masks.mean() < 1 for ms in sam_reference)
 
 
+@pytest.mark.slow
 def test_sam_is_deterministic_and_batch_chunk_invariant(scene, sam_reference) -> None:
     images, polygons = scene
     prompts = _prompts(polygons)
@@ -127,6 +129,7 @@ def _assert_masks_of(masks: np.ndarray, logits: torch.Tensor) -> None:
     assert np.abs(logits.numpy()[flipped]).max(initial=0.0) < 1e-3
 
 
+@pytest.mark.slow
 def test_sam_matches_segment_anything_modules(scene) -> None:
     """The batched pipeline equals SAM's own decoder + postprocess_masks on the same input
     (scores exactly, masks up to pixels whose logits are within float rounding of 0)."""
@@ -167,6 +170,7 @@ def test_sam_matches_segment_anything_modules(scene) -> None:
     assert (sdpa.masks == eager.masks).mean() > 0.9999
 
 
+@pytest.mark.slow
 def test_sam_hq_matches_its_decoder(scene) -> None:
     images, polygons = scene
     image, ps = images[0], build_prompts(polygons[0], "rhbox")
@@ -206,6 +210,7 @@ def test_sam_hq_matches_its_decoder(scene) -> None:
     _same(a.segment(images2, prompts2), b.segment(images2, prompts2))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", PROMPT_MODES)
 def test_sam_runs_every_prompt_mode(scene, mode: str) -> None:
     images, polygons = scene
@@ -230,6 +235,7 @@ def test_sam_prompt_coordinates_and_mask_prompt() -> None:
     np.testing.assert_allclose(pts.numpy(), [[[256, 128]]])
 
 
+@pytest.mark.slow
 def test_sam_grey_rgba_and_empty_inputs() -> None:
     rng = np.random.default_rng(1)
     rgb = rng.integers(0, 256, (200, 300, 3), dtype=np.uint8)
@@ -258,6 +264,7 @@ def test_sam_grey_rgba_and_empty_inputs() -> None:
     assert out[0].masks.shape == (0, 200, 300) and len(out[1]) == 1
 
 
+@pytest.mark.slow
 def test_sam_device_masks_feed_the_rle_stage_and_describe(scene) -> None:
     images, polygons = scene
     seg = create_segmenter(
@@ -279,6 +286,7 @@ def test_sam_device_masks_feed_the_rle_stage_and_describe(scene) -> None:
     json.dumps(facts)
 
 
+@pytest.mark.slow
 def test_sam_host_and_device_postprocessing_agree(scene) -> None:
     """The CPU's per-mask postprocessing gives the values of the device path (run on the
     CPU here), masks, scores, stability and run lengths alike."""
@@ -300,6 +308,7 @@ def test_sam_host_and_device_postprocessing_agree(scene) -> None:
         assert rle.encode_masks(y.crops, y.device_masks) == [rle.encode(m) for m in y.masks]
 
 
+@pytest.mark.slow
 def test_sam_model_forward_for_benchmarks() -> None:
     seg = SamSegmenter(random_weights=True, device="cpu", chunk_size=3)
     pixels, _ = seg.preprocess([np.zeros((100, 100, 3), np.uint8)] * 2)
@@ -433,6 +442,7 @@ def test_grabcut_falls_back_on_tiny_and_whole_image_boxes() -> None:
     np.testing.assert_array_equal(gc.masks, BoxSegmenter().segment([image], [ps])[0].masks)
 
 
+@pytest.mark.slow
 def test_grabcut_beats_box_on_synthetic_data(tmp_path: Path) -> None:
     from samrs.imageio import read_image
     from samrs.synth import write_synthetic
@@ -492,6 +502,7 @@ def test_small_object_zoom_plan() -> None:
     assert zoom.plan(build_prompts(polys[:1] / 4, "hbox"), 150, 180)[1] == []
 
 
+@pytest.mark.slow
 def test_small_object_zoom_pastes_back(scene) -> None:
     images, polygons = scene
     prompts = _prompts(polygons, "rbox-mask")
@@ -571,6 +582,7 @@ def _same_as_build(rows: list[dict], results: list[MaskSet]) -> None:
         assert row["score"] == pytest.approx(float(score))
 
 
+@pytest.mark.slow
 def test_every_prompt_mode_through_samrs_build(bench_root: Path, tmp_path: Path) -> None:
     seg = create_segmenter("sam", random_weights=True, device="cpu")
     images, _ = _library_inputs(bench_root)
@@ -594,6 +606,7 @@ def test_every_prompt_mode_through_samrs_build(bench_root: Path, tmp_path: Path)
     assert len({tuple(v) for v in seen.values()}) == 4  # the other modes all differ
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "args", "options"),
     [
@@ -626,6 +639,7 @@ def test_segmenter_options_through_samrs_build(
         assert sum(len(zoom.plan(ps, 512, 512)[1]) for ps in prompts) >= 2
 
 
+@pytest.mark.slow
 def test_grey_16bit_and_rgba_images_through_samrs_build(tmp_path: Path) -> None:
     root = tmp_path / "dota"
     make_bench_dataset(root, n_images=3, objects_per_image=3, image_size=256, seed=6)

@@ -162,6 +162,7 @@ def _decoded_images(html: str) -> list[Image.Image]:
     return [Image.open(io.BytesIO(base64.b64decode(b))) for b in blobs]
 
 
+@pytest.mark.slow
 def test_report_files(build: Path, stats: dict) -> None:
     written = write_report(build, stats)
     assert json.loads(written["stats"].read_text()) == stats
@@ -184,6 +185,7 @@ def test_report_files(build: Path, stats: dict) -> None:
     assert {k: p.read_bytes() for k, p in again.items()} == first  # deterministic
 
 
+@pytest.mark.slow
 def test_compare_puts_builds_side_by_side(build: Path, stats: dict, tmp_path: Path) -> None:
     other = tmp_path / "FAST"
     make_fake_build(other)
@@ -215,6 +217,7 @@ def test_missing_label_and_bad_class_id(tmp_path: Path) -> None:
         compute_stats(out)
 
 
+@pytest.mark.slow
 def test_cli_stats_json_and_compare(build: Path, tmp_path: Path) -> None:
     other = tmp_path / "SIOR"
     make_fake_build(other)
@@ -321,6 +324,7 @@ def test_class_bars_use_the_palette_largest_first(build: Path, stats: dict) -> N
     plt.close(fig)
 
 
+@pytest.mark.slow
 def test_report_gallery_worst_masks_and_empty_tables(build: Path, stats: dict) -> None:
     html = write_report(build, stats)["report"].read_text()
     gallery = html[html.index("<h2 id='gallery'>") : html.index("<h2 id='worst'>")]

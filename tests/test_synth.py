@@ -44,6 +44,7 @@ def _tree(root: Path) -> dict[str, bytes]:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_deterministic_bytes(datasets: dict[str, Path], tmp_path: Path, fmt: str) -> None:
     write_synthetic(fmt, tmp_path / "again")

@@ -131,6 +131,7 @@ def test_ros_sam_geometry_crop_resize_paste():
         np.testing.assert_array_equal(out.crops[i].full(), direct.crops[i].full())
 
 
+@pytest.mark.slow
 def test_ros_sam_rules_with_the_tiny_random_sam():
     image, prompts = scene()
     sam = create_segmenter("sam", model="tiny", random_weights=True, device="cpu", seed=1)
