@@ -121,11 +121,11 @@ def test_cli_errors(trained, tmp_path):
 
 
 def test_ddp_with_torchrun(trained, tmp_path):
-    """Two CPU processes (gloo) through ``torchrun -m samrs.mesam.train``."""
+    """Two CPU processes (gloo) through ``torchrun -m samrs.cli finetune``."""
     root, _, _ = trained
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "samrs.mesam.train", "--data", str(root / "build"), "--out",
+           "-m", "samrs.cli", "finetune", "--data", str(root / "build"), "--out",
            str(tmp_path / "ddp"), *TRAIN, "--batch-size", "1", "--num-workers", "0",
            "--device", "cpu"]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

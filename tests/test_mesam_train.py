@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -170,3 +171,28 @@ def test_gradient_accumulation_and_max_steps(build, tmp_path):
     assert capped["step"] == capped["total_steps"] == 3 and capped["finished"]
     ck = read_run_checkpoint(tmp_path / "cap" / "last.pt")
     assert ck["scheduler"]["_last_lr"][0] == 0.0  # the poly schedule ends at max_steps
+
+
+def test_the_library_never_imports_the_cli() -> None:
+    """The CLI is a layer over the library: no module outside samrs.cli imports it (MeSAM's
+    trainer used to, for torchrun; torchrun starts ``-m samrs.cli finetune`` now)."""
+    import ast
+
+    import samrs
+
+    root = Path(samrs.__file__).parent
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        if path.is_relative_to(root / "cli"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            if any(n == "samrs.cli" or n.startswith("samrs.cli.") for n in names):
+                offenders.append(str(path.relative_to(root)))
+    assert offenders == []
