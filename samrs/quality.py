@@ -10,7 +10,7 @@ Metrics (one value per mask, see :func:`instance_metrics`):
 - ``area``: mask pixels.
 - ``n_components``: 8-connected components of the mask (0 when empty).
 
-Masks are :class:`~samrs.masks.MaskCrop` (the mask's bounding box) and the polygon work
+Masks are :class:`~samrs.core.masks.MaskCrop` (the mask's bounding box) and the polygon work
 happens on the polygon's bounding window, so the cost follows the objects' sizes.
 
 :func:`judge` gives each instance the first failing reason of ``empty``, ``score``,
@@ -34,7 +34,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from samrs.masks import MaskCrop, crops_of, polygon_crops, polygon_window_masks
+from samrs.core.masks import MaskCrop, crops_of, polygon_crops, polygon_window_masks
 
 INSIDE_DILATION_PX = 3.0
 """Dilation (pixels) of the polygon within which mask pixels count as inside."""
@@ -131,7 +131,7 @@ def instance_metrics(
     """Metrics of every mask of one image (see the module docstring).
 
     Args:
-        masks: the masks as :class:`~samrs.masks.MaskCrop` (or an (N, H, W) bool stack).
+        masks: the masks as :class:`~samrs.core.masks.MaskCrop` (or an (N, H, W) bool stack).
         polygons: (N, 8) or (N, 4, 2) polygons in image pixels.
         scores, stability: (N,) from the segmenter (NaN when absent).
         dilation: pixels by which the polygon grows for ``inside_fraction``.
@@ -285,7 +285,7 @@ def apply_filters(
 
     Args:
         masks: a :class:`~samrs.segmenters.base.MaskSet` (scores and stability are taken from
-            it), a list of :class:`~samrs.masks.MaskCrop` or an (N, H, W) bool array.
+            it), a list of :class:`~samrs.core.masks.MaskCrop` or an (N, H, W) bool array.
         polygons: (N, 8) polygons.
         thresholds: :class:`QualityThresholds`, or any object with the same attribute names
             and optionally ``on_reject`` (e.g. a BuildConfig); None: defaults.

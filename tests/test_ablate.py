@@ -1,4 +1,4 @@
-"""Tests of samrs.ablate: combinations, reports, failures, CLI; end to end on synth data."""
+"""Tests of samrs.analysis.ablate: combinations, reports, failures, CLI; end to end on synth data."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 import samrs.build
-from samrs.ablate import AblationError, ablate, ablation_runs
+from samrs.analysis.ablate import AblationError, ablate, ablation_runs
 from samrs.build.config import BuildConfig
 from samrs.cli import main
 from tests.helpers.evaluate import box_mask, write_build, write_coco

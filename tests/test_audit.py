@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from samrs.audit import (
+from samrs.analysis.audit import (
     CELL,
     GAP,
     METRICS,
@@ -190,7 +190,7 @@ def test_cli_audit(build: Path) -> None:
 
 
 def test_worst_lists_one_instance_per_source_object() -> None:
-    from samrs.audit import _worst
+    from samrs.analysis.audit import _worst
 
     values = np.array([0.1, 0.2, 0.15, np.nan, 0.3, 0.05])
     ids = np.array([10, 11, 12, 13, 14, 15])

@@ -21,8 +21,8 @@ from click.testing import CliRunner
 from samrs.benchmarks.masks import DecoderBank, inscribed_ellipse
 from samrs.benchmarks.run import make_bench_dataset, run_benchmark
 from samrs.cli import main
-from samrs.geometry import mask_iou
-from samrs.imageio import read_image
+from samrs.core.geometry import mask_iou
+from samrs.core.imageio import read_image
 from samrs.outputs.manifest import read_table
 from samrs.prompts import build_prompts
 from samrs.segmenters.models import SAM_MODELS, build_random_model

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from samrs.classes import (
+from samrs.core.classes import (
     DEFAULT_VERSION,
     UNLABELLED,
     VERSIONS,

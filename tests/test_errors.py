@@ -35,9 +35,9 @@ def test_every_samrs_exception_derives_from_samrs_error() -> None:
 
 
 def test_built_in_mixins_are_kept() -> None:
+    from samrs.analysis.show import ImageNotFoundError
     from samrs.build.lock import BuildLockedError
     from samrs.outputs.manifest import ManifestError
-    from samrs.show import ImageNotFoundError
     from samrs.sources import SourceError
 
     assert issubclass(ManifestError, ValueError)

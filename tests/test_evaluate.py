@@ -1,4 +1,4 @@
-"""Tests of samrs.evaluate: metrics with known answers, matching, COCO AP, the CLI."""
+"""Tests of samrs.analysis.evaluate: metrics with known answers, matching, COCO AP, the CLI."""
 
 from __future__ import annotations
 
@@ -14,9 +14,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from samrs import rle
-from samrs.cli import main
-from samrs.evaluate import (
+from samrs.analysis.evaluate import (
     EvaluationError,
     boundary_iou,
     boundary_region,
@@ -25,6 +23,8 @@ from samrs.evaluate import (
     mask_iou,
     object_band,
 )
+from samrs.cli import main
+from samrs.core import rle
 from tests.helpers.evaluate import box_mask, write_build, write_coco
 
 # --- pure metrics -----------------------------------------------------------------------
@@ -456,7 +456,7 @@ def test_rle_roundtrip_helper() -> None:
 
 def test_placed_masks_round_trip_through_rle() -> None:
     """The crop-only RLE decode/encode used for IoU and AP equals pycocotools' full path."""
-    from samrs.evaluate import _encode_placed, _placed_rle
+    from samrs.analysis.evaluate import _encode_placed, _placed_rle
 
     rng = np.random.default_rng(1)
     for _ in range(20):

@@ -17,7 +17,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from samrs.cli import main
-from samrs.geometry import box_polygon, rasterize_polygon
+from samrs.core.geometry import box_polygon, rasterize_polygon
 from samrs.outputs.export import ExportError, export, place_file
 from samrs.outputs.manifest import part_path, read_table, write_part
 from samrs.outputs.select import Selection

@@ -1,4 +1,4 @@
-"""Property tests of samrs.geometry: polygon <-> box, rotated boxes, iof, clipping, rasters."""
+"""Property tests of samrs.core.geometry: polygon <-> box, rotated boxes, iof, clipping, rasters."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from samrs.geometry import (
+from samrs.core.geometry import (
     box_polygon,
     clip_polygon,
     iof,

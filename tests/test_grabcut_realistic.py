@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from samrs.geometry import mask_iou
+from samrs.core.geometry import mask_iou
 from samrs.prompts import build_prompts
 from samrs.quality import apply_filters, default_thresholds
 from samrs.segmenters.classic import BoxSegmenter, GrabCutSegmenter

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from samrs.build import BuildConfig, run_build
 from samrs.cli import main
-from samrs.imageio import image_size, name_max
+from samrs.core.imageio import image_size, name_max
 from samrs.outputs.export import BuildView
 from samrs.outputs.manifest import read_table
 from samrs.sources import read_dataset

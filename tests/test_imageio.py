@@ -1,4 +1,4 @@
-"""Tests of samrs.imageio: conversions, windows, padding, broken files, georeference."""
+"""Tests of samrs.core.imageio: conversions, windows, padding, broken files, georeference."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from affine import Affine
 from PIL import Image
 from rasterio.errors import NotGeoreferencedWarning
 
-from samrs import imageio
-from samrs.imageio import ImageReadError, ImageTooLargeError, image_size, read_image
-from samrs.records import exception_message
+from samrs.core import imageio
+from samrs.core.imageio import ImageReadError, ImageTooLargeError, image_size, read_image
+from samrs.core.records import exception_message
 from tests.helpers.hostile import bomb_jpeg, bomb_png
 
 

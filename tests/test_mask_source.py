@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from samrs.analysis.stats import FALLBACK_FLAG_SHARE, compute_stats, format_stats
 from samrs.build import BuildConfig, run_build
 from samrs.cli import main
-from samrs.masks import MaskCrop
+from samrs.core.masks import MaskCrop
 from samrs.outputs.manifest import read_table
 from samrs.outputs.schema import MASK_SOURCES
-from samrs.stats import FALLBACK_FLAG_SHARE, compute_stats, format_stats
 from samrs.synth import write_synthetic
 
 
@@ -51,7 +51,7 @@ def test_grabcut_build_records_fallbacks(dota: Path, tmp_path: Path) -> None:
     assert {r["mask_note"] for r in fallbacks} >= {"box smaller than 4 px"}
     # a fallback mask is the prompt's (the rhbox box) rasterized: rbox_iou of a box is high
     size = {im["image_id"]: (im["height"], im["width"]) for im in read_table(out, "images").to_pylist()}  # fmt: skip
-    from samrs import rle
+    from samrs.core import rle
 
     for r in fallbacks[:5]:
         h, w = size[r["image_id"]]

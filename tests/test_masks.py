@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycocotools import mask as mask_utils
 
-from samrs import rle
-from samrs.geometry import rasterize_polygon
-from samrs.masks import MaskCrop, crops_of, mask_bbox, stack
+from samrs.core import rle
+from samrs.core.geometry import rasterize_polygon
+from samrs.core.masks import MaskCrop, crops_of, mask_bbox, stack
 from samrs.outputs.semantic import paint_semantic
 from samrs.segmenters.base import MaskSet
 from samrs.segmenters.postprocess import crops_from_boxes, mask_boxes

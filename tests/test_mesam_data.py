@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from samrs.classes import UNLABELLED
+from samrs.core.classes import UNLABELLED
 from samrs.mesam.data import (
     DataError,
     EpochSampler,

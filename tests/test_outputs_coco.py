@@ -11,8 +11,8 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from samrs import rle
-from samrs.geometry import rasterize_polygon
+from samrs.core import rle
+from samrs.core.geometry import rasterize_polygon
 from samrs.outputs.coco import (
     category_id,
     coco_from_manifest,

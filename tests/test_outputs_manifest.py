@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from samrs import rle
+from samrs.core import rle
 from samrs.outputs.coco import coco_from_manifest
 from samrs.outputs.manifest import (
     ROW_GROUP_SIZE,

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from samrs import rle
-from samrs.classes import UNLABELLED, class_table
+from samrs.core import rle
+from samrs.core.classes import UNLABELLED, class_table
 from samrs.outputs.semantic import (
     BACKGROUND_COLOR,
     OVERLAP_POLICIES,

@@ -10,19 +10,19 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from samrs import rle
 from samrs.benchmarks.run import make_bench_dataset
 from samrs.build import worker
 from samrs.build.config import BuildConfig
 from samrs.cli import main
-from samrs.geometry import (
+from samrs.core import rle
+from samrs.core.geometry import (
     box_polygon,
     dilated_polygon_mask,
     mask_iou,
     rasterize_polygon,
     rbox_polygon,
 )
-from samrs.masks import MaskCrop, polygon_window_mask
+from samrs.core.masks import MaskCrop, polygon_window_mask
 from samrs.outputs.manifest import read_table
 from samrs.quality import (
     INSIDE_DILATION_PX,

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycocotools import mask as mask_utils
 
-from samrs import rle
-from samrs.masks import DeviceMasks, MaskCrop
+from samrs.core import rle
+from samrs.core.masks import DeviceMasks, MaskCrop
 
 
 def _coco(mask: np.ndarray) -> str:

@@ -12,21 +12,21 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from samrs import rle
 from samrs.benchmarks.run import make_bench_dataset
 from samrs.cli import main
-from samrs.geometry import (
+from samrs.core import rle
+from samrs.core.geometry import (
     box_polygon,
     dilated_polygon_mask,
     mask_iou,
     polygon_centroid,
     rasterize_polygon,
 )
-from samrs.imageio import read_image
-from samrs.masks import MaskCrop
+from samrs.core.imageio import read_image
+from samrs.core.masks import MaskCrop
+from samrs.core.records import polygon_hbox
 from samrs.outputs.manifest import read_table
 from samrs.prompts import PROMPT_MODES, build_prompts
-from samrs.records import polygon_hbox
 from samrs.segmenters import SEGMENTERS, create_segmenter
 from samrs.segmenters.base import MaskSet, PromptSet
 from samrs.segmenters.classic import BoxSegmenter, GrabCutSegmenter
@@ -444,7 +444,7 @@ def test_grabcut_falls_back_on_tiny_and_whole_image_boxes() -> None:
 
 @pytest.mark.slow
 def test_grabcut_beats_box_on_synthetic_data(tmp_path: Path) -> None:
-    from samrs.imageio import read_image
+    from samrs.core.imageio import read_image
     from samrs.synth import write_synthetic
 
     write_synthetic("dior", tmp_path / "dior", n_images=2, seed=0)

@@ -10,12 +10,12 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from samrs import rle
-from samrs.classes import class_table
+from samrs.analysis.render import RenderError, label_class_mask, label_colors, read_region
+from samrs.analysis.show import ImageNotFoundError, find_image, render_image, show
 from samrs.cli import main
+from samrs.core import rle
+from samrs.core.classes import class_table
 from samrs.outputs.manifest import part_path, read_table, write_part
-from samrs.render import RenderError, label_class_mask, label_colors, read_region
-from samrs.show import ImageNotFoundError, find_image, render_image, show
 from tests.helpers.outputs import FAKE, make_fake_build
 from tests.helpers.quality import Inst, add_image, box, box_mask
 

@@ -16,7 +16,7 @@ from pycocotools.cocoeval import COCOeval
 
 from samrs.build import BuildConfig, run_build
 from samrs.cli import main
-from samrs.geometry import rasterize_polygon, rbox_polygon
+from samrs.core.geometry import rasterize_polygon, rbox_polygon
 from samrs.outputs.manifest import read_table
 from samrs.outputs.objects import cross_tile_agreement, edge_distance
 
@@ -189,7 +189,7 @@ def test_cross_tile_agreement(build) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_stats_report_cross_tile_agreement(build) -> None:  # type: ignore[no-untyped-def]
-    from samrs.stats import compute_stats, format_stats
+    from samrs.analysis.stats import compute_stats, format_stats
 
     out, _ = build
     stats = compute_stats(out)

@@ -16,8 +16,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from samrs.cli import main
-from samrs.stats import (
+from samrs.analysis.stats import (
     AREA_EDGES,
     METRIC_EDGES,
     METRICS,
@@ -29,6 +28,7 @@ from samrs.stats import (
     label_pixel_counts,
     write_report,
 )
+from samrs.cli import main
 from tests.helpers.outputs import FAKE, make_fake_build
 from tests.helpers.quality import add_bad_image
 
@@ -242,10 +242,10 @@ def test_cli_stats_json_and_compare(build: Path, tmp_path: Path) -> None:
 
 def test_end_to_end_synthetic_build(tmp_path: Path) -> None:
     """synth -> build (grabcut) -> stats equal counts made directly from the outputs."""
-    from samrs.audit import compute_audit
+    from samrs.analysis.audit import compute_audit
+    from samrs.analysis.show import render_image
     from samrs.build.config import BuildConfig
     from samrs.build.run import run_build
-    from samrs.show import render_image
     from samrs.synth import write_synthetic
 
     synth = write_synthetic("dota", tmp_path / "src", 4, 0)
@@ -291,7 +291,7 @@ def test_class_plots_of_different_class_tables_get_a_panel_each() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from samrs.stats import _class_bars
+    from samrs.analysis.stats import _class_bars
 
     def fake(names: list[str]) -> dict:
         return {"classes": [{"name": n, "instances": i + 1} for i, n in enumerate(names)]}
@@ -309,7 +309,7 @@ def test_class_bars_use_the_palette_largest_first(build: Path, stats: dict) -> N
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from samrs.stats import _class_bars
+    from samrs.analysis.stats import _class_bars
 
     fig = _class_bars(plt, [("SOTA", stats)], "instances", "instances")
     ax = fig.axes[0]

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from samrs.benchmarks.run import make_bench_dataset
 from samrs.build.config import PRESETS, preset_options
 from samrs.cli import main
-from samrs.geometry import box_polygon
+from samrs.core.geometry import box_polygon
 from samrs.prompts import build_prompts
 from samrs.segmenters import create_segmenter
 from samrs.segmenters.base import MaskSet, PromptSet, Segmenter

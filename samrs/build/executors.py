@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from samrs.build.config import BuildConfig
 from samrs.build.plan import Shard
 from samrs.build.worker import ShardResult, run_shard
-from samrs.classes import ClassTable
+from samrs.core.classes import ClassTable
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ import numpy as np
 from samrs.build.config import BuildConfig
 from samrs.build.layout import MANIFEST_TABLES, Layout
 from samrs.build.plan import Shard
-from samrs.classes import ClassTable
-from samrs.records import ErrorRecord, ImageRecord, Polygon, exception_message
+from samrs.core.classes import ClassTable
+from samrs.core.records import ErrorRecord, ImageRecord, Polygon, exception_message
 from samrs.segmenters import needs_weights
 from samrs.segmenters.base import MaskSet, PromptSet, Segmenter
 
@@ -77,7 +77,7 @@ class _SourceCache:
         max_pixels: int | None = None,
         pad_value: tuple[int, int, int] | None = None,
     ) -> None:
-        from samrs.imageio import PAD_VALUE
+        from samrs.core.imageio import PAD_VALUE
 
         self.size = size
         self.max_pixels = max_pixels
@@ -87,7 +87,7 @@ class _SourceCache:
 
     def read(self, image: ImageRecord) -> tuple[np.ndarray, tuple[str, tuple[float, ...]] | None]:
         """Pixels of the image (or its window) and its georeferencing, if any."""
-        from samrs.imageio import georeference, open_image, window_transform
+        from samrs.core.imageio import georeference, open_image, window_transform
 
         with self.lock:
             entry = self.sources.get(image.image_path)
@@ -125,7 +125,7 @@ class _SourceCache:
 
 def segmenter_options(config: BuildConfig) -> dict[str, object]:
     """Keyword arguments of :func:`samrs.segmenters.create_segmenter` for a build (SAM
-    keeps its masks on the device for the RLE stage, :func:`samrs.rle.encode_masks`)."""
+    keeps its masks on the device for the RLE stage, :func:`samrs.core.rle.encode_masks`)."""
     sam = {"keep_device_masks": True} if needs_weights(config.segmenter) else {}
     return {
         "model": config.model,
@@ -455,7 +455,7 @@ def _failed_image(
 
 def _write_atomic(path: Path, write) -> None:  # type: ignore[no-untyped-def]
     path.parent.mkdir(parents=True, exist_ok=True)
-    from samrs.imageio import temp_name
+    from samrs.core.imageio import temp_name
 
     tmp = path.with_name(temp_name(path.name, f"{os.getpid()}.tmp"))
     write(tmp)
@@ -475,8 +475,8 @@ def _finish_image(
     layout: Layout,
 ) -> _ImageOutput:
     """Quality, filters, RLE, semantic label and tile image of one segmented image."""
-    from samrs import rle
-    from samrs.masks import polygon_crops
+    from samrs.core import rle
+    from samrs.core.masks import polygon_crops
     from samrs.outputs.geo import pixel_size_m
     from samrs.outputs.semantic import paint_semantic, semantic_palette, write_semantic_png
     from samrs.quality import apply_filters
@@ -577,7 +577,7 @@ def _finish_image(
         )
         write_category_names(geotiff, names)
     if image.window is not None:
-        from samrs.imageio import write_png
+        from samrs.core.imageio import write_png
 
         write_png(layout.tile_image(image.image_id), pixels)  # temporary name, then rename
     n_kept = sum(1 for row in instance_rows if row["kept"])

@@ -132,7 +132,7 @@ def command(
       samrs synth --format dota --out demo
       samrs ablate --source dota --root demo --gt demo --out demo-ablation
     """
-    from samrs.ablate import ablate, format_markdown
+    from samrs.analysis.ablate import ablate, format_markdown
     from samrs.build.config import BuildConfig
 
     if gpus is None:

@@ -55,7 +55,7 @@ def command(
     """
     import pyarrow as pa
 
-    from samrs.audit import BadRule, compute_audit, summary_text, write_audit
+    from samrs.analysis.audit import BadRule, compute_audit, summary_text, write_audit
 
     rule = BadRule(min_rbox_iou=bad_rbox_iou, max_components=max_components)
     try:

@@ -9,7 +9,6 @@ from typing import Any
 import click
 
 from samrs.build.config import PRESETS, BuildConfig, preset_options
-from samrs.classes import SOURCES
 from samrs.cli.options import (
     checkpoint_option,
     class_order_option,
@@ -24,6 +23,7 @@ from samrs.cli.options import (
     split_option,
     version_option,
 )
+from samrs.core.classes import SOURCES
 from samrs.devices import visible_gpus
 from samrs.tiling import TILE_CONVENTIONS
 

@@ -64,7 +64,7 @@ def command(
     boundary IoU and COCO mask AP over kept instances, per class and size, and how the
     rejected instances compare.
     """
-    from samrs.evaluate import evaluate, format_result
+    from samrs.analysis.evaluate import evaluate, format_result
 
     def progress(done: int, total: int) -> None:
         if done % 100 == 0 or done == total:

@@ -63,7 +63,7 @@ def command(
     Problems with single records (malformed lines, unknown classes, missing files) are listed
     and do not change the exit status; a missing or unreadable root exits non-zero.
     """
-    from samrs.classes import class_table
+    from samrs.core.classes import class_table
     from samrs.sources import read_dataset
     from samrs.sources.summary import summarize
 

@@ -1,5 +1,5 @@
 """Option decorators shared by several commands (one definition per option), their choices
-taken from the library's registries (:data:`samrs.classes.SOURCES`,
+taken from the library's registries (:data:`samrs.core.classes.SOURCES`,
 :data:`samrs.prompts.PROMPT_MODES`, :data:`samrs.segmenters.SEGMENTERS`,
 :data:`samrs.segmenters.MODEL_NAMES`), and the one check of weight options at the command
 line (:func:`check_weight_options`)."""
@@ -11,8 +11,8 @@ from typing import Any
 
 import click
 
-from samrs.classes import ORDERS, SOURCES
-from samrs.imageio import DEFAULT_MAX_IMAGE_PIXELS
+from samrs.core.classes import ORDERS, SOURCES
+from samrs.core.imageio import DEFAULT_MAX_IMAGE_PIXELS
 from samrs.prompts import PROMPT_MODES
 from samrs.segmenters import MODEL_NAMES, SEGMENTERS, WeightsError, check_weights
 

@@ -31,7 +31,7 @@ def command(out: Path, image_id: str, to: Path | None, alpha: float, no_rejected
     """
     import pyarrow as pa
 
-    from samrs.show import show
+    from samrs.analysis.show import show
 
     try:
         path = show(out, image_id, to, alpha=alpha, rejected=not no_rejected)

@@ -38,7 +38,7 @@ def command(out: Path, compare: tuple[Path, ...], gallery: int, as_json: bool) -
     """
     import pyarrow as pa
 
-    from samrs.stats import build_name, compute_stats, format_stats, write_report
+    from samrs.analysis.stats import build_name, compute_stats, format_stats, write_report
 
     def progress_for(folder: Path):  # type: ignore[no-untyped-def]
         if as_json:

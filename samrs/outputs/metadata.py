@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from samrs.classes import ClassTable
+from samrs.core.classes import ClassTable
 from samrs.errors import SamrsError
 
 METADATA_FILE = "samrs.json"

@@ -15,8 +15,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from samrs import rle
-from samrs.classes import ClassTable
+from samrs.core import rle
+from samrs.core.classes import ClassTable
 from samrs.outputs.manifest import ManifestError, part_paths, schema_of
 from samrs.quality import THRESHOLD_REASONS, box_substitutes, fails
 

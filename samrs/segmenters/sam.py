@@ -16,7 +16,7 @@ Pipeline (``SamPredictor`` is not used):
    resized to the image size, thresholded at 0; SAM's stability score (offset 1.0) from the
    same logits; boxes and crops (:mod:`.postprocess`). With ``keep_device_masks`` the
    full-image masks also stay on the device in ``MaskSet.device_masks`` for the build's RLE
-   stage (:func:`samrs.rle.encode_masks`).
+   stage (:func:`samrs.core.rle.encode_masks`).
 
 The chunk loop does not wait on the device for the chunk it has just launched: chunk k is
 finished on the host (its crops gathered and copied back on a side CUDA stream that waits
@@ -57,9 +57,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from samrs.core.geometry import rasterize_polygon
+from samrs.core.masks import DeviceMasks, MaskCrop
 from samrs.devices import resolve_device
-from samrs.geometry import rasterize_polygon
-from samrs.masks import DeviceMasks, MaskCrop
 from samrs.segmenters import check_weights
 from samrs.segmenters.base import MaskSet, PromptSet, Segmenter, as_rgb, empty_maskset
 from samrs.segmenters.checkpoints import (

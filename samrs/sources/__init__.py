@@ -13,8 +13,8 @@ import importlib
 import json
 from pathlib import Path
 
-from samrs.classes import DEFAULT_VERSION, SOURCES, class_table
-from samrs.records import Dataset
+from samrs.core.classes import DEFAULT_VERSION, SOURCES, class_table
+from samrs.core.records import Dataset
 from samrs.sources.common import (
     ReadContext,
     SourceError,

@@ -1,7 +1,7 @@
 """What the dataset readers share: folder discovery, image lookup and size, object checks.
 
-Every reader turns one source format into :class:`~samrs.records.ImageRecord` objects and
-reports each problem as an :class:`~samrs.records.ErrorRecord` through a :class:`ReadContext`,
+Every reader turns one source format into :class:`~samrs.core.records.ImageRecord` objects and
+reports each problem as an :class:`~samrs.core.records.ErrorRecord` through a :class:`ReadContext`,
 which also owns the class table and the unknown-class policy. Nothing is dropped silently:
 an object is either returned or accounted for by an error record (``n_objects``).
 
@@ -31,11 +31,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from samrs.classes import ClassTable
+from samrs.core.classes import ClassTable
+from samrs.core.geometry import clip_polygon, polygon_area
+from samrs.core.imageio import ImageReadError, image_size
+from samrs.core.records import ErrorRecord, ImageRecord, ObjectAnnotation, Polygon
 from samrs.errors import SamrsError
-from samrs.geometry import clip_polygon, polygon_area
-from samrs.imageio import ImageReadError, image_size
-from samrs.records import ErrorRecord, ImageRecord, ObjectAnnotation, Polygon
 
 log = logging.getLogger(__name__)
 
@@ -396,7 +396,7 @@ class ReadContext:
         image_id: str | None,
         fallback: tuple[int, int] | None = None,
     ) -> tuple[int | None, int | None]:
-        """Image size from the header (:func:`samrs.imageio.image_size`, no pixel decoding).
+        """Image size from the header (:func:`samrs.core.imageio.image_size`, no pixel decoding).
 
         An unreadable header is an error row (stage ``image``); the size is then ``fallback``
         (e.g. the size an annotation file states) or ``(None, None)``.

@@ -15,9 +15,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from samrs import rle
-from samrs.classes import class_table
-from samrs.geometry import box_polygon
+from samrs.core import rle
+from samrs.core.classes import class_table
+from samrs.core.geometry import box_polygon
 from samrs.outputs.schema import IMAGES, INSTANCES
 
 

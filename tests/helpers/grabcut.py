@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from samrs.geometry import rasterize_polygon, rbox_polygon
+from samrs.core.geometry import rasterize_polygon, rbox_polygon
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from PIL import Image
 
 from samrs import __version__
 from samrs.build.config import BuildConfig
-from samrs.classes import UNLABELLED, class_table
+from samrs.core.classes import UNLABELLED, class_table
 from samrs.outputs.manifest import part_path, write_part
 from samrs.outputs.metadata import write_build_metadata
 from samrs.outputs.schema import MANIFEST_VERSION

@@ -27,15 +27,16 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from samrs import __version__, rle
+from samrs import __version__
 from samrs.build.config import BuildConfig
-from samrs.classes import class_table
-from samrs.geometry import box_polygon, rasterize_polygon
+from samrs.core import rle
+from samrs.core.classes import class_table
+from samrs.core.geometry import box_polygon, rasterize_polygon
+from samrs.core.records import polygon_hbox
 from samrs.outputs.manifest import part_path, write_part
 from samrs.outputs.metadata import write_build_metadata
 from samrs.outputs.schema import MANIFEST_VERSION
 from samrs.outputs.semantic import paint_semantic, semantic_palette, write_semantic_png
-from samrs.records import polygon_hbox
 
 TABLE = class_table("dota", "1.0")
 

@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from samrs import rle
-from samrs.classes import class_table
-from samrs.geometry import mask_iou, rasterize_polygon
+from samrs.core import rle
+from samrs.core.classes import class_table
+from samrs.core.geometry import mask_iou, rasterize_polygon
+from samrs.core.records import polygon_hbox
 from samrs.outputs.manifest import part_path, write_part
 from samrs.outputs.semantic import paint_semantic, semantic_palette, write_semantic_png
-from samrs.records import polygon_hbox
 
 TABLE = class_table("dota", "1.0")
 

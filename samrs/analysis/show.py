@@ -14,11 +14,7 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 
-from samrs.errors import SamrsError
-from samrs.outputs.manifest import iter_batches, read_table
-from samrs.outputs.metadata import build_class_table, build_config, read_build_metadata
-from samrs.outputs.semantic import read_semantic_png
-from samrs.render import (
+from samrs.analysis.render import (
     MASK_ALPHA,
     Canvas,
     RenderError,
@@ -33,6 +29,10 @@ from samrs.render import (
     save_png,
     text_color,
 )
+from samrs.errors import SamrsError
+from samrs.outputs.manifest import iter_batches, read_table
+from samrs.outputs.metadata import build_class_table, build_config, read_build_metadata
+from samrs.outputs.semantic import read_semantic_png
 
 SHOW_DIR = "show"
 REJECTED_COLOR = (255, 60, 60)

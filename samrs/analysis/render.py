@@ -1,7 +1,7 @@
 """Drawing shared by ``samrs show`` and ``samrs audit``: image pixels of a build, overlays,
 outlines and labels.
 
-Coordinates are image pixels (see :mod:`samrs.records`). Drawing happens on a
+Coordinates are image pixels (see :mod:`samrs.core.records`). Drawing happens on a
 :class:`Canvas`, which maps image coordinates to the canvas through a scale and an offset, so
 the same calls draw a full image (``show``) or a zoomed crop (contact sheets).
 """
@@ -17,10 +17,10 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from samrs import rle
-from samrs.classes import UNLABELLED, ClassTable, Color
+from samrs.core import rle
+from samrs.core.classes import UNLABELLED, ClassTable, Color
+from samrs.core.imageio import ImageReadError, open_image
 from samrs.errors import SamrsError
-from samrs.imageio import ImageReadError, open_image
 from samrs.outputs.semantic import semantic_palette
 
 MASK_ALPHA = 0.45
@@ -55,7 +55,7 @@ def read_region(
 ) -> np.ndarray:
     """RGB uint8 pixels of one image of a build, or of a region of it.
 
-    Pixels are decoded by :mod:`samrs.imageio` (the same 8-bit conversion as the build).
+    Pixels are decoded by :mod:`samrs.core.imageio` (the same 8-bit conversion as the build).
 
     Args:
         out: the build folder.

@@ -55,8 +55,8 @@ from types import TracebackType
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from samrs.core.records import Window
 from samrs.errors import SamrsError
-from samrs.records import Window
 
 __all__ = [
     "DEFAULT_MAX_IMAGE_PIXELS",

@@ -2,7 +2,7 @@
 
 One build per combination of segmenter, prompt mode and (optionally) minimum SAM score, each
 into ``OUT/runs/<segmenter>-<prompt>[-min<score>]/``, each scored with
-:func:`samrs.evaluate.evaluate` against the same ground truth, then compared in
+:func:`samrs.analysis.evaluate.evaluate` against the same ground truth, then compared in
 ``OUT/ablation.md`` (Markdown table), ``OUT/ablation.json`` (every evaluation in full) and
 ``OUT/ablation.png`` (bar plot). Re-running continues: finished runs with the same
 configuration are not built again.
@@ -16,9 +16,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from samrs.analysis.evaluate import (
+    DEFAULT_BAND_FRACTION,
+    DEFAULT_MATCH_IOU,
+    EvaluationError,
+    evaluate,
+)
 from samrs.build.config import BuildConfig
 from samrs.errors import SamrsError
-from samrs.evaluate import DEFAULT_BAND_FRACTION, DEFAULT_MATCH_IOU, EvaluationError, evaluate
 from samrs.segmenters import needs_weights
 
 __all__ = [
@@ -155,7 +160,7 @@ def ablate(
         base: build options shared by all runs (``source``, ``root``, model, tiling...);
             its ``out``, ``segmenter``, ``prompt`` (and ``min_score`` when ``min_scores``
             is given) are replaced per run.
-        gt: ground truth for :func:`samrs.evaluate.evaluate`.
+        gt: ground truth for :func:`samrs.analysis.evaluate.evaluate`.
         out: ablation folder; builds go to ``out/runs/<name>``.
         segmenters, prompts, min_scores: the combinations (see :func:`ablation_runs`).
         band_fraction, match_iou: evaluation settings.

@@ -24,13 +24,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from samrs.classes import UNLABELLED
+from samrs.analysis.render import resolve_path
+from samrs.core.classes import UNLABELLED
 from samrs.errors import SamrsError
 from samrs.outputs.manifest import iter_batches
 from samrs.outputs.metadata import build_class_table, build_config, read_build_metadata
 from samrs.outputs.semantic import read_semantic_png
 from samrs.quality import UNIT_METRICS
-from samrs.render import resolve_path
 
 logger = logging.getLogger(__name__)
 
@@ -609,13 +609,13 @@ def _gallery_html(out: Path, samples: int, worst: int = GALLERY_WORST) -> str:
     """The report's "Gallery" and "Worst masks" sections, linked both ways.
 
     Gallery figures (``#img-K``) draw each image with its label and outlines (as
-    ``samrs show``); the worst masks per metric (``#inst-ID``, from :func:`samrs.audit.
+    ``samrs show``); the worst masks per metric (``#inst-ID``, from :func:`samrs.analysis.audit.
     compute_audit`) come as a contact sheet and a table linking to their image, whose
     caption links back to them.
     """
-    from samrs.audit import compute_audit, contact_sheet
-    from samrs.render import RenderError
-    from samrs.show import render_image
+    from samrs.analysis.audit import compute_audit, contact_sheet
+    from samrs.analysis.render import RenderError
+    from samrs.analysis.show import render_image
 
     esc = html.escape
     audit = compute_audit(out, worst=worst)

@@ -1,6 +1,6 @@
 """Polygon and box conversions, overlap measures and rasterization.
 
-All coordinates are image pixels with the pixel-area convention of :mod:`samrs.records`:
+All coordinates are image pixels with the pixel-area convention of :mod:`samrs.core.records`:
 pixel (r, c) is inside a shape when its centre ``(c + 0.5, r + 0.5)`` is.
 """
 
@@ -14,7 +14,7 @@ import shapely
 from shapely.geometry import Polygon as ShapelyPolygon
 from shapely.geometry import box as shapely_box
 
-from samrs.records import Box, Polygon, Window, polygon_hbox
+from samrs.core.records import Box, Polygon, Window, polygon_hbox
 
 __all__ = [
     "box_polygon",

@@ -17,13 +17,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-from samrs.geometry import rasterize_geometry, rasterize_polygons, to_shapely
+from samrs.core.geometry import rasterize_geometry, rasterize_polygons, to_shapely
 
 
 @dataclass
 class DeviceMasks:
     """An image's full-image masks still on the segmenter's device (the GPU path), kept so
-    that stages which can work there (the RLE stage, :func:`samrs.rle.encode_masks`) do, and
+    that stages which can work there (the RLE stage, :func:`samrs.core.rle.encode_masks`) do, and
     only their results are copied back. Holds device memory until dropped.
 
     Attributes:
@@ -72,7 +72,7 @@ def polygon_window_masks(
     polygons: Sequence[Sequence[float] | np.ndarray], pixels: float, height: int, width: int
 ) -> list[tuple[tuple[slice, slice], np.ndarray]]:
     """:func:`polygon_window_mask` of each polygon of an image, rasterized together
-    (:func:`~samrs.geometry.rasterize_polygons`)."""
+    (:func:`~samrs.core.geometry.rasterize_polygons`)."""
     windows = [polygon_window(p, pixels, height, width) for p in polygons]
     outlines: list[np.ndarray] = []
     sizes, offsets = [], []

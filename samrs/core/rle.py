@@ -2,7 +2,7 @@
 
 The RLE stage of a build is :func:`encode_masks`: masks kept as host crops are encoded on
 the host (:func:`encode_crop`); masks still on the segmenter's device
-(:class:`~samrs.masks.DeviceMasks`, the GPU path) are encoded there by :func:`encode_tensor`,
+(:class:`~samrs.core.masks.DeviceMasks`, the GPU path) are encoded there by :func:`encode_tensor`,
 which builds pycocotools' compressed counts strings with vectorised torch operations and
 brings them back in one copy. Both give pycocotools' string byte for byte.
 """
@@ -16,8 +16,8 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from samrs.core.masks import DeviceMasks, MaskCrop
 from samrs.devices import copy_to_host, side_stream
-from samrs.masks import DeviceMasks, MaskCrop
 
 if TYPE_CHECKING:
     import torch
@@ -49,7 +49,7 @@ def encode(mask: np.ndarray) -> dict[str, object]:
 
 
 def encode_crop(crop: MaskCrop, full_share: float = FULL_ENCODE_SHARE) -> dict[str, object]:
-    """:func:`encode` of a :class:`~samrs.masks.MaskCrop`'s full mask (the same string), with
+    """:func:`encode` of a :class:`~samrs.core.masks.MaskCrop`'s full mask (the same string), with
     work proportional to the crop for crops under ``full_share`` of the image."""
     height, width = crop.height, crop.width
     h, w = crop.mask.shape

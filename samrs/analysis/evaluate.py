@@ -51,10 +51,10 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from samrs import rle
-from samrs.classes import ClassTable, class_table, normalize_class_name
+from samrs.core import rle
+from samrs.core.classes import ClassTable, class_table, normalize_class_name
+from samrs.core.geometry import mask_iou
 from samrs.errors import SamrsError
-from samrs.geometry import mask_iou
 
 __all__ = [
     "DEFAULT_BAND_FRACTION",

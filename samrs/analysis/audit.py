@@ -25,10 +25,7 @@ import numpy as np
 import pyarrow.compute as pc
 from PIL import Image
 
-from samrs.outputs.manifest import iter_batches, read_table
-from samrs.outputs.metadata import build_class_table, build_config, read_build_metadata
-from samrs.quality import UNIT_METRICS
-from samrs.render import (
+from samrs.analysis.render import (
     Canvas,
     RenderError,
     blend,
@@ -38,7 +35,10 @@ from samrs.render import (
     read_region,
     save_png,
 )
-from samrs.stats import build_name, mask_source_stats
+from samrs.analysis.stats import build_name, mask_source_stats
+from samrs.outputs.manifest import iter_batches, read_table
+from samrs.outputs.metadata import build_class_table, build_config, read_build_metadata
+from samrs.quality import UNIT_METRICS
 
 AUDIT_DIR = "audit"
 METRICS = UNIT_METRICS
