@@ -2,7 +2,7 @@
 
 Written from the MeSAM paper and the description of its model code (github.com/Magic-lem/MeSAM:
 ``image_encoder_iformer.py``, ``mask_decoder_iformer.py``, ``sam_hq.py``), not from samrs's
-modules, so that ``tests/test_mesam_convert.py`` can check that a checkpoint saved in MeSAM's
+modules, so that ``tests/mesam/test_convert.py`` can check that a checkpoint saved in MeSAM's
 format gives the same logits through ``samrs``. Only the parts MeSAM leaves unchanged come
 from segment-anything (the decoder's two-way transformer and the prompt encoder).
 

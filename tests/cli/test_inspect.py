@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from samrs.cli import main
 
-FIXTURES = Path(__file__).parent / "fixtures" / "sources"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "sources"
 
 
 def run(*args: str):

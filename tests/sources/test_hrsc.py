@@ -8,7 +8,7 @@ import pytest
 
 from samrs.sources import read_dataset
 
-FIXTURES = Path(__file__).parent / "fixtures" / "sources"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "sources"
 HRSC = FIXTURES / "hrsc"
 
 

@@ -11,7 +11,7 @@ import pytest
 from samrs.sources import read_dataset
 from samrs.sources.isaid import min_area_rect
 
-ISAID = Path(__file__).parent / "fixtures" / "sources" / "isaid"
+ISAID = Path(__file__).parents[1] / "fixtures" / "sources" / "isaid"
 
 
 def by_id(ds):

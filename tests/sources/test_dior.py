@@ -8,7 +8,7 @@ import pytest
 
 from samrs.sources import SourceError, read_dataset
 
-DIOR = Path(__file__).parent / "fixtures" / "sources" / "dior"
+DIOR = Path(__file__).parents[1] / "fixtures" / "sources" / "dior"
 
 
 def by_id(ds):

@@ -9,7 +9,7 @@ import pytest
 
 from samrs.sources import SourceError, read_dataset
 
-FIXTURES = Path(__file__).parent / "fixtures" / "sources"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "sources"
 DOTA = FIXTURES / "dota"
 
 

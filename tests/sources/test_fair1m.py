@@ -8,7 +8,7 @@ import pytest
 
 from samrs.sources import read_dataset
 
-FAIR1M = Path(__file__).parent / "fixtures" / "sources" / "fair1m"
+FAIR1M = Path(__file__).parents[1] / "fixtures" / "sources" / "fair1m"
 
 
 def by_id(ds):

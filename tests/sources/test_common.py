@@ -16,7 +16,7 @@ from samrs.sources import read_dataset
 from samrs.synth import write_synthetic
 from tests.helpers.hostile import bomb_png
 
-FIXTURES = Path(__file__).parent / "fixtures" / "sources"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "sources"
 
 
 def _objects_read_and_lost(ds) -> int:
