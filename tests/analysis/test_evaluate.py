@@ -456,7 +456,7 @@ def test_rle_roundtrip_helper() -> None:
 
 def test_placed_masks_round_trip_through_rle() -> None:
     """The crop-only RLE decode/encode used for IoU and AP equals pycocotools' full path."""
-    from samrs.analysis.evaluate import _encode_placed, _placed_rle
+    from samrs.analysis.evaluate.metrics import _encode_placed, _placed_rle
 
     rng = np.random.default_rng(1)
     for _ in range(20):
