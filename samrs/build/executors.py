@@ -63,7 +63,7 @@ def run_local(
             yield ShardFailure(shard.index, cause)
 
 
-def _local_cluster(config: BuildConfig):  # type: ignore[no-untyped-def]
+def _local_cluster(config: BuildConfig):
     """A Dask cluster on this machine: one process per GPU (pinned) or per CPU worker."""
     import dask
     from distributed import LocalCluster, Nanny, Scheduler, SpecCluster
@@ -164,7 +164,7 @@ def run_dask(
             cluster.close()
 
 
-def _has_gpu_workers(client) -> bool:  # type: ignore[no-untyped-def]
+def _has_gpu_workers(client) -> bool:
     info = client.scheduler_info().get("workers", {})
     return bool(info) and all("GPU" in (w.get("resources") or {}) for w in info.values())
 

@@ -25,7 +25,7 @@ from samrs.prompts import PROMPT_MODES as PROMPTS
 from samrs.segmenters import SEGMENTERS, needs_weights
 
 
-def _csv(choices: tuple[str, ...] | None = None, cast: type = str):  # type: ignore[no-untyped-def]
+def _csv(choices: tuple[str, ...] | None = None, cast: type = str):
     """A click callback splitting ``a,b,c`` (validated against ``choices``)."""
 
     def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> list[Any] | None:

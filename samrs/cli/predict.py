@@ -10,7 +10,7 @@ import click
 from samrs.cli.options import checkpoint_option, device_option, json_option
 
 
-def inference_options(f):  # type: ignore[no-untyped-def]
+def inference_options(f):
     """Options shared by ``predict`` and ``evaluate-seg`` (run, weights, device, geometry)."""
     for decorator in reversed(
         [

@@ -40,7 +40,7 @@ def command(out: Path, compare: tuple[Path, ...], gallery: int, as_json: bool) -
 
     from samrs.analysis.stats import build_name, compute_stats, format_stats, write_report
 
-    def progress_for(folder: Path):  # type: ignore[no-untyped-def]
+    def progress_for(folder: Path):
         if as_json:
             return None
 

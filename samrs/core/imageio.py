@@ -157,7 +157,7 @@ def _uses_rasterio(path: Path) -> bool:
     return path.suffix.lower() in _RASTERIO_SUFFIXES
 
 
-def _rasterio_open(path: Path):  # type: ignore[no-untyped-def]
+def _rasterio_open(path: Path):
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
@@ -485,7 +485,7 @@ def _rasterio_limits(path: str, mtime_ns: int, size: int) -> tuple[float, float]
     return _stretch_limits(values)
 
 
-def _rasterio_read(ds, path: Path, window: Window | None, pad_value: Sequence[int]) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _rasterio_read(ds, path: Path, window: Window | None, pad_value: Sequence[int]) -> np.ndarray:
     from rasterio.enums import ColorInterp
     from rasterio.errors import RasterioError, RasterioIOError
     from rasterio.windows import Window as RioWindow

@@ -68,7 +68,7 @@ def _as_crop(mask: np.ndarray | dict | MaskCrop, height: int, width: int, index:
             )
         return mask
     if isinstance(mask, dict):
-        size = [int(v) for v in mask["size"]]  # type: ignore[union-attr]
+        size = [int(v) for v in mask["size"]]
         if size != [height, width]:
             raise ValueError(
                 f"mask {index}: RLE size {size} differs from the label {height}x{width}"
