@@ -63,6 +63,7 @@ import numpy as np
 from samrs.core.geometry import clip_polygon, iof
 from samrs.core.records import Dataset, ErrorRecord, ImageRecord, ObjectAnnotation, Polygon, Window
 from samrs.errors import SamrsError
+from samrs.sources.common import SPLIT_MARKER  # defined where it is read
 
 __all__ = [
     "COVERAGE_THRESHOLD",
@@ -89,10 +90,6 @@ __all__ = [
 
 IOF_THRESHOLD = 0.7
 COVERAGE_THRESHOLD = 0.6
-SPLIT_MARKER = "split.json"
-"""Written by ``samrs split`` to its output folder: options, ``source``/``version`` of the
-dataset cut, counts and every error record. A folder holding it is read (by any source's
-reader) as DOTA labelTxt patches with that source's class table."""
 _EPS = 1e-9
 
 TILE_CONVENTIONS = ("mmrotate", "devkit")

@@ -39,6 +39,11 @@ from samrs.errors import SamrsError
 
 log = logging.getLogger(__name__)
 
+SPLIT_MARKER = "split.json"
+"""Written by ``samrs split`` (:mod:`samrs.tiling`) to its output folder: options,
+``source``/``version`` of the dataset cut, counts and every error record. A folder holding it
+is read (by any source's reader) as DOTA labelTxt patches with that source's class table."""
+
 IMAGE_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 """Image file extensions, in the order of preference when one stem has several files."""
 

@@ -296,3 +296,24 @@ def test_a_file_name_that_is_not_utf8_is_an_error_row_for_that_image(dota_root: 
     for e in ds.errors:  # every row can be stored as UTF-8
         json.dumps(e.to_dict()).encode("utf-8")
         e.source_file.encode("utf-8")
+
+
+def test_readers_import_nothing_later_in_the_pipeline() -> None:
+    """Sources come first: they never import tiling, segmenters, quality, outputs or build
+    (the `samrs split` marker name lives in samrs.sources.common, tiling takes it there)."""
+    import ast
+
+    import samrs.sources
+    import samrs.tiling
+    from samrs.sources.common import SPLIT_MARKER
+
+    later = ("samrs.tiling", "samrs.segmenters", "samrs.quality", "samrs.outputs", "samrs.build")
+    found = []
+    for path in sorted(Path(samrs.sources.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(later):
+                found.append(f"{path.name}: {node.module}")
+            if isinstance(node, ast.Import):
+                found += [f"{path.name}: {a.name}" for a in node.names if a.name.startswith(later)]
+    assert found == []
+    assert samrs.tiling.SPLIT_MARKER == SPLIT_MARKER == "split.json"
