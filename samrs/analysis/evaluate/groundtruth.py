@@ -19,10 +19,10 @@ from samrs.analysis.evaluate.metrics import (
     HRSC_MASK_DIRS,
     EvaluationError,
     _checked_rle,
-    _Placed,
     _placed_rle,
 )
 from samrs.core.classes import normalize_class_name
+from samrs.core.masks import MaskCrop
 
 # --- ground truth ---------------------------------------------------------------------------
 
@@ -73,7 +73,7 @@ class GroundTruth:
     _by_name: dict[str, list[_GtImage]] = field(default_factory=dict, repr=False)
     _by_stem: dict[str, list[_GtImage]] = field(default_factory=dict, repr=False)
     _by_label: dict[str, _GtImage] = field(default_factory=dict, repr=False)
-    _cache: dict[int, _Placed] = field(default_factory=dict, repr=False)
+    _cache: dict[int, MaskCrop] = field(default_factory=dict, repr=False)
     _cache_image: int | None = field(default=None, repr=False)
     _colour: tuple[Path, np.ndarray] | None = field(default=None, repr=False)
 
@@ -131,7 +131,7 @@ class GroundTruth:
                 tie = True
         return None if tie else best
 
-    def placed(self, image: _GtImage, obj: _GtObject) -> _Placed:
+    def placed(self, image: _GtImage, obj: _GtObject) -> MaskCrop:
         """The object's mask in source-image pixels (decoded once per image visit)."""
         if self._cache_image != image.index:
             self._cache, self._cache_image = {}, image.index
@@ -139,10 +139,10 @@ class GroundTruth:
             self._cache[obj.index] = self._decode(image, obj)
         return self._cache[obj.index]
 
-    def _decode(self, image: _GtImage, obj: _GtObject) -> _Placed:
+    def _decode(self, image: _GtImage, obj: _GtObject) -> MaskCrop:
         if obj.mask_rgb is not None and image.mask_file is not None:
             colour = self._colour_mask(image.mask_file)
-            return _Placed.from_full(np.all(colour == np.asarray(obj.mask_rgb), axis=2))
+            return MaskCrop.from_full(np.all(colour == np.asarray(obj.mask_rgb), axis=2))
         h, w = image.height, image.width
         segm = obj.segmentation
         try:
@@ -153,7 +153,7 @@ class GroundTruth:
                 f"({exc}); expected COCO polygons or RLE of {h}x{w}"
             ) from exc
         if coco_rle is None:
-            return _Placed(0, 0, np.zeros((0, 0), dtype=bool))
+            return MaskCrop.empty(h, w)
         if [int(v) for v in coco_rle["size"]] != [h, w]:
             raise EvaluationError(
                 f"{_where(image)}: annotation {obj.ann_id}: mask is "

@@ -27,16 +27,19 @@ from samrs.analysis.evaluate.metrics import (
     IDENTITY_MIN_BOX_IOU,
     EvaluationError,
     _checked_rle,
+    _clipped,
     _encode_placed,
+    _into_window,
     _pair,
-    _Placed,
     _placed_rle,
+    _xyxy,
     boundary_iou,
     box_iou,
     object_band,
 )
 from samrs.analysis.evaluate.report import EvaluationResult, InstanceScore, _size_of
 from samrs.core.classes import ClassTable, class_table, normalize_class_name
+from samrs.core.masks import MaskCrop
 
 # --- predictions ----------------------------------------------------------------------------
 
@@ -166,7 +169,7 @@ def evaluate(
         groups.setdefault(found.index, []).append(image)
 
     scores: list[InstanceScore] = []
-    ap_frames: list[tuple[_PredImage, list[tuple[InstanceScore, bytes, _Placed]]]] = []
+    ap_frames: list[tuple[_PredImage, list[tuple[InstanceScore, bytes, MaskCrop]]]] = []
     unmatched_gt: list[dict[str, Any]] = []
     total, done = len(pred_images), 0
     for gt_index, images in groups.items():
@@ -249,7 +252,7 @@ def _match_image(
     keys: _ClassKeys,
     root: str | None,
     match_iou: float,
-) -> tuple[list[tuple[dict[str, Any], _GtObject, _Placed, str]], list[dict[str, Any]]]:
+) -> tuple[list[tuple[dict[str, Any], _GtObject, MaskCrop, str]], list[dict[str, Any]]]:
     """Pairs (instance, GT object, GT mask in the image frame, method) and unmatched rows."""
     gt_boxes = {obj.index: _gt_box_in(obj, image) for obj in gt_image.objects}
     candidates = [
@@ -305,9 +308,9 @@ def _match_image(
         obj, method = chosen[k]
         mask = truth.placed(gt_image, obj)
         if image.window is not None:
-            mask = mask.into_window(image.window, image.width, image.height)
+            mask = _into_window(mask, image.window, image.width, image.height)
         else:
-            mask = mask.clipped(image.width, image.height)
+            mask = _clipped(mask, image.width, image.height)
         pairs.append((inst, obj, mask, method))
     return pairs, leftover
 
@@ -317,7 +320,7 @@ def _score(
     obj: _GtObject,
     gt_image: _GtImage,
     image: _PredImage,
-    gt_mask: _Placed,
+    gt_mask: MaskCrop,
     method: str,
     band_fraction: float,
 ) -> tuple[InstanceScore, bytes]:
@@ -332,7 +335,7 @@ def _score(
     a, b = _pair(pred, gt_mask)
     inter = int(np.count_nonzero(a & b))
     union = int(np.count_nonzero(a | b))
-    band = object_band(gt_mask.box if gt_mask.mask.size else _gt_box_in(obj, image),
+    band = object_band(_xyxy(gt_mask) if gt_mask.mask.size else _gt_box_in(obj, image),
                        band_fraction)  # fmt: skip
     score = inst["score"]
     result = InstanceScore(
@@ -357,7 +360,7 @@ def _score(
 
 
 def _mask_ap(
-    frames: list[tuple[_PredImage, list[tuple[InstanceScore, bytes, _Placed]]]],
+    frames: list[tuple[_PredImage, list[tuple[InstanceScore, bytes, MaskCrop]]]],
 ) -> dict[str, Any]:
     """COCO mask AP over matched kept pairs (GT = their objects, detections = their masks)."""
     from pycocotools.coco import COCO

@@ -1,11 +1,10 @@
 """Evaluation metrics and masks placed in a frame: box IoU, boundary IoU with a per-object
-band, and the cropped masks (:class:`_Placed`) and RLE helpers the other parts share."""
+band, and the masks (:class:`samrs.core.masks.MaskCrop`) placed in a frame, and RLE helpers the other parts share."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -14,6 +13,7 @@ from pycocotools import mask as mask_utils
 
 from samrs.core import rle
 from samrs.core.geometry import mask_iou
+from samrs.core.masks import MaskCrop
 from samrs.errors import SamrsError
 
 DEFAULT_BAND_FRACTION = 0.02
@@ -97,58 +97,36 @@ def boundary_iou(a: np.ndarray, b: np.ndarray, band: float) -> float:
 # --- masks placed in a frame ----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Placed:
-    """A mask cropped to its bounding box, placed at ``(x0, y0)`` in a frame."""
-
-    x0: int
-    y0: int
-    mask: np.ndarray
-
-    @classmethod
-    def from_full(cls, full: np.ndarray) -> _Placed:
-        rows = np.flatnonzero(full.any(axis=1))
-        if not len(rows):
-            return cls(0, 0, np.zeros((0, 0), dtype=bool))
-        cols = np.flatnonzero(full.any(axis=0))
-        r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-        return cls(int(c0), int(r0), np.ascontiguousarray(full[r0:r1, c0:c1], dtype=bool))
-
-    @property
-    def area(self) -> int:
-        return int(np.count_nonzero(self.mask))
-
-    @property
-    def box(self) -> tuple[int, int, int, int]:
-        h, w = self.mask.shape
-        return (self.x0, self.y0, self.x0 + w, self.y0 + h)
-
-    def into_window(self, window: Sequence[int], width: int, height: int) -> _Placed:
-        """This mask (in source pixels) seen by a tile of ``window`` with ``width x height``."""
-        wx, wy, ww, wh = (int(v) for v in window)
-        x0, y0, x1, y1 = self.box
-        cx0, cy0, cx1, cy1 = max(x0, wx), max(y0, wy), min(x1, wx + ww), min(y1, wy + wh)
-        if cx1 <= cx0 or cy1 <= cy0:
-            return _Placed(0, 0, np.zeros((0, 0), dtype=bool))
-        part = self.mask[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
-        if (ww, wh) == (width, height):
-            return _Placed.from_full(part).shifted(cx0 - wx, cy0 - wy)
-        canvas = np.zeros((wh, ww), dtype=np.uint8)
-        canvas[cy0 - wy : cy1 - wy, cx0 - wx : cx1 - wx] = part
-        resized = cv2.resize(canvas, (width, height), interpolation=cv2.INTER_NEAREST)
-        return _Placed.from_full(resized.astype(bool))
-
-    def shifted(self, dx: int, dy: int) -> _Placed:
-        return _Placed(self.x0 + dx, self.y0 + dy, self.mask) if self.mask.size else self
-
-    def clipped(self, width: int, height: int) -> _Placed:
-        """The part inside a ``width x height`` frame."""
-        return self.into_window((0, 0, width, height), width, height)
+def _xyxy(mask: MaskCrop) -> tuple[int, int, int, int]:
+    """The crop's corners ``(x0, y0, x1, y1)`` (zeros when empty)."""
+    h, w = mask.mask.shape
+    return (mask.x, mask.y, mask.x + w, mask.y + h)
 
 
-def _pair(a: _Placed, b: _Placed) -> tuple[np.ndarray, np.ndarray]:
+def _into_window(mask: MaskCrop, window: Sequence[int], width: int, height: int) -> MaskCrop:
+    """A mask in source pixels as seen by a tile of ``window`` with ``width x height``."""
+    wx, wy, ww, wh = (int(v) for v in window)
+    x0, y0, x1, y1 = _xyxy(mask)
+    cx0, cy0, cx1, cy1 = max(x0, wx), max(y0, wy), min(x1, wx + ww), min(y1, wy + wh)
+    if cx1 <= cx0 or cy1 <= cy0:
+        return MaskCrop.empty(height, width)
+    part = mask.mask[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
+    if (ww, wh) == (width, height):
+        return MaskCrop.from_window(part, cx0 - wx, cy0 - wy, height, width)
+    canvas = np.zeros((wh, ww), dtype=np.uint8)
+    canvas[cy0 - wy : cy1 - wy, cx0 - wx : cx1 - wx] = part
+    resized = cv2.resize(canvas, (width, height), interpolation=cv2.INTER_NEAREST)
+    return MaskCrop.from_full(resized.astype(bool))
+
+
+def _clipped(mask: MaskCrop, width: int, height: int) -> MaskCrop:
+    """The part of a mask inside a ``width x height`` frame."""
+    return _into_window(mask, (0, 0, width, height), width, height)
+
+
+def _pair(a: MaskCrop, b: MaskCrop) -> tuple[np.ndarray, np.ndarray]:
     """Both masks on their common bounding box."""
-    boxes = [m.box for m in (a, b) if m.mask.size]
+    boxes = [_xyxy(m) for m in (a, b) if m.mask.size]
     if not boxes:
         return np.zeros((0, 0), dtype=bool), np.zeros((0, 0), dtype=bool)
     x0, y0 = min(bx[0] for bx in boxes), min(bx[1] for bx in boxes)
@@ -158,7 +136,7 @@ def _pair(a: _Placed, b: _Placed) -> tuple[np.ndarray, np.ndarray]:
         canvas = np.zeros((y1 - y0, x1 - x0), dtype=bool)
         if m.mask.size:
             h, w = m.mask.shape
-            canvas[m.y0 - y0 : m.y0 - y0 + h, m.x0 - x0 : m.x0 - x0 + w] = m.mask
+            canvas[m.y - y0 : m.y - y0 + h, m.x - x0 : m.x - x0 + w] = m.mask
         out.append(canvas)
     return out[0], out[1]
 
@@ -185,15 +163,16 @@ def _checked_rle(counts: object, height: int, width: int) -> dict[str, Any]:
     return result
 
 
-def _placed_rle(coco_rle: dict[str, Any]) -> _Placed:
+def _placed_rle(coco_rle: dict[str, Any]) -> MaskCrop:
     """The mask of a COCO RLE cropped to its box, decoding only the box's columns."""
+    height, width = (int(v) for v in coco_rle["size"])
     x, y, w, h = (int(v) for v in mask_utils.toBbox(coco_rle))
     if w <= 0 or h <= 0:
-        return _Placed(0, 0, np.zeros((0, 0), dtype=bool))
-    return _Placed(x, y, rle.decode_window(coco_rle, (x, y, w, h)))
+        return MaskCrop.empty(height, width)
+    return MaskCrop(height, width, x, y, rle.decode_window(coco_rle, (x, y, w, h)))
 
 
-def _encode_placed(mask: _Placed, width: int, height: int) -> dict[str, Any]:
+def _encode_placed(mask: MaskCrop, width: int, height: int) -> dict[str, Any]:
     """COCO RLE (bytes counts) of a placed mask in a ``width x height`` frame, built from the
     strip of columns it spans (no full-frame array)."""
     if not mask.mask.size:
@@ -201,14 +180,14 @@ def _encode_placed(mask: _Placed, width: int, height: int) -> dict[str, Any]:
                                       height, width)  # fmt: skip
     h, w = mask.mask.shape
     strip = np.zeros((w, height), dtype=np.int8)  # column-major: one row per frame column
-    strip[:, mask.y0 : mask.y0 + h] = mask.mask.T
+    strip[:, mask.y : mask.y + h] = mask.mask.T
     flat = strip.ravel()
     edges = np.flatnonzero(np.diff(flat)) + 1
     runs = np.diff(np.concatenate([[0], edges, [flat.size]]))
     if flat[0]:
         runs = np.concatenate([[0], runs])
-    runs[0] += mask.x0 * height
-    tail = (width - mask.x0 - w) * height
+    runs[0] += mask.x * height
+    tail = (width - mask.x - w) * height
     if flat[-1]:
         runs = np.concatenate([runs, [tail]])
     else:
