@@ -1,7 +1,7 @@
 """MeSAM variants side by side: `mesam` (published network) vs `samrs-v1`, tiny model, CPU.
 
 Trains the tiny MeSAM with random weights for 300 steps on a synthetic 128 px build
-(24 train / 8 val images of red squares and blue discs, tests/mesam_fixture.py) with three
+(24 train / 8 val images of red squares and blue discs, tests/tests.helpers.mesam.py) with three
 seeds per variant and prints the validation mIoU. Run from the repository root:
 
     PYTHONPATH=.:tests python bench/mesam_variants.py /tmp/mesam-variants
@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 
 import torch
-from mesam_fixture import make_seg_build
 
 from samrs.mesam.train import TrainConfig, train
+from tests.helpers.mesam import make_seg_build
 
 
 def main(root: Path) -> None:

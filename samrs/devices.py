@@ -1,6 +1,7 @@
-"""Moving results off a CUDA device without waiting for later work: one side stream per copy.
+"""Devices: which torch device a name means, how many GPUs are visible, and moving results
+off a CUDA device without waiting for later work (one side stream per copy).
 
-On the CPU both helpers do nothing special, so the same code runs (synchronously) there.
+On the CPU the stream helpers do nothing special, so the same code runs (synchronously) there.
 """
 
 from __future__ import annotations
@@ -10,6 +11,43 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+
+from samrs.errors import SamrsError
+
+
+class DeviceError(SamrsError, ValueError):
+    """A device that cannot be used here (CUDA asked for on a machine without it)."""
+
+
+def visible_gpus() -> int:
+    """CUDA devices this process can use (0 without torch, CUDA or a working driver)."""
+    try:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:  # pragma: no cover - torch missing or broken CUDA
+        return 0
+
+
+def resolve_device(name: str | None, local_rank: int | None = None) -> Any:
+    """The ``torch.device`` a device option names: ``None``, ``""`` or ``"auto"`` -> CUDA when
+    available (``cuda:<local_rank>`` when a rank is given), else CPU; otherwise
+    ``torch.device(name)``, a bare ``cuda`` becoming ``cuda:<local_rank>`` when a rank is given.
+
+    Raises:
+        DeviceError: a CUDA device asked for where CUDA is not available.
+    """
+    import torch
+
+    cuda = "cuda" if local_rank is None else f"cuda:{local_rank}"
+    if name in (None, "", "auto"):
+        return torch.device(cuda if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"device {name!r} requested but CUDA is not available")
+    if device.type == "cuda" and device.index is None and local_rank is not None:
+        device = torch.device(cuda)
+    return device
 
 
 @contextlib.contextmanager

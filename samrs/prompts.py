@@ -34,7 +34,7 @@ def polygon_boxes(polygons: np.ndarray) -> np.ndarray:
 def polygon_centroids(polygons: np.ndarray) -> np.ndarray:
     """(N, 2) area centroids of (N, 8) flat polygons (vertex mean where the area is zero).
 
-    Same rule as :func:`samrs.geometry.polygon_centroid`, vectorised with shapely.
+    Same rule as :func:`samrs.core.geometry.polygon_centroid`, vectorised with shapely.
     """
     pts = np.asarray(polygons, dtype=np.float64).reshape(-1, 4, 2)
     if len(pts) == 0:

@@ -10,7 +10,7 @@ Metrics (one value per mask, see :func:`instance_metrics`):
 - ``area``: mask pixels.
 - ``n_components``: 8-connected components of the mask (0 when empty).
 
-Masks are :class:`~samrs.masks.MaskCrop` (the mask's bounding box) and the polygon work
+Masks are :class:`~samrs.core.masks.MaskCrop` (the mask's bounding box) and the polygon work
 happens on the polygon's bounding window, so the cost follows the objects' sizes.
 
 :func:`judge` gives each instance the first failing reason of ``empty``, ``score``,
@@ -34,7 +34,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from samrs.masks import MaskCrop, crops_of, polygon_crops, polygon_window_masks
+from samrs.core.masks import MaskCrop, crops_of, polygon_crops, polygon_window_masks
 
 INSIDE_DILATION_PX = 3.0
 """Dilation (pixels) of the polygon within which mask pixels count as inside."""
@@ -54,7 +54,10 @@ WEIGHT_FREE_THRESHOLDS = {"min_rbox_iou": 0.3, "min_area": 4}
 
 REJECT_REASONS = ("empty", *THRESHOLD_REASONS.values())
 ON_REJECT = ("keep-rejected", "box")
-METRICS = ("score", "stability", "rbox_iou", "inside_fraction", "area", "n_components")
+UNIT_METRICS = ("score", "stability", "rbox_iou", "inside_fraction")
+"""The per-instance metrics in [0, 1] (score may stray slightly outside for random weights),
+in the order reports show them (stats, audit)."""
+METRICS = (*UNIT_METRICS, "area", "n_components")
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,7 @@ def instance_metrics(
     """Metrics of every mask of one image (see the module docstring).
 
     Args:
-        masks: the masks as :class:`~samrs.masks.MaskCrop` (or an (N, H, W) bool stack).
+        masks: the masks as :class:`~samrs.core.masks.MaskCrop` (or an (N, H, W) bool stack).
         polygons: (N, 8) or (N, 4, 2) polygons in image pixels.
         scores, stability: (N,) from the segmenter (NaN when absent).
         dilation: pixels by which the polygon grows for ``inside_fraction``.
@@ -173,14 +176,25 @@ def instance_metrics(
     }
 
 
-def _fails(values: np.ndarray, minimum: float) -> np.ndarray:
-    """``values < minimum``, never for NaN, and never when ``minimum <= 0`` (threshold off:
-    random-weight SAM can predict slightly negative IoUs, which must not reject by default)."""
-    v = np.asarray(values, dtype=np.float64)
-    if minimum <= 0:
+def threshold_off(minimum: float | None) -> bool:
+    """The one "threshold off" rule: None (not given) or ``<= 0`` (random-weight SAM can
+    predict slightly negative IoUs, which must not reject by default)."""
+    return minimum is None or minimum <= 0
+
+
+def fails(values: Any, minimum: float | None) -> np.ndarray:
+    """``values < minimum`` elementwise, never for a missing value (None, NaN) and never when
+    the threshold is off (:func:`threshold_off`)."""
+    v = np.asarray(values, dtype=np.float64)  # None becomes NaN
+    if threshold_off(minimum):
         return np.zeros(v.shape, dtype=bool)
     with np.errstate(invalid="ignore"):
         return ~np.isnan(v) & (v < minimum)
+
+
+def box_substitutes(polygons: Any, height: int, width: int) -> list[MaskCrop]:
+    """The masks the ``box`` reject policy writes for these polygons: each rasterized."""
+    return polygon_crops(polygons, 0.0, height, width)
 
 
 def judge(metrics: dict[str, np.ndarray], thresholds: QualityThresholds) -> list[str | None]:
@@ -192,9 +206,7 @@ def judge(metrics: dict[str, np.ndarray], thresholds: QualityThresholds) -> list
         *(
             (
                 reason,
-                _fails(
-                    area if name == "min_area" else metrics[name[4:]], getattr(thresholds, name)
-                ),
+                fails(area if name == "min_area" else metrics[name[4:]], getattr(thresholds, name)),
             )
             for name, reason in THRESHOLD_REASONS.items()
         ),
@@ -233,7 +245,7 @@ def apply_reject_policy(
     if idx.size:
         polys = np.asarray(polygons, dtype=np.float64).reshape(n, 8)[idx]
         height, width = crops[idx[0]].height, crops[idx[0]].width
-        for i, box in zip(idx, polygon_crops(polys, 0.0, height, width), strict=True):
+        for i, box in zip(idx, box_substitutes(polys, height, width), strict=True):
             crops[i] = box
     return crops, substituted
 
@@ -273,7 +285,7 @@ def apply_filters(
 
     Args:
         masks: a :class:`~samrs.segmenters.base.MaskSet` (scores and stability are taken from
-            it), a list of :class:`~samrs.masks.MaskCrop` or an (N, H, W) bool array.
+            it), a list of :class:`~samrs.core.masks.MaskCrop` or an (N, H, W) bool array.
         polygons: (N, 8) polygons.
         thresholds: :class:`QualityThresholds`, or any object with the same attribute names
             and optionally ``on_reject`` (e.g. a BuildConfig); None: defaults.

@@ -62,10 +62,10 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
-from samrs import rle
-from samrs.classes import class_table, distinct_palette
-from samrs.geometry import rasterize_polygon, rbox_polygon
-from samrs.imageio import write_geotiff, write_image, write_png
+from samrs.core import rle
+from samrs.core.classes import class_table, distinct_palette
+from samrs.core.geometry import rasterize_polygon, rbox_polygon
+from samrs.core.imageio import write_geotiff, write_image, write_png
 
 __all__ = ["FORMATS", "SynthSummary", "write_synthetic"]
 

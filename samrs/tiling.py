@@ -4,7 +4,7 @@ Windows per axis (:func:`window_starts`): ``step = size - gap``; one window when
 at most ``size``, else ``ceil((L - size) / step + 1)`` windows at ``step * i``, the last one
 pulled back to ``L - size``. Windows are square, ``size`` wide; where a side of the image is
 shorter than the window the window extends past the image and its pixels are padded
-(:data:`samrs.imageio.PAD_VALUE`). Windows whose image coverage is at most
+(:data:`samrs.core.imageio.PAD_VALUE`). Windows whose image coverage is at most
 ``coverage_threshold`` (0.6) are dropped, unless no window of the image passes, when the best
 covered ones are kept (so no image is ever lost).
 
@@ -60,8 +60,10 @@ from pathlib import Path
 
 import numpy as np
 
-from samrs.geometry import clip_polygon, iof
-from samrs.records import Dataset, ErrorRecord, ImageRecord, ObjectAnnotation, Polygon, Window
+from samrs.core.geometry import clip_polygon, iof
+from samrs.core.records import Dataset, ErrorRecord, ImageRecord, ObjectAnnotation, Polygon, Window
+from samrs.errors import SamrsError
+from samrs.sources.common import SPLIT_MARKER  # defined where it is read
 
 __all__ = [
     "COVERAGE_THRESHOLD",
@@ -88,10 +90,6 @@ __all__ = [
 
 IOF_THRESHOLD = 0.7
 COVERAGE_THRESHOLD = 0.6
-SPLIT_MARKER = "split.json"
-"""Written by ``samrs split`` to its output folder: options, ``source``/``version`` of the
-dataset cut, counts and every error record. A folder holding it is read (by any source's
-reader) as DOTA labelTxt patches with that source's class table."""
 _EPS = 1e-9
 
 TILE_CONVENTIONS = ("mmrotate", "devkit")
@@ -102,7 +100,7 @@ LOW_IOF_FLAG = "low-iof"
 """Flag of a cut object the devkit convention keeps below the iof threshold (difficulty 2)."""
 
 
-class TilingError(ValueError):
+class TilingError(SamrsError, ValueError):
     """Invalid tiling parameters (size, gap, rates, thresholds)."""
 
 
@@ -174,7 +172,7 @@ def image_windows(
 
 def patch_pad_value(convention: str = "mmrotate") -> tuple[int, int, int]:
     """RGB fill of window parts outside the image under a tile convention."""
-    from samrs.imageio import PAD_VALUE
+    from samrs.core.imageio import PAD_VALUE
 
     _check_convention(convention)
     return DEVKIT_PAD_VALUE if convention == "devkit" else PAD_VALUE
@@ -520,7 +518,7 @@ def tile_dataset(
     Raises:
         TilingError: invalid parameters.
     """
-    from samrs.imageio import ImageReadError, image_size
+    from samrs.core.imageio import ImageReadError, image_size
 
     _check_params(patch_size, gap, rates, iof_threshold, convention)
     images: list[ImageRecord] = []
@@ -630,15 +628,15 @@ def write_dota_patches(
     repeated. ``convention`` chooses the difficulty column (:func:`dota_label_text`). Consecutive tiles of one source image share one opened image (decoded once
     for PNG/JPEG, windowed reads for TIFF). An unreadable image gives one error record (stage
     ``image``) per tile, accounting for that tile's objects -- also one that would decode more
-    than ``max_pixels`` pixels (default :data:`samrs.imageio.DEFAULT_MAX_IMAGE_PIXELS`; 0: no
-    limit; see :mod:`samrs.imageio`). A patch whose file name would exceed the file system's
+    than ``max_pixels`` pixels (default :data:`samrs.core.imageio.DEFAULT_MAX_IMAGE_PIXELS`; 0: no
+    limit; see :mod:`samrs.core.imageio`). A patch whose file name would exceed the file system's
     name limit is an error record (stage ``read``) accounting for its objects. The dataset's
     own errors are carried into the summary. Images are written as deterministic PNGs; split
     ``None`` is written as ``all``.
     """
     import cv2
 
-    from samrs.imageio import (
+    from samrs.core.imageio import (
         DEFAULT_MAX_IMAGE_PIXELS,
         ImageReadError,
         long_name,
@@ -646,7 +644,7 @@ def write_dota_patches(
         open_image,
         write_png,
     )
-    from samrs.records import exception_message
+    from samrs.core.records import exception_message
 
     pad = tuple(patch_pad_value(convention) if pad_value is None else pad_value)
     if len(pad) != 3 or not all(0 <= int(v) <= 255 for v in pad):

@@ -21,8 +21,8 @@ from click.testing import CliRunner
 from samrs.benchmarks.masks import DecoderBank, inscribed_ellipse
 from samrs.benchmarks.run import make_bench_dataset, run_benchmark
 from samrs.cli import main
-from samrs.geometry import mask_iou
-from samrs.imageio import read_image
+from samrs.core.geometry import mask_iou
+from samrs.core.imageio import read_image
 from samrs.outputs.manifest import read_table
 from samrs.prompts import build_prompts
 from samrs.segmenters.models import SAM_MODELS, build_random_model
@@ -57,6 +57,7 @@ def test_bench_dataset_is_a_dota_dataset(tmp_path: Path) -> None:
     assert not dataset.errors
 
 
+@pytest.mark.slow
 def test_bench_json_has_every_measurement(tmp_path: Path) -> None:
     argv = ["bench", "--device", "cpu", "--random-weights", "--images", "2"]
     argv += [
@@ -90,6 +91,7 @@ def test_bench_json_has_every_measurement(tmp_path: Path) -> None:
     assert len(list((tmp_path / "reference" / "ins").glob("*.pkl"))) == 2
 
 
+@pytest.mark.slow
 def test_bench_with_a_checkpoint(tmp_path: Path) -> None:
     checkpoint = tmp_path / "sam_tiny.pth"
     torch.save(build_random_model(SAM_MODELS["tiny"], seed=2).state_dict(), checkpoint)
@@ -119,6 +121,7 @@ def test_inscribed_ellipse_of_the_bench_boxes() -> None:
     np.testing.assert_array_equal(drawn[0], drawn[1])
 
 
+@pytest.mark.slow
 def test_decoder_bank_objects_and_replay(tmp_path: Path) -> None:
     """--masks objects: the real decoder runs, then every mask is its object's ellipse
     (matched by box on the device, whatever the chunking); the replay gives the same masks
@@ -159,6 +162,7 @@ def test_decoder_bank_objects_and_replay(tmp_path: Path) -> None:
             assert mask.mean() < 0.1
 
 
+@pytest.mark.slow
 def test_bench_objects_and_host_cost(tmp_path: Path) -> None:
     report = run_benchmark(
         device="cpu", images=1, objects_per_image=3, image_size=256, masks="objects",

@@ -34,6 +34,8 @@ from samrs.outputs.metadata import read_build_metadata
 from samrs.outputs.schema import DESCRIPTIONS, TABLES, UNITS
 from samrs.synth import FAIR1M_CRS, FAIR1M_GSD, write_synthetic
 
+pytestmark = pytest.mark.slow  # its tests read a build made by a module fixture (several seconds)
+
 UMASK = 0o027  # unusual on purpose: files must be 0640, not mkstemp's 0600 nor a fixed 0644
 MANIFESTS_DOC = Path(__file__).resolve().parents[1] / "manifests" / "README.md"
 

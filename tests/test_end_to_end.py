@@ -22,9 +22,11 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from samrs import rle
 from samrs.cli import main
-from samrs.geometry import rasterize_polygon
+from samrs.core import rle
+from samrs.core.geometry import rasterize_polygon
+
+pytestmark = pytest.mark.slow  # every test reads builds made by module fixtures (tens of seconds)
 
 BUILD_ARGS = ["--source", "dota", "--segmenter", "grabcut", "--patch-size", "1024"]
 

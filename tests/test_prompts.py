@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from samrs.geometry import polygon_centroid, rbox_polygon
+from samrs.core.geometry import polygon_centroid, rbox_polygon
 from samrs.prompts import PROMPT_MODES, build_prompts, polygon_centroids
 from samrs.segmenters.base import PromptSet
 

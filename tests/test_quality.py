@@ -10,19 +10,19 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from samrs import rle
 from samrs.benchmarks.run import make_bench_dataset
 from samrs.build import worker
 from samrs.build.config import BuildConfig
 from samrs.cli import main
-from samrs.geometry import (
+from samrs.core import rle
+from samrs.core.geometry import (
     box_polygon,
     dilated_polygon_mask,
     mask_iou,
     rasterize_polygon,
     rbox_polygon,
 )
-from samrs.masks import MaskCrop, polygon_window_mask
+from samrs.core.masks import MaskCrop, polygon_window_mask
 from samrs.outputs.manifest import read_table
 from samrs.quality import (
     INSIDE_DILATION_PX,
@@ -298,3 +298,18 @@ def test_rejected_objects_are_never_background(
         np.testing.assert_array_equal(
             np.asarray(Image.open(path)), np.asarray(Image.open(out / image["semantic_file"]))
         )
+
+
+def test_one_threshold_off_rule_and_box_substitute() -> None:
+    from samrs.quality import box_substitutes, fails, threshold_off
+
+    assert threshold_off(None) and threshold_off(0) and threshold_off(-1.0)
+    assert not threshold_off(0.1)
+    values = [0.2, -0.1, float("nan"), None]
+    assert fails(values, 0.0).tolist() == [False] * 4
+    assert fails(values, None).tolist() == [False] * 4
+    assert fails(values, 0.5).tolist() == [True, True, False, False]
+    polygon = [2.0, 3.0, 12.0, 3.0, 12.0, 9.0, 2.0, 9.0]
+    (box,) = box_substitutes([polygon], 16, 16)
+    np.testing.assert_array_equal(box.full(), MaskCrop.of_polygon(polygon, 0.0, 16, 16).full())
+    np.testing.assert_array_equal(box.full(), rasterize_polygon(polygon, 16, 16))

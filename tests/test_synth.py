@@ -11,11 +11,11 @@ import pytest
 from click.testing import CliRunner
 from pycocotools.coco import COCO
 
-from samrs import rle
-from samrs.classes import class_table
 from samrs.cli import main
-from samrs.geometry import mask_iou, polygon_area, rasterize_polygon
-from samrs.imageio import image_size, read_image
+from samrs.core import rle
+from samrs.core.classes import class_table
+from samrs.core.geometry import mask_iou, polygon_area, rasterize_polygon
+from samrs.core.imageio import image_size, read_image
 from samrs.sources import read_dataset
 from samrs.synth import FORMATS, GT_FILE, write_synthetic
 
@@ -44,6 +44,7 @@ def _tree(root: Path) -> dict[str, bytes]:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_deterministic_bytes(datasets: dict[str, Path], tmp_path: Path, fmt: str) -> None:
     write_synthetic(fmt, tmp_path / "again")

@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from samrs.cli import main
-from samrs.geometry import box_polygon, clip_polygon
-from samrs.imageio import read_image, write_png
-from samrs.records import Dataset, ErrorRecord, ImageRecord, ObjectAnnotation
+from samrs.core.geometry import box_polygon, clip_polygon
+from samrs.core.imageio import read_image, write_png
+from samrs.core.records import Dataset, ErrorRecord, ImageRecord, ObjectAnnotation
 from samrs.sources import SourceError, read_dataset
 from samrs.synth import write_synthetic
 from samrs.tiling import (

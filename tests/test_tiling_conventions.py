@@ -16,13 +16,13 @@ from click.testing import CliRunner
 
 from samrs.build.config import BuildConfig
 from samrs.cli import main
-from samrs.geometry import box_polygon, iof, rasterize_polygon
-from samrs.imageio import read_image, write_png
+from samrs.core.geometry import box_polygon, iof, rasterize_polygon
+from samrs.core.imageio import read_image, write_png
+from samrs.core.records import Dataset, ImageRecord, ObjectAnnotation
 from samrs.outputs.export import BuildView
 from samrs.outputs.manifest import read_table
 from samrs.outputs.select import Selection
 from samrs.outputs.semantic import read_semantic_png
-from samrs.records import Dataset, ImageRecord, ObjectAnnotation
 from samrs.sources import read_dataset
 from samrs.tiling import (
     LOW_IOF_FLAG,

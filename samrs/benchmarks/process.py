@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from samrs.segmenters import needs_weights
+
 _RUNNER = (
     "import resource, subprocess, sys, time; "
     "t = time.perf_counter(); "
@@ -28,6 +30,6 @@ def build_command(root: str, out: str, segmenter: str, *extra: str) -> list[str]
     random weights for ``sam``/``sam-hq``)."""
     cmd = [sys.executable, "-m", "samrs.cli", "-q", "build", "--source", "dota",
            "--root", root, "--out", out, "--segmenter", segmenter, "--gpus", "0", *extra]  # fmt: skip
-    if segmenter in ("sam", "sam-hq"):
+    if needs_weights(segmenter):
         cmd += ["--random-weights", "--model", "tiny", "--device", "cpu"]
     return cmd

@@ -31,7 +31,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from samrs.classes import DOTA_V1_0, class_table
+from samrs.core.classes import DOTA_V1_0, class_table
 from samrs.outputs.semantic import semantic_palette
 
 
@@ -77,8 +77,8 @@ def _mask_agreement(out: Path, ref_dir: Path) -> dict[str, Any]:
     """Per-mask IoU between the pipeline's masks and the reference loop's."""
     import pickle
 
-    from samrs import rle
-    from samrs.geometry import mask_iou
+    from samrs.core import rle
+    from samrs.core.geometry import mask_iou
     from samrs.outputs.manifest import read_table
 
     images = {r["image_id"]: r for r in read_table(out, "images").to_pylist()}
@@ -143,7 +143,7 @@ def run_benchmark(
     from samrs.build import BuildConfig
     from samrs.build.run import resolve_config
     from samrs.build.worker import get_segmenter
-    from samrs.imageio import read_image
+    from samrs.core.imageio import read_image
     from samrs.prompts import build_prompts
     from samrs.segmenters.memory import retain_freed_memory
 

@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 
-from samrs.imageio import DEFAULT_MAX_IMAGE_PIXELS
+from samrs.core.imageio import DEFAULT_MAX_IMAGE_PIXELS
 
 # Fields that do not change what a build writes: excluded from the fingerprint.
 EXECUTION_FIELDS = frozenset(

@@ -21,7 +21,7 @@ from typing import Any
 from samrs.build.config import BuildConfig
 from samrs.build.plan import Shard
 from samrs.build.worker import ImageReader, ShardResult, StagedShard, run_shard, stage_shard
-from samrs.classes import ClassTable
+from samrs.core.classes import ClassTable
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +63,10 @@ def run_local(
         with ThreadPoolExecutor(1, thread_name_prefix="samrs-commit") as committer:
             for k, shard in enumerate(shards):
                 upcoming = shards[k + 1].images if k + 1 < len(shards) else ()
-                outcome, attempts = _with_retries(
-                    shard,
-                    config,
-                    lambda shard=shard, upcoming=upcoming: stage_shard(
-                        shard, config, classes, reader, on_image, upcoming
-                    ),
+                stage = functools.partial(
+                    stage_shard, shard, config, classes, reader, on_image, upcoming
                 )
+                outcome, attempts = _with_retries(shard, config, stage)
                 if committing is not None:
                     yield _committed(*committing, config, classes, on_image)
                     committing = None
@@ -113,13 +110,12 @@ def _committed(
         return commit.result()
     except Exception as exc:
         log.warning("shard %d commit failed: %s", shard.index, _cause(exc))
-        outcome, _ = _with_retries(
-            shard, config, lambda: run_shard(shard, config, classes, on_image), tries
-        )
-        return outcome  # type: ignore[no-any-return]
+        run = functools.partial(run_shard, shard, config, classes, on_image)
+        outcome: Outcome = _with_retries(shard, config, run, tries)[0]
+        return outcome
 
 
-def _local_cluster(config: BuildConfig):  # type: ignore[no-untyped-def]
+def _local_cluster(config: BuildConfig):
     """A Dask cluster on this machine: one process per GPU (pinned) or per CPU worker."""
     import dask
     from distributed import LocalCluster, Nanny, Scheduler, SpecCluster
@@ -222,7 +218,7 @@ def run_dask(
             cluster.close()
 
 
-def _has_gpu_workers(client) -> bool:  # type: ignore[no-untyped-def]
+def _has_gpu_workers(client) -> bool:
     info = client.scheduler_info().get("workers", {})
     return bool(info) and all("GPU" in (w.get("resources") or {}) for w in info.values())
 

@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from samrs.records import ErrorRecord, ImageRecord
+from samrs.core.records import ErrorRecord, ImageRecord
 
 InputFiles = dict[str, list[int]]
 """Path (relative to the dataset root where inside it) -> [size in bytes, mtime in ns]."""

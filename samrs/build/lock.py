@@ -16,8 +16,10 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from samrs.errors import SamrsError
 
-class BuildLockedError(RuntimeError):
+
+class BuildLockedError(SamrsError, RuntimeError):
     """Another process holds the lock of this OUT."""
 
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from samrs.build.config import BuildConfig
-from samrs.classes import ClassTable, class_table
-from samrs.records import ErrorRecord, ImageRecord
+from samrs.core.classes import ClassTable, class_table
+from samrs.core.records import ErrorRecord, ImageRecord
 
 
 @dataclass(frozen=True)
@@ -111,13 +111,13 @@ def writable_images(
 
     An image id gives the names ``semantic/<id>.png`` (and ``.tif``) and, for tiles,
     ``images/<id>.png``: one longer than the file system's name limit
-    (:func:`samrs.imageio.name_max`, 255 bytes on most) would fail its whole shard at write
+    (:func:`samrs.core.imageio.name_max`, 255 bytes on most) would fail its whole shard at write
     time, on every re-run. Temporary names never exceed the limit when the final name fits
-    (:func:`samrs.imageio.temp_name`). Ids that are not valid UTF-8 never get here (the
+    (:func:`samrs.core.imageio.temp_name`). Ids that are not valid UTF-8 never get here (the
     readers turn them into errors rows).
     """
     from samrs.build.layout import Layout
-    from samrs.imageio import long_name, name_max
+    from samrs.core.imageio import long_name, name_max
 
     layout = Layout(out)
     limits: dict[Path, int] = {}

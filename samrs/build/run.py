@@ -26,15 +26,17 @@ from samrs.build.layout import Layout
 from samrs.build.lock import BuildLock, BuildLockedError
 from samrs.build.plan import Plan, make_plan
 from samrs.build.progress import Progress
+from samrs.errors import SamrsError
+from samrs.segmenters import WeightsError, check_weights, needs_weights
 
 log = logging.getLogger(__name__)
 
 
-class BuildError(RuntimeError):
+class BuildError(SamrsError, RuntimeError):
     """A fatal problem found before any work started (one-line cause)."""
 
 
-class BuildInterrupted(Exception):
+class BuildInterrupted(SamrsError):
     """The build was interrupted (Ctrl-C); committed shards stay and a re-run resumes."""
 
     def __init__(self, committed: int, total: int) -> None:
@@ -92,6 +94,8 @@ def resolve_config(config: BuildConfig) -> BuildConfig:
         raise BuildError(f"--root {config.root}: no such folder")
     if config.gpus < 0 or config.workers < 1 or config.shard_size < 1:
         raise BuildError("--gpus must be >= 0, --workers and --shard-size >= 1")
+    if config.batch_size < 1 or config.chunk_size < 1:  # the one check (worker and SAM trust it)
+        raise BuildError("--batch-size and --chunk-size must be >= 1")
     if config.resume and config.overwrite:
         config = replace(config, resume=False)
     if config.min_rbox_iou is None or config.min_area is None:
@@ -103,18 +107,14 @@ def resolve_config(config: BuildConfig) -> BuildConfig:
             min_rbox_iou=gates.min_rbox_iou if config.min_rbox_iou is None else config.min_rbox_iou,
             min_area=gates.min_area if config.min_area is None else config.min_area,
         )
-    if config.segmenter not in ("sam", "sam-hq"):  # weight options mean nothing there
+    if not needs_weights(config.segmenter):  # weight options mean nothing there
         config = replace(config, model=None, checkpoint=None, random_weights=False)
     config = _resolve_writers(_resolve_threads(config))
-    if config.segmenter in ("sam", "sam-hq"):
-        if config.checkpoint and config.random_weights:
-            raise BuildError("give --checkpoint or --random-weights, not both")
-        if not config.checkpoint and not config.random_weights:
-            raise BuildError(
-                f"segmenter {config.segmenter!r} needs weights: pass --checkpoint PATH "
-                "(e.g. sam_vit_h_4b8939.pth), or use the weight-free --segmenter grabcut "
-                "(or --random-weights for tests)"
-            )
+    if needs_weights(config.segmenter):
+        try:
+            check_weights(config.segmenter, config.checkpoint, config.random_weights)
+        except WeightsError as exc:
+            raise BuildError(str(exc)) from exc
         if config.checkpoint:
             from samrs.segmenters import CheckpointError, checkpoint_sha256, validate_checkpoint
 
@@ -138,7 +138,7 @@ def resolve_config(config: BuildConfig) -> BuildConfig:
 def _model_on_cpu(config: BuildConfig) -> bool:
     """Whether the build's model runs on this machine's CPU (not known for a remote cluster,
     whose workers choose their device: then only an explicit ``--device cpu`` counts)."""
-    if config.segmenter not in ("sam", "sam-hq"):
+    if not needs_weights(config.segmenter):
         return False
     if config.device is not None:
         return config.device == "cpu"
@@ -172,7 +172,7 @@ def _resolve_writers(config: BuildConfig) -> BuildConfig:
         if config.writers < 0:
             raise BuildError("--writers must be >= 0")
         return config
-    if config.segmenter not in ("sam", "sam-hq") or _model_on_cpu(config):
+    if not needs_weights(config.segmenter) or _model_on_cpu(config):
         return replace(config, writers=0)
     cores = os.cpu_count() or 1
     return replace(config, writers=max(1, min(8, cores // max(1, config.gpus) - 2)))
@@ -209,7 +209,7 @@ def _metadata(config: BuildConfig, plan: Plan) -> dict[str, Any]:
         "class_table": plan.classes.to_dict(),
         "segmenter": {
             "name": config.segmenter,
-            "model": config.model if config.segmenter in ("sam", "sam-hq") else None,
+            "model": config.model if needs_weights(config.segmenter) else None,
             "checkpoint": config.checkpoint,
             "checkpoint_sha256": config.checkpoint_sha256,
             "random_weights": bool(config.random_weights),

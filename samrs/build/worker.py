@@ -35,8 +35,9 @@ import numpy as np
 from samrs.build.config import BuildConfig
 from samrs.build.layout import MANIFEST_TABLES, Layout
 from samrs.build.plan import Shard
-from samrs.classes import ClassTable
-from samrs.records import ErrorRecord, ImageRecord, Polygon, exception_message
+from samrs.core.classes import ClassTable
+from samrs.core.records import ErrorRecord, ImageRecord, Polygon, exception_message
+from samrs.segmenters import needs_weights
 from samrs.segmenters.base import MaskSet, PromptSet, Segmenter
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ class _SourceCache:
         max_pixels: int | None = None,
         pad_value: tuple[int, int, int] | None = None,
     ) -> None:
-        from samrs.imageio import PAD_VALUE
+        from samrs.core.imageio import PAD_VALUE
 
         self.size = size
         self.max_pixels = max_pixels
@@ -95,7 +96,7 @@ class _SourceCache:
 
     def read(self, image: ImageRecord) -> tuple[np.ndarray, tuple[str, tuple[float, ...]] | None]:
         """Pixels of the image (or its window) and its georeferencing, if any."""
-        from samrs.imageio import georeference, open_image, window_transform
+        from samrs.core.imageio import georeference, open_image, window_transform
 
         with self.lock:
             entry = self.sources.get(image.image_path)
@@ -172,8 +173,8 @@ class ImageReader:
 
 def segmenter_options(config: BuildConfig) -> dict[str, object]:
     """Keyword arguments of :func:`samrs.segmenters.create_segmenter` for a build (SAM
-    keeps its masks on the device for the RLE stage, :func:`samrs.rle.encode_masks`)."""
-    sam = {"keep_device_masks": True} if config.segmenter in ("sam", "sam-hq") else {}
+    keeps its masks on the device for the RLE stage, :func:`samrs.core.rle.encode_masks`)."""
+    sam = {"keep_device_masks": True} if needs_weights(config.segmenter) else {}
     return {
         "model": config.model,
         "checkpoint": config.checkpoint,
@@ -429,7 +430,7 @@ def _process_images(
     this shard is being read, the first batch of ``upcoming`` is read too, and the model
     is told of it (:meth:`~samrs.segmenters.base.Segmenter.prefetch`) with this shard's last
     batch, so the device is not left idle between shards."""
-    batch_size = max(1, config.batch_size)
+    batch_size = config.batch_size  # >= 1: checked once, by build.run.resolve_config
     instance_ids = _instance_ids(shard)
     writers = writer_pool(config.writers or 0)
     pool = reader.pool
@@ -602,7 +603,7 @@ def _failed_image(
 
 def _write_atomic(path: Path, write) -> None:  # type: ignore[no-untyped-def]
     path.parent.mkdir(parents=True, exist_ok=True)
-    from samrs.imageio import temp_name
+    from samrs.core.imageio import temp_name
 
     tmp = path.with_name(temp_name(path.name, f"{os.getpid()}.tmp"))
     write(tmp)
@@ -622,7 +623,7 @@ def _hand_over(
     (encoded there; device memory freed as soon as they are back), then the rest of
     :func:`_finish_image` in a writer process, or here without writers. A writer gets the
     pixels of tiles only (which it writes), the size of whole images."""
-    from samrs import rle
+    from samrs.core import rle
 
     strings = None
     if masks is not None and masks.device_masks is not None:
@@ -654,8 +655,8 @@ def _finish_image(
     ``pixels``: the image, or its ``(height, width)`` where no tile image is written.
     ``strings``: the RLE counts of ``masks`` when they were encoded already (on the device);
     masks the reject policy replaces are encoded here."""
-    from samrs import rle
-    from samrs.masks import polygon_crops
+    from samrs.core import rle
+    from samrs.core.masks import polygon_crops
     from samrs.outputs.geo import pixel_size_m
     from samrs.outputs.semantic import paint_semantic, semantic_palette, write_semantic_png
     from samrs.quality import apply_filters
@@ -765,7 +766,7 @@ def _finish_image(
         )
         write_category_names(geotiff, names)
     if image.window is not None:
-        from samrs.imageio import write_png
+        from samrs.core.imageio import write_png
 
         assert isinstance(pixels, np.ndarray)
         write_png(layout.tile_image(image.image_id), pixels)  # temporary name, then rename

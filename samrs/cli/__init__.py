@@ -13,6 +13,7 @@ import logging
 import click
 
 from samrs import __version__
+from samrs.errors import SamrsError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module under samrs.cli, one-line help shown by `samrs --help`)
@@ -52,10 +53,14 @@ class LazyGroup(click.Group):
         return module.command
 
     def invoke(self, ctx: click.Context) -> object:
-        """Run the command; a file-system error nobody handled (a read-only or full disk, a
-        missing permission) becomes one line naming the path instead of a traceback."""
+        """Run the command. The one place errors become messages: a :class:`SamrsError` (bad
+        input, a build or checkpoint that cannot be used; its message names the file) and a
+        file-system error nobody handled (a read-only or full disk, a missing permission)
+        become one line on stderr and exit status 1 instead of a traceback."""
         try:
             return super().invoke(ctx)
+        except SamrsError as exc:
+            raise click.ClickException(str(exc)) from exc
         except OSError as exc:
             if exc.errno == errno.EPIPE:  # click handles a closed stdout itself
                 raise

@@ -8,21 +8,24 @@ from typing import Any
 import click
 
 from samrs.cli.options import (
+    checkpoint_option,
     class_order_option,
+    device_option,
     json_option,
+    model_option,
     on_unknown_class_option,
+    random_weights_option,
     root_option,
     source_option,
     split_option,
     version_option,
 )
+from samrs.devices import visible_gpus
+from samrs.prompts import PROMPT_MODES as PROMPTS
+from samrs.segmenters import SEGMENTERS, needs_weights
 
-PROMPTS = ("hbox", "rhbox", "rbox-mask", "point", "rhbox+point")
-SEGMENTERS = ("sam", "sam-hq", "box", "grabcut")
-MODELS = ("vit_b", "vit_l", "vit_h", "tiny")
 
-
-def _csv(choices: tuple[str, ...] | None = None, cast: type = str):  # type: ignore[no-untyped-def]
+def _csv(choices: tuple[str, ...] | None = None, cast: type = str):
     """A click callback splitting ``a,b,c`` (validated against ``choices``)."""
 
     def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> list[Any] | None:
@@ -78,17 +81,15 @@ def _csv(choices: tuple[str, ...] | None = None, cast: type = str):  # type: ign
 @split_option
 @class_order_option
 @on_unknown_class_option
-@click.option("--model", type=click.Choice(MODELS), default=None, help="SAM model.")
-@click.option("--checkpoint", type=click.Path(), default=None, help="SAM / HQ-SAM checkpoint.")
-@click.option(
-    "--random-weights", is_flag=True, help="SAM with seeded random weights (trials only)."
-)
+@model_option("SAM model.")
+@checkpoint_option("SAM / HQ-SAM checkpoint.")
+@random_weights_option("SAM with seeded random weights (trials only).")
 @click.option("--patch-size", type=int, default=None, help="Cut images into patches.")
 @click.option("--gap", type=int, default=200, help="Overlap between patches.")
 @click.option("--seed", type=int, default=0, help="Seed for random weights and randomness.")
 @click.option("--gpus", type=int, default=None, help="GPUs (default: all visible for sam).")
 @click.option("--workers", type=int, default=1, help="CPU worker processes when --gpus 0.")
-@click.option("--device", default=None, help="Torch device (default: cuda when available).")
+@device_option(help="Torch device (default: cuda when available).")
 @click.option(
     "--band-fraction",
     type=click.FloatRange(min=0.0),
@@ -131,11 +132,11 @@ def command(
       samrs synth --format dota --out demo
       samrs ablate --source dota --root demo --gt demo --out demo-ablation
     """
-    from samrs.ablate import AblationError, ablate, format_markdown
+    from samrs.analysis.ablate import ablate, format_markdown
     from samrs.build.config import BuildConfig
 
     if gpus is None:
-        gpus = _visible_gpus() if any(s in ("sam", "sam-hq") for s in segmenters) else 0
+        gpus = visible_gpus() if any(needs_weights(s) for s in segmenters) else 0
     quiet = as_json or ctx.find_root().params.get("quiet", False)
     try:
         base = BuildConfig(
@@ -152,7 +153,7 @@ def command(
             match_iou=match_iou,
             log=None if quiet else (lambda line: click.echo(line, err=True)),
         )
-    except (AblationError, ValueError) as exc:
+    except ValueError as exc:  # invalid run specs (SamrsError: samrs.cli)
         raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True, default=str))
@@ -161,12 +162,3 @@ def command(
     if result.failed:
         names = ", ".join(f"{r['name']} ({r['error']})" for r in result.failed)
         raise click.ClickException(f"{len(result.failed)} run(s) failed: {names}")
-
-
-def _visible_gpus() -> int:
-    try:
-        import torch
-
-        return torch.cuda.device_count() if torch.cuda.is_available() else 0
-    except Exception:  # pragma: no cover - torch missing or broken CUDA
-        return 0

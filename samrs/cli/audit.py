@@ -55,9 +55,7 @@ def command(
     """
     import pyarrow as pa
 
-    from samrs.audit import BadRule, compute_audit, summary_text, write_audit
-    from samrs.outputs.manifest import ManifestError
-    from samrs.outputs.metadata import BuildMetadataError
+    from samrs.analysis.audit import BadRule, compute_audit, summary_text, write_audit
 
     rule = BadRule(min_rbox_iou=bad_rbox_iou, max_components=max_components)
     try:
@@ -65,7 +63,7 @@ def command(
         written = write_audit(
             out, audit, progress=None if as_json else lambda m: click.echo(m, err=True)
         )
-    except (BuildMetadataError, ManifestError, pa.ArrowException, OSError) as exc:
+    except (pa.ArrowException, OSError) as exc:  # SamrsError: samrs.cli
         raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(audit, indent=2, ensure_ascii=False))

@@ -6,30 +6,23 @@ import json
 
 import click
 
-from samrs.cli.options import json_option
+from samrs.cli.options import (
+    check_weight_options,
+    checkpoint_option,
+    device_option,
+    json_option,
+    model_option,
+    random_weights_option,
+)
 
 
 @click.command("bench", context_settings={"show_default": True})
-@click.option(
-    "--device", default=None, help="Torch device (default: cuda when available, else cpu)."
+@device_option()
+@model_option("SAM model  [default: detected from --checkpoint; tiny with random weights]")
+@checkpoint_option(
+    "SAM weights (default: seeded random weights).", click.Path(exists=True, dir_okay=False)
 )
-@click.option(
-    "--model",
-    type=click.Choice(["tiny", "vit_b", "vit_l", "vit_h"]),
-    default=None,
-    help="SAM model  [default: detected from --checkpoint; tiny with random weights]",
-)
-@click.option(
-    "--checkpoint",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="SAM weights (default: seeded random weights).",
-)
-@click.option(
-    "--random-weights",
-    is_flag=True,
-    help="Use seeded random weights (the default without --checkpoint).",
-)
+@random_weights_option("Use seeded random weights (the default without --checkpoint).")
 @click.option("--images", type=int, default=16, help="Synthetic images to label.")
 @click.option("--objects-per-image", type=int, default=20, help="Boxes per image.")
 @click.option("--image-size", type=int, default=1024, help="Side of the square synthetic images.")
@@ -91,8 +84,7 @@ def command(
     """
     from samrs.benchmarks.run import run_benchmark
 
-    if checkpoint and random_weights:
-        raise click.UsageError("give --checkpoint or --random-weights, not both")
+    check_weight_options(checkpoint, random_weights or checkpoint is None)
     if options["masks"] == "objects" and options["workers"] != 1:
         raise click.UsageError("--masks objects needs --workers 1")
     result = run_benchmark(

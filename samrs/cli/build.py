@@ -9,20 +9,23 @@ from typing import Any
 import click
 
 from samrs.build.config import PRESETS, BuildConfig, preset_options
-from samrs.classes import SOURCES
 from samrs.cli.options import (
+    checkpoint_option,
     class_order_option,
+    device_option,
     json_option,
     max_image_pixels_option,
+    model_option,
     on_unknown_class_option,
+    prompt_option,
+    random_weights_option,
+    segmenter_option,
     split_option,
     version_option,
 )
+from samrs.core.classes import SOURCES
+from samrs.devices import visible_gpus
 from samrs.tiling import TILE_CONVENTIONS
-
-PROMPTS = ("hbox", "rhbox", "rbox-mask", "point", "rhbox+point")
-SEGMENTERS = ("sam", "sam-hq", "box", "grabcut")
-MODELS = ("vit_b", "vit_l", "vit_h", "tiny")
 
 
 def load_config_file(path: str) -> dict[str, Any]:
@@ -60,28 +63,11 @@ def load_config_file(path: str) -> dict[str, Any]:
 @class_order_option
 @on_unknown_class_option
 @max_image_pixels_option
-@click.option(
-    "--segmenter",
-    type=click.Choice(SEGMENTERS),
-    default="sam",
-    help="Mask generator. 'grabcut' and 'box' need no weights.",
-)
-@click.option(
-    "--model",
-    type=click.Choice(MODELS),
-    default=None,
-    help="SAM model; detected from the checkpoint when omitted.",
-)
-@click.option(
-    "--checkpoint",
-    type=click.Path(),
-    default=None,
-    help="SAM / HQ-SAM checkpoint file (never downloaded).",
-)
-@click.option(
-    "--random-weights",
-    is_flag=True,
-    help="Run SAM with seeded random weights (tests and benchmarks only; recorded in samrs.json).",
+@segmenter_option()
+@model_option("SAM model; detected from the checkpoint when omitted.")
+@checkpoint_option("SAM / HQ-SAM checkpoint file (never downloaded).")
+@random_weights_option(
+    "Run SAM with seeded random weights (tests and benchmarks only; recorded in samrs.json)."
 )
 @click.option("--hq-token-only", is_flag=True, help="sam-hq: use only the HQ output token.")
 @click.option(
@@ -89,11 +75,9 @@ def load_config_file(path: str) -> dict[str, Any]:
     is_flag=True,
     help="Ask SAM for 3 masks per prompt and keep the one with the best predicted IoU.",
 )
-@click.option(
-    "--prompt",
-    type=click.Choice(PROMPTS),
-    default="rhbox",
-    help="Prompt built from each object: hbox (horizontal box), rhbox (box around the rotated polygon), rbox-mask (polygon as dense mask), point (polygon centre), rhbox+point.",
+@prompt_option(
+    "Prompt built from each object: hbox (horizontal box), rhbox (box around the rotated "
+    "polygon), rbox-mask (polygon as dense mask), point (polygon centre), rhbox+point."
 )
 @click.option(
     "--clip-to-rbox",
@@ -261,9 +245,7 @@ def load_config_file(path: str) -> dict[str, Any]:
     metavar="ADDRESS",
     help="Submit shards to an existing Dask cluster (workers started with --resources GPU=1 for GPUs).",
 )
-@click.option(
-    "--device", default=None, help="Torch device (default: cuda when available, else cpu)."
-)
+@device_option()
 @click.option("--batch-size", type=int, default=4, help="Images per encoder call.")
 @click.option("--chunk-size", type=int, default=64, help="Prompts per decoder call.")
 @click.option(
@@ -323,7 +305,7 @@ def command(
     class order), which are not SAMRS's: add --preset samrs, or use a recipe
     (--config pipelines/sota.toml, sior.toml, fast.toml), to reproduce the SAMRS subsets.
     """
-    from samrs.build import BuildError, BuildInterrupted, run_build
+    from samrs.build import BuildInterrupted, run_build
     from samrs.build.progress import format_summary
 
     values: dict[str, Any] = {}
@@ -349,7 +331,7 @@ def command(
     if isinstance(values.get("rates"), str):
         values["rates"] = tuple(float(r) for r in str(values["rates"]).split(","))
     if values.get("gpus") is None:
-        values["gpus"] = _visible_gpus() if values.get("device") in (None, "cuda") else 0
+        values["gpus"] = visible_gpus() if values.get("device") in (None, "cuda") else 0
     values["overwrite"] = not resume
     values["resume"] = resume
     values["progress"] = not as_json and not ctx.find_root().params.get("quiet", False)
@@ -365,7 +347,7 @@ def command(
     try:
         config = BuildConfig.from_dict(values)
         summary = run_build(config)
-    except (BuildError, ValueError) as exc:
+    except ValueError as exc:  # config validation (SamrsError: samrs.cli)
         raise click.ClickException(str(exc)) from exc
     except BuildInterrupted as exc:  # Ctrl-C while shards ran: say how to go on, no traceback
         click.echo(str(exc), err=True)
@@ -394,15 +376,6 @@ def command(
 
 INTERRUPTED_EXIT = 130
 """Exit status after Ctrl-C (128 + SIGINT, as shells report it)."""
-
-
-def _visible_gpus() -> int:
-    try:
-        import torch
-
-        return torch.cuda.device_count() if torch.cuda.is_available() else 0
-    except Exception:  # pragma: no cover - torch missing or broken CUDA
-        return 0
 
 
 def _print_plan(summary: dict[str, Any]) -> None:

@@ -50,14 +50,12 @@ def command(
     The architecture (SAM size, input size, K, LoRA rank) is read from the tensors; every
     tensor must fit, otherwise nothing is written.
     """
-    from samrs.mesam.checkpoint import CheckpointError
     from samrs.mesam.convert import convert_mesam
-    from samrs.mesam.data import DataError
 
     names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
     try:
         summary = convert_mesam(checkpoint, data, out, names, unlabelled_as_background)
-    except (CheckpointError, DataError, ValueError) as exc:
+    except ValueError as exc:  # SamrsError: samrs.cli
         raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(summary, sort_keys=True))

@@ -26,14 +26,11 @@ def command(folder: Path, out: Path) -> None:
     """
     import torch
 
-    from samrs.segmenters.checkpoints import CheckpointError, detect_model, ros_sam_state
+    from samrs.segmenters.checkpoints import detect_model, ros_sam_state
 
     if out.exists():
         raise click.ClickException(f"{out}: already exists")
-    try:
-        state = ros_sam_state(folder)
-    except CheckpointError as exc:
-        raise click.ClickException(str(exc)) from exc
+    state = ros_sam_state(folder)
     model, _ = detect_model(state, folder)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")

@@ -64,22 +64,19 @@ def command(
     boundary IoU and COCO mask AP over kept instances, per class and size, and how the
     rejected instances compare.
     """
-    from samrs.evaluate import EvaluationError, evaluate, format_result
+    from samrs.analysis.evaluate import evaluate, format_result
 
     def progress(done: int, total: int) -> None:
         if done % 100 == 0 or done == total:
             click.echo(f"evaluated {done}/{total} images", err=True)
 
-    try:
-        result = evaluate(
-            pred,
-            gt,
-            band_fraction=band_fraction,
-            match_iou=match_iou,
-            progress=None if as_json else progress,
-        )
-    except EvaluationError as exc:
-        raise click.ClickException(str(exc)) from exc
+    result = evaluate(
+        pred,
+        gt,
+        band_fraction=band_fraction,
+        match_iou=match_iou,
+        progress=None if as_json else progress,
+    )
     doc = result.to_dict()
     if doc["matched"] == 0 and doc["unmatched_pred"]:
         why = ", ".join(f"{k} {v}" for k, v in doc["matching"]["unmatched_pred_per_reason"].items())

@@ -59,8 +59,6 @@ def command(
     Reports per-class IoU and accuracy, mIoU, pixel accuracy and the confusion matrix
     (rows: ground truth, columns: prediction); 255 pixels are ignored.
     """
-    from samrs.mesam.checkpoint import CheckpointError
-    from samrs.mesam.data import DataError
     from samrs.mesam.infer import evaluate_run, format_report
 
     progress = None if as_json else (lambda msg: click.echo(msg, err=True))
@@ -70,6 +68,6 @@ def command(
             checkpoint=str(checkpoint) if checkpoint else None, device=device, mode=mode,
             tile=tile, overlap=overlap, limit=limit, num_workers=num_workers, progress=progress,
         )  # fmt: skip
-    except (CheckpointError, DataError, ValueError) as exc:
+    except ValueError as exc:  # SamrsError: samrs.cli
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(report, sort_keys=True) if as_json else format_report(report))

@@ -14,13 +14,11 @@ from samrs.outputs.export import (
     EXPORT_FORMATS,
     IMAGE_MODES,
     LEVELS,
-    ExportError,
     check_target,
     export,
 )
 from samrs.outputs.geo import GEOMETRIES
-from samrs.outputs.manifest import ManifestError
-from samrs.outputs.metadata import BuildMetadataError, build_class_table, read_build_metadata
+from samrs.outputs.metadata import build_class_table, read_build_metadata
 from samrs.outputs.select import Selection, count_selected, normalize_classes
 
 
@@ -150,7 +148,7 @@ def command(
                 progress=(lambda _item: progress.update(1)) if progress is not None else None,
                 **options,
             )
-    except (ExportError, BuildMetadataError, ManifestError, ValueError) as exc:
+    except ValueError as exc:  # SamrsError: samrs.cli
         raise click.ClickException(str(exc)) from exc
     summary = {"format": fmt, "to": to, **counts}
     if as_json:

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import click
 
-from samrs.cli.options import json_option
+from samrs.cli.options import (
+    check_weight_options,
+    checkpoint_option,
+    device_option,
+    json_option,
+    model_option,
+    random_weights_option,
+)
 from samrs.mesam.config import MODELS
 
 
@@ -30,21 +37,13 @@ def _classes(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
     required=True,
     help="Run folder: checkpoints, config.json, metrics.csv/json, curves.png.",
 )
-@click.option(
-    "--model",
-    type=click.Choice(MODELS),
-    default=None,
-    help="SAM size; default: detected from --checkpoint (vit_b with --random-weights).",
+@model_option(
+    "SAM size; default: detected from --checkpoint (vit_b with --random-weights).", MODELS
 )
-@click.option(
-    "--checkpoint",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="SAM checkpoint (.pth) to start from.",
+@checkpoint_option(
+    "SAM checkpoint (.pth) to start from.", click.Path(path_type=Path, dir_okay=False)
 )
-@click.option(
-    "--random-weights", is_flag=True, help="Start from random weights (tests and benchmarks only)."
-)
+@random_weights_option("Start from random weights (tests and benchmarks only).")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option(
     "--max-steps",
@@ -126,12 +125,7 @@ def _classes(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
     show_default=True,
     help="Seeds data order, augmentation, seeded splits and random weights.",
 )
-@click.option(
-    "--device",
-    default="auto",
-    show_default=True,
-    help="auto (CUDA when available), cpu, cuda, cuda:N.",
-)
+@device_option("auto", "auto (CUDA when available), cpu, cuda, cuda:N.", show_default=True)
 @click.option(
     "--num-workers",
     type=click.IntRange(min=0),
@@ -200,10 +194,8 @@ def command(
     Without prompts: the network predicts K+1 class channels per pixel. Multi-GPU: start it
     with `torchrun --nproc_per_node N --no-python samrs finetune ...`.
     """
-    from samrs.mesam.checkpoint import CheckpointError
-    from samrs.mesam.data import DataError
     from samrs.mesam.infer import evaluate_run, format_report
-    from samrs.mesam.train import RunError, TrainConfig, train
+    from samrs.mesam.train import TrainConfig, train
 
     progress = None if as_json else (lambda msg: click.echo(msg, err=True))
     try:
@@ -219,10 +211,8 @@ def command(
             )
             click.echo(json.dumps(report, sort_keys=True) if as_json else format_report(report))
             return
-        if checkpoint is None and not random_weights and not options["resume"]:
-            raise click.UsageError("give --checkpoint (a SAM .pth file) or --random-weights")
-        if checkpoint is not None and random_weights:
-            raise click.UsageError("--checkpoint and --random-weights exclude each other")
+        if checkpoint is not None or random_weights or not options["resume"]:
+            check_weight_options(checkpoint, random_weights)  # a resume may take the run's
         if checkpoint is not None:  # fail fast: unreadable file or another SAM size
             from samrs.segmenters.checkpoints import inspect_checkpoint
 
@@ -240,7 +230,7 @@ def command(
             **options,  # type: ignore[arg-type]
         )
         summary = train(cfg, progress=progress)
-    except (CheckpointError, DataError, RunError, ValueError) as exc:
+    except ValueError as exc:  # SamrsError: samrs.cli
         raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(summary, sort_keys=True))

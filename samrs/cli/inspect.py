@@ -63,23 +63,20 @@ def command(
     Problems with single records (malformed lines, unknown classes, missing files) are listed
     and do not change the exit status; a missing or unreadable root exits non-zero.
     """
-    from samrs.classes import class_table
-    from samrs.sources import SourceError, read_dataset
+    from samrs.core.classes import class_table
+    from samrs.sources import read_dataset
     from samrs.sources.summary import summarize
 
     if not as_json:
         click.echo(f"reading {source} from {root} ...", err=True)
-    try:
-        dataset = read_dataset(
-            source,
-            root,
-            version=version,
-            split=split,
-            class_order=class_order,
-            on_unknown_class=on_unknown_class,
-        )
-    except SourceError as exc:
-        raise click.ClickException(" ".join(str(exc).split())) from exc
+    dataset = read_dataset(
+        source,
+        root,
+        version=version,
+        split=split,
+        class_order=class_order,
+        on_unknown_class=on_unknown_class,
+    )
     summary = summarize(dataset, class_table(dataset.source, dataset.version, class_order))
     if as_json:
         click.echo(json.dumps({"root": str(root), **summary}, indent=2))

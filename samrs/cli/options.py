@@ -1,4 +1,8 @@
-"""Option decorators shared by several commands (one definition per option)."""
+"""Option decorators shared by several commands (one definition per option), their choices
+taken from the library's registries (:data:`samrs.core.classes.SOURCES`,
+:data:`samrs.prompts.PROMPT_MODES`, :data:`samrs.segmenters.SEGMENTERS`,
+:data:`samrs.segmenters.MODEL_NAMES`), and the one check of weight options at the command
+line (:func:`check_weight_options`)."""
 
 from __future__ import annotations
 
@@ -7,8 +11,10 @@ from typing import Any
 
 import click
 
-from samrs.classes import ORDERS, SOURCES
-from samrs.imageio import DEFAULT_MAX_IMAGE_PIXELS
+from samrs.core.classes import ORDERS, SOURCES
+from samrs.core.imageio import DEFAULT_MAX_IMAGE_PIXELS
+from samrs.prompts import PROMPT_MODES
+from samrs.segmenters import MODEL_NAMES, SEGMENTERS, WeightsError, check_weights
 
 F = Callable[..., Any]
 
@@ -64,3 +70,46 @@ max_image_pixels_option = click.option(
     "error row instead of exhausting memory). Whole image for PNG/JPEG; the window for tiled "
     "GeoTIFF reads. 0: no limit.",
 )
+
+
+def segmenter_option(help: str = "Mask generator. 'grabcut' and 'box' need no weights.") -> F:
+    """``--segmenter``: one of :data:`samrs.segmenters.SEGMENTERS`."""
+    return click.option("--segmenter", type=click.Choice(SEGMENTERS), default="sam", help=help)
+
+
+def prompt_option(help: str) -> F:
+    """``--prompt``: one of :data:`samrs.prompts.PROMPT_MODES`."""
+    return click.option("--prompt", type=click.Choice(PROMPT_MODES), default="rhbox", help=help)
+
+
+def model_option(help: str, choices: tuple[str, ...] = MODEL_NAMES) -> F:
+    """``--model``: a SAM architecture (default: detected from the checkpoint)."""
+    return click.option("--model", type=click.Choice(choices), default=None, help=help)
+
+
+def checkpoint_option(help: str, type: click.ParamType | None = None) -> F:
+    """``--checkpoint``: a weights file (never downloaded)."""
+    return click.option("--checkpoint", type=type or click.Path(), default=None, help=help)
+
+
+def random_weights_option(help: str) -> F:
+    """``--random-weights``: seeded random weights instead of a checkpoint."""
+    return click.option("--random-weights", is_flag=True, help=help)
+
+
+def device_option(
+    default: str | None = None,
+    help: str = "Torch device (default: cuda when available, else cpu).",
+    show_default: bool = False,
+) -> F:
+    """``--device``: a torch device name, resolved by :func:`samrs.devices.resolve_device`."""
+    return click.option("--device", default=default, show_default=show_default, help=help)
+
+
+def check_weight_options(checkpoint: object, random_weights: bool, segmenter: str = "sam") -> None:
+    """:func:`samrs.segmenters.check_weights` for options given on the command line: a
+    contradiction (or missing weights) is a usage error (exit status 2)."""
+    try:
+        check_weights(segmenter, checkpoint, random_weights)  # type: ignore[arg-type]
+    except WeightsError as exc:
+        raise click.UsageError(str(exc)) from exc

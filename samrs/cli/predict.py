@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from samrs.cli.options import json_option
+from samrs.cli.options import checkpoint_option, device_option, json_option
 
 
-def inference_options(f):  # type: ignore[no-untyped-def]
+def inference_options(f):
     """Options shared by ``predict`` and ``evaluate-seg`` (run, weights, device, geometry)."""
     for decorator in reversed(
         [
@@ -21,12 +21,10 @@ def inference_options(f):  # type: ignore[no-untyped-def]
                          show_default=True,
                          help="best.pt (best validation mIoU; last.pt when there is none) "
                          "or last.pt."),
-            click.option("--checkpoint", type=click.Path(path_type=Path, dir_okay=False),
-                         default=None,
-                         help="The base SAM checkpoint, if no longer at the path the run "
-                         "recorded."),
-            click.option("--device", default="auto", show_default=True,
-                         help="auto (CUDA when available), cpu, cuda, cuda:N."),
+            checkpoint_option("The base SAM checkpoint, if no longer at the path the run "
+                              "recorded.", click.Path(path_type=Path, dir_okay=False)),
+            device_option("auto", "auto (CUDA when available), cpu, cuda, cuda:N.",
+                          show_default=True),
             click.option("--mode", type=click.Choice(["auto", "resize", "slide"]),
                          default="auto", show_default=True,
                          help="resize: whole image at the training size; slide: overlapping "
@@ -78,8 +76,6 @@ def command(
     as_json: bool,
 ) -> None:
     """Write palettized label PNGs (the build's ids and palette, 255 = unlabelled)."""
-    from samrs.mesam.checkpoint import CheckpointError
-    from samrs.mesam.data import DataError
     from samrs.mesam.infer import Predictor, load_run, predict_images
 
     progress = None if as_json else (lambda msg: click.echo(msg, err=True))
@@ -88,7 +84,7 @@ def command(
                           device=device)  # fmt: skip
         predictor = Predictor(loaded, mode=mode, tile=tile, overlap=overlap, batch_size=batch_size)
         summary = predict_images(predictor, images, out, progress=progress)
-    except (CheckpointError, DataError, ValueError) as exc:
+    except ValueError as exc:  # SamrsError: samrs.cli
         raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(summary, sort_keys=True))

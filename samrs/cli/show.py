@@ -31,15 +31,10 @@ def command(out: Path, image_id: str, to: Path | None, alpha: float, no_rejected
     """
     import pyarrow as pa
 
-    from samrs.outputs.manifest import ManifestError
-    from samrs.outputs.metadata import BuildMetadataError
-    from samrs.render import RenderError
-    from samrs.show import ImageNotFoundError, show
+    from samrs.analysis.show import show
 
     try:
         path = show(out, image_id, to, alpha=alpha, rejected=not no_rejected)
-    except ImageNotFoundError as exc:
-        raise click.ClickException(str(exc.args[0])) from exc
-    except (BuildMetadataError, ManifestError, RenderError, pa.ArrowException, OSError) as exc:
+    except (pa.ArrowException, OSError) as exc:  # SamrsError: samrs.cli
         raise click.ClickException(str(exc)) from exc
     click.echo(str(path))

@@ -19,7 +19,8 @@ from samrs.cli.options import (
     split_option,
     version_option,
 )
-from samrs.tiling import SPLIT_MARKER, TILE_CONVENTIONS
+from samrs.sources.common import SPLIT_MARKER
+from samrs.tiling import TILE_CONVENTIONS
 
 
 def _rates(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
@@ -139,32 +140,29 @@ def command(
     headers. OUT/split.json records the options, source_objects and patch_objects counts,
     objects that fall in no window and unreadable images.
     """
-    from samrs.sources import SourceError, read_dataset
-    from samrs.tiling import TilingError, patch_pad_value, tile_dataset, write_dota_patches
+    from samrs.sources import read_dataset
+    from samrs.tiling import patch_pad_value, tile_dataset, write_dota_patches
 
     if gap >= patch_size:
         raise click.UsageError(f"--gap ({gap}) must be smaller than --patch-size ({patch_size})")
-    try:
-        dataset = read_dataset(
-            source,
-            root,
-            version=version,
-            split=split,
-            class_order=class_order,
-            on_unknown_class=on_unknown_class,
-        )
-        tiles = tile_dataset(
-            dataset,
-            patch_size,
-            gap,
-            rates,
-            iof_threshold,
-            clip,
-            coverage_threshold,
-            convention=tile_convention,
-        )
-    except (SourceError, TilingError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    dataset = read_dataset(
+        source,
+        root,
+        version=version,
+        split=split,
+        class_order=class_order,
+        on_unknown_class=on_unknown_class,
+    )
+    tiles = tile_dataset(
+        dataset,
+        patch_size,
+        gap,
+        rates,
+        iof_threshold,
+        clip,
+        coverage_threshold,
+        convention=tile_convention,
+    )
     if pad_value is None:
         pad_value = patch_pad_value(tile_convention)
     _prepare_out(out, overwrite)

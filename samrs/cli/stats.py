@@ -38,11 +38,9 @@ def command(out: Path, compare: tuple[Path, ...], gallery: int, as_json: bool) -
     """
     import pyarrow as pa
 
-    from samrs.outputs.manifest import ManifestError
-    from samrs.outputs.metadata import BuildMetadataError
-    from samrs.stats import StatsError, build_name, compute_stats, format_stats, write_report
+    from samrs.analysis.stats import build_name, compute_stats, format_stats, write_report
 
-    def progress_for(folder: Path):  # type: ignore[no-untyped-def]
+    def progress_for(folder: Path):
         if as_json:
             return None
 
@@ -55,7 +53,7 @@ def command(out: Path, compare: tuple[Path, ...], gallery: int, as_json: bool) -
         stats = compute_stats(out, progress=progress_for(out))
         others = [(build_name(o), compute_stats(o, progress=progress_for(o))) for o in compare]
         written = write_report(out, stats, others, gallery=gallery)
-    except (BuildMetadataError, ManifestError, StatsError, pa.ArrowException, OSError) as exc:
+    except (pa.ArrowException, OSError) as exc:  # SamrsError: samrs.cli
         raise click.ClickException(str(exc)) from exc
     if as_json:
         doc = dict(stats)

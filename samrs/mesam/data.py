@@ -35,8 +35,9 @@ import pyarrow as pa
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from samrs.classes import UNLABELLED, normalize_class_name
-from samrs.imageio import ImageReadError, read_image
+from samrs.core.classes import UNLABELLED, normalize_class_name
+from samrs.core.imageio import ImageReadError, read_image
+from samrs.errors import SamrsError
 from samrs.outputs.manifest import part_paths, read_table
 from samrs.outputs.metadata import (
     BuildMetadataError,
@@ -60,7 +61,7 @@ MANIFEST_COLUMNS = (
 )
 
 
-class DataError(ValueError):
+class DataError(SamrsError, ValueError):
     """A build output, image or label that cannot be used (the message names the file)."""
 
 
@@ -310,7 +311,7 @@ def split_samples(
 
 
 def read_rgb(path: str) -> np.ndarray:
-    """(H, W, 3) uint8 RGB image (through :func:`samrs.imageio.read_image`)."""
+    """(H, W, 3) uint8 RGB image (through :func:`samrs.core.imageio.read_image`)."""
     try:
         return read_image(path)
     except ImageReadError as exc:

@@ -30,6 +30,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
+from samrs.devices import resolve_device
 from samrs.mesam.checkpoint import (
     CheckpointError,
     frozen_fingerprint,
@@ -53,7 +54,7 @@ from samrs.mesam.data import (
 )
 from samrs.mesam.metrics import ConfusionMatrix
 from samrs.mesam.model import MeSAM, build_mesam
-from samrs.mesam.train import TrainConfig, autocast, base_model, resolve_device
+from samrs.mesam.train import TrainConfig, autocast, base_model
 from samrs.outputs.semantic import write_semantic_png
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ def load_run(
     payload = read_run_checkpoint(path)
     mcfg = MeSAMConfig.from_dict(payload["model_config"])
     base = payload["base"]
-    dev = resolve_device(device)
+    dev = resolve_device(device, local_rank=0)
     meta = {k: v for k, v in payload.items() if k not in ("trained", "optimizer", "scheduler")}
     if base.get("converted_from"):  # `samrs convert-mesam`: the run holds every tensor
         model = build_mesam(mcfg, seed=0)

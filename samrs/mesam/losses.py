@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from samrs.classes import UNLABELLED
+from samrs.core.classes import UNLABELLED
 
 
 def ce_dice_loss(

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from samrs.classes import UNLABELLED
+from samrs.core.classes import UNLABELLED
 from samrs.mesam.data import LabelSpace
 
 

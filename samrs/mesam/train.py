@@ -23,7 +23,7 @@ share of the validation set; rank 0 writes the run directory::
 
     torchrun --nproc_per_node 4 --no-python samrs finetune --data OUT --out RUN \\
         --model vit_b --checkpoint sam_vit_b_01ec64.pth --batch-size 12
-    # equivalently: torchrun --nproc_per_node 4 -m samrs.mesam.train --data OUT ...
+    # equivalently (no console script needed): torchrun --nproc_per_node 4 -m samrs.cli finetune ...
 
 Resume a DDP run with the same number of processes to continue with exactly the same data
 order.
@@ -48,6 +48,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
+from samrs.devices import resolve_device
+from samrs.errors import SamrsError
 from samrs.mesam.checkpoint import (
     checkpoint_sha256,
     frozen_fingerprint,
@@ -70,6 +72,7 @@ from samrs.mesam.losses import ce_dice_loss
 from samrs.mesam.metrics import ConfusionMatrix
 from samrs.mesam.model import MeSAM, build_mesam, configure_trainable, trained_state_dict
 from samrs.mesam.runlog import write_metrics
+from samrs.segmenters import check_weights
 
 Progress = Callable[[str], None]
 
@@ -93,7 +96,7 @@ PLOT_INTERVAL_S = 60.0
 """``curves.png`` is redrawn at checkpoints at most this often (and always at the end)."""
 
 
-class RunError(ValueError):
+class RunError(SamrsError, ValueError):
     """A run directory that cannot be used as asked (exists, missing checkpoint...)."""
 
 
@@ -171,18 +174,6 @@ class Dist:
     @property
     def main(self) -> bool:
         return self.rank == 0
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``."""
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RunError(f"device {name} requested but CUDA is not available")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device(f"cuda:{local_rank}")
-    return device
 
 
 def setup_distributed(device_name: str) -> tuple[Dist, torch.device]:
@@ -332,7 +323,7 @@ def train(
     dist_info, device = setup_distributed(cfg.device)
     say: Progress = progress if (progress and dist_info.main) else (lambda _msg: None)
     try:
-        return _train(cfg, dist_info, device, say, stop_after_steps)
+        return Trainer(cfg, dist_info, device, say).fit(stop_after_steps)
     finally:
         if dist_info.initialised_here:
             import torch.distributed as dist
@@ -340,308 +331,376 @@ def train(
             dist.destroy_process_group()
 
 
-def _train(
-    cfg: TrainConfig,
-    dist_info: Dist,
-    device: torch.device,
-    say: Progress,
-    stop_after_steps: int | None,
-) -> dict[str, Any]:
-    run = Path(cfg.out)
-    last_path = run / "last.pt"
-    resumed: dict[str, Any] | None = None
-    if cfg.resume:
-        resumed = read_run_checkpoint(last_path) if last_path.exists() else None
-        if resumed is None:
-            raise RunError(f"{last_path}: nothing to resume (no checkpoint)")
-        stored = TrainConfig.from_dict(resumed["train_config"])
-        overrides = {k: v for k, v in cfg.to_dict().items() if k in RESUME_OVERRIDES}
-        if cfg.checkpoint:  # the base checkpoint may have moved
-            overrides["checkpoint"] = cfg.checkpoint
-        cfg = TrainConfig.from_dict({**stored.to_dict(), **overrides})
-    elif last_path.exists():
-        raise RunError(f"{run} already holds a run (last.pt); use --resume or another --out")
-    if cfg.batch_size < 1 or cfg.grad_accum < 1 or cfg.epochs < 1:
-        raise RunError("--batch-size, --grad-accum and --epochs must be >= 1")
-    if not cfg.random_weights and not cfg.checkpoint:
-        raise RunError("give --checkpoint (a SAM .pth file) or --random-weights")
+class Trainer:
+    """One fine-tuning run in this process (one rank of a DDP run).
 
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    Construction does everything before the first step, in this order (the order the random
+    number generators are drawn from, so a run is reproducible): the options (a resume takes
+    the run's own), the data, the model, the optimizer and schedule, the resumed state, and
+    ``config.json``. :meth:`fit` runs the epochs, validating and checkpointing as configured.
+    """
 
-    # data
-    build = read_build(cfg.data)
-    if resumed is not None:
-        label_space = LabelSpace.from_dict(resumed["label_space"])
-    else:
-        label_space = label_space_from_build(build.meta, cfg.classes, cfg.unlabelled_as_background)
-    train_samples, val_samples = split_samples(
-        build.samples, cfg.train_splits, cfg.val_splits, cfg.val_fraction, cfg.seed
-    )
-    if build.n_error_rows:
-        say(f"skipping {build.n_error_rows} image(s) with status 'error' in the manifest")
-    if not val_samples:
-        say(
-            f"no validation images (split {', '.join(cfg.val_splits)} absent): validation is "
-            "skipped; use --val-fraction to hold some out"
-        )
-    train_set = SegmentationDataset(
-        train_samples, label_space, cfg.image_size, augment=cfg.augment, seed=cfg.seed
-    )
-    train_sampler = EpochSampler(
-        len(train_set), shuffle=True, seed=cfg.seed, rank=dist_info.rank, world=dist_info.world
-    )
-    train_loader = _loader(train_set, train_sampler, cfg.batch_size, cfg.num_workers, device)
-    val_loader = None
-    if val_samples:
-        val_set = SegmentationDataset(val_samples, label_space, cfg.image_size)
-        val_sampler = EpochSampler(
-            len(val_set), shuffle=False, rank=dist_info.rank, world=dist_info.world, pad=False
-        )
-        val_loader = _loader(val_set, val_sampler, cfg.batch_size, cfg.num_workers, device)
+    def __init__(self, cfg: TrainConfig, dist_info: Dist, device: torch.device, say: Progress):
+        self.dist, self.device, self.say = dist_info, device, say
+        self.run = Path(cfg.out)
+        self.last_path = self.run / "last.pt"
+        self.cfg, self.resumed = self._options(cfg)
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self._data()
+        self._model()
+        self._optimizer()
+        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self.best_miou: float | None = None
+        self.history: list[dict[str, Any]] = []
+        if self.resumed is not None:
+            self._restore(self.resumed)
+        self.meta = self._write_config()
+        self.last_val: dict[str, Any] | None = None
+        self.last_plot = -math.inf
 
-    # model
-    if resumed is not None:
-        mcfg = MeSAMConfig.from_dict(resumed["model_config"])
-    else:
-        mcfg = MeSAMConfig.from_name(
-            cfg.model, label_space.num_classes, cfg.image_size, cfg.lora_rank, cfg.variant
-        )
-    model, base_info = base_model(
-        mcfg, cfg.seed, None if cfg.random_weights else cfg.checkpoint, say, dist_info.main
-    )
-    base_info["fingerprint"] = frozen_fingerprint(model)
-    summary_params = configure_trainable(model)
-    say(summary_params.describe())
-    if resumed is not None:
-        load_trained(model, resumed["trained"])
-        if resumed["base"].get("fingerprint") != base_info["fingerprint"]:
-            say(
-                "warning: the frozen base weights differ from the ones this run started with "
-                "(another checkpoint file or torch version?)"
+    # --- set-up -----------------------------------------------------------------------------
+
+    def _options(self, cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
+        """The options of this run and, for a resume, the state in ``last.pt``."""
+        resumed: dict[str, Any] | None = None
+        if cfg.resume:
+            resumed = read_run_checkpoint(self.last_path) if self.last_path.exists() else None
+            if resumed is None:
+                raise RunError(f"{self.last_path}: nothing to resume (no checkpoint)")
+            stored = TrainConfig.from_dict(resumed["train_config"])
+            overrides = {k: v for k, v in cfg.to_dict().items() if k in RESUME_OVERRIDES}
+            if cfg.checkpoint:  # the base checkpoint may have moved
+                overrides["checkpoint"] = cfg.checkpoint
+            cfg = TrainConfig.from_dict({**stored.to_dict(), **overrides})
+        elif self.last_path.exists():
+            raise RunError(
+                f"{self.run} already holds a run (last.pt); use --resume or another --out"
             )
-    model.to(device)
-    net: nn.Module = model
-    if dist_info.world > 1:
-        # Depthwise-conv weight gradients of shape (C, 1, k, k) come back from the backward
-        # kernels with another stride on their size-1 dimension; DDP copies them into its
-        # buckets and warns on every step. The layouts are equivalent.
-        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view")
-        net = nn.parallel.DistributedDataParallel(
-            model,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            gradient_as_bucket_view=True,
+        if cfg.batch_size < 1 or cfg.grad_accum < 1 or cfg.epochs < 1:
+            raise RunError("--batch-size, --grad-accum and --epochs must be >= 1")
+        check_weights("sam", None if cfg.random_weights else cfg.checkpoint, cfg.random_weights)
+        return cfg, resumed
+
+    def _data(self) -> None:
+        """The build's samples, label space, train/validation split and their loaders."""
+        cfg, dist_info, say = self.cfg, self.dist, self.say
+        self.build = read_build(cfg.data)
+        if self.resumed is not None:
+            self.label_space = LabelSpace.from_dict(self.resumed["label_space"])
+        else:
+            self.label_space = label_space_from_build(
+                self.build.meta, cfg.classes, cfg.unlabelled_as_background
+            )
+        self.train_samples, self.val_samples = split_samples(
+            self.build.samples, cfg.train_splits, cfg.val_splits, cfg.val_fraction, cfg.seed
+        )
+        if self.build.n_error_rows:
+            say(f"skipping {self.build.n_error_rows} image(s) with status 'error' in the manifest")
+        if not self.val_samples:
+            say(
+                f"no validation images (split {', '.join(cfg.val_splits)} absent): validation "
+                "is skipped; use --val-fraction to hold some out"
+            )
+        self.train_set = SegmentationDataset(
+            self.train_samples, self.label_space, cfg.image_size, augment=cfg.augment, seed=cfg.seed
+        )
+        self.train_sampler = EpochSampler(
+            len(self.train_set), shuffle=True, seed=cfg.seed, rank=dist_info.rank,
+            world=dist_info.world,
+        )  # fmt: skip
+        self.train_loader = _loader(
+            self.train_set, self.train_sampler, cfg.batch_size, cfg.num_workers, self.device
+        )
+        self.val_loader = None
+        if self.val_samples:
+            val_set = SegmentationDataset(self.val_samples, self.label_space, cfg.image_size)
+            val_sampler = EpochSampler(
+                len(val_set), shuffle=False, rank=dist_info.rank, world=dist_info.world, pad=False
+            )
+            self.val_loader = _loader(
+                val_set, val_sampler, cfg.batch_size, cfg.num_workers, self.device
+            )
+
+    def _model(self) -> None:
+        """MeSAM on the base weights, its trainable part (restored on a resume), on the
+        device, wrapped in DDP for more than one process."""
+        cfg, resumed, say = self.cfg, self.resumed, self.say
+        if resumed is not None:
+            self.mcfg = MeSAMConfig.from_dict(resumed["model_config"])
+        else:
+            self.mcfg = MeSAMConfig.from_name(
+                cfg.model, self.label_space.num_classes, cfg.image_size, cfg.lora_rank,
+                cfg.variant,
+            )  # fmt: skip
+        model, self.base_info = base_model(
+            self.mcfg, cfg.seed, None if cfg.random_weights else cfg.checkpoint, say,
+            self.dist.main,
+        )  # fmt: skip
+        self.base_info["fingerprint"] = frozen_fingerprint(model)
+        self.params = configure_trainable(model)
+        say(self.params.describe())
+        if resumed is not None:
+            load_trained(model, resumed["trained"])
+            if resumed["base"].get("fingerprint") != self.base_info["fingerprint"]:
+                say(
+                    "warning: the frozen base weights differ from the ones this run started "
+                    "with (another checkpoint file or torch version?)"
+                )
+        model.to(self.device)
+        self.model = model
+        self.net: nn.Module = model
+        if self.dist.world > 1:
+            # Depthwise-conv weight gradients of shape (C, 1, k, k) come back from the backward
+            # kernels with another stride on their size-1 dimension; DDP copies them into its
+            # buckets and warns on every step. The layouts are equivalent.
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view")
+            self.net = nn.parallel.DistributedDataParallel(
+                model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                gradient_as_bucket_view=True,
+            )
+
+    def _optimizer(self) -> None:
+        """Steps per epoch and in all, AdamW on the trainable parameters, warmup + poly decay."""
+        cfg = self.cfg
+        n = len(self.train_sampler.indices())
+        self.batches_per_epoch = n // cfg.batch_size + bool(n % cfg.batch_size)
+        steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.grad_accum)
+        total_steps = cfg.epochs * steps_per_epoch
+        if cfg.max_steps is not None:
+            total_steps = min(total_steps, cfg.max_steps)
+        self.total_steps = total_steps
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay
+        )
+        warmup = cfg.warmup_steps
+
+        def schedule(step: int) -> float:  # a plain function: LambdaLR stores no state for it
+            return lr_factor(step, warmup, total_steps)
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+
+    def _restore(self, resumed: dict[str, Any]) -> None:
+        """Optimizer, schedule, position and history of a resumed run."""
+        self.optimizer.load_state_dict(resumed["optimizer"])
+        self.scheduler.load_state_dict(resumed["scheduler"])
+        self.step, self.epoch = int(resumed["step"]), int(resumed["epoch"])
+        self.batch_in_epoch = int(resumed["batch_in_epoch"])
+        self.best_miou = resumed.get("best_miou")
+        self.history = list(resumed.get("history", []))
+        self.say(
+            f"resuming {self.run} at step {self.step} (epoch {self.epoch}, batch "
+            f"{self.batch_in_epoch})"
         )
 
-    batches_per_epoch = len(train_sampler.indices()) // cfg.batch_size + bool(
-        len(train_sampler.indices()) % cfg.batch_size
-    )
-    steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
-    total_steps = cfg.epochs * steps_per_epoch
-    if cfg.max_steps is not None:
-        total_steps = min(total_steps, cfg.max_steps)
+    def _write_config(self) -> dict[str, Any]:
+        """The run's facts, written to ``config.json`` by rank 0 and kept in every checkpoint."""
+        cfg, params = self.cfg, self.params
+        sides = [max(s.width, s.height) for s in self.train_samples if s.width and s.height]
+        native_side = int(statistics.median(sides)) if sides else None
+        meta = {
+            "train_config": cfg.to_dict(),
+            "model_config": self.mcfg.to_dict(),
+            "label_space": self.label_space.to_dict(),
+            "base": self.base_info,
+            "data": {
+                "root": str(Path(cfg.data).resolve()),
+                "train_images": len(self.train_samples),
+                "val_images": len(self.val_samples),
+                "skipped_error_rows": self.build.n_error_rows,
+                "native_side": native_side,
+            },
+            "parameters": {"trainable": params.trainable, "total": params.total,
+                           **params.groups},
+            "world_size": self.dist.world,
+        }  # fmt: skip
+        if self.dist.main:
+            self.run.mkdir(parents=True, exist_ok=True)
+            (self.run / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        return meta
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay
-    )
-    warmup = cfg.warmup_steps
+    # --- state ------------------------------------------------------------------------------
 
-    def schedule(step: int) -> float:
-        return lr_factor(step, warmup, total_steps)
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-
-    step, epoch, batch_in_epoch = 0, 0, 0
-    best_miou: float | None = None
-    history: list[dict[str, Any]] = []
-    if resumed is not None:
-        optimizer.load_state_dict(resumed["optimizer"])
-        scheduler.load_state_dict(resumed["scheduler"])
-        step, epoch = int(resumed["step"]), int(resumed["epoch"])
-        batch_in_epoch = int(resumed["batch_in_epoch"])
-        best_miou = resumed.get("best_miou")
-        history = list(resumed.get("history", []))
-        say(f"resuming {run} at step {step} (epoch {epoch}, batch {batch_in_epoch})")
-
-    sides = [max(s.width, s.height) for s in train_samples if s.width and s.height]
-    native_side = int(statistics.median(sides)) if sides else None
-    meta = {
-        "train_config": cfg.to_dict(),
-        "model_config": mcfg.to_dict(),
-        "label_space": label_space.to_dict(),
-        "base": base_info,
-        "data": {
-            "root": str(Path(cfg.data).resolve()),
-            "train_images": len(train_samples),
-            "val_images": len(val_samples),
-            "skipped_error_rows": build.n_error_rows,
-            "native_side": native_side,
-        },
-        "parameters": {"trainable": summary_params.trainable, "total": summary_params.total,
-                       **summary_params.groups},
-        "world_size": dist_info.world,
-    }  # fmt: skip
-    if dist_info.main:
-        run.mkdir(parents=True, exist_ok=True)
-        (run / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-
-    def payload(with_optimizer: bool) -> dict[str, Any]:
+    def payload(self, with_optimizer: bool) -> dict[str, Any]:
+        """What ``last.pt`` (with the optimizer) and ``best.pt`` (without) hold."""
         data: dict[str, Any] = {
-            **meta,
-            "step": step,
-            "epoch": epoch,
-            "batch_in_epoch": batch_in_epoch,
-            "total_steps": total_steps,
-            "best_miou": best_miou,
-            "history": history,
-            "trained": trained_state_dict(model),
+            **self.meta,
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "total_steps": self.total_steps,
+            "best_miou": self.best_miou,
+            "history": self.history,
+            "trained": trained_state_dict(self.model),
         }
         if with_optimizer:
-            data["optimizer"] = optimizer.state_dict()
-            data["scheduler"] = scheduler.state_dict()
+            data["optimizer"] = self.optimizer.state_dict()
+            data["scheduler"] = self.scheduler.state_dict()
         return data
 
-    def run_summary(last_val: dict[str, Any] | None) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
+        """The run summary (``metrics.json``'s and :func:`train`'s)."""
         return {
-            "run": str(run),
-            "step": step,
-            "total_steps": total_steps,
-            "epoch": epoch,
-            "best_miou": best_miou,
-            "last_validation": last_val,
-            "train_images": len(train_samples),
-            "val_images": len(val_samples),
-            "trainable_parameters": summary_params.trainable,
+            "run": str(self.run),
+            "step": self.step,
+            "total_steps": self.total_steps,
+            "epoch": self.epoch,
+            "best_miou": self.best_miou,
+            "last_validation": self.last_val,
+            "train_images": len(self.train_samples),
+            "val_images": len(self.val_samples),
+            "trainable_parameters": self.params.trainable,
         }
 
-    last_val: dict[str, Any] | None = None
-    last_plot = -math.inf
-
-    def checkpoint(do_validate: bool, final: bool = False) -> None:
-        nonlocal best_miou, last_val, last_plot
-        if do_validate and val_loader is not None:
-            report = validate(model, val_loader, label_space, device, dist_info)
-            last_val = {k: report[k] for k in ("miou", "pixel_accuracy", "mean_accuracy")}
+    def checkpoint(self, do_validate: bool, final: bool = False) -> None:
+        """Validate (when asked and there is a validation set; a better mIoU saves
+        ``best.pt``), then save ``last.pt`` and the metrics (rank 0)."""
+        if do_validate and self.val_loader is not None:
+            report = validate(self.model, self.val_loader, self.label_space, self.device, self.dist)
+            self.last_val = {k: report[k] for k in ("miou", "pixel_accuracy", "mean_accuracy")}
             miou = report["miou"]
-            history.append(
-                {"step": step, "epoch": epoch + bool(batch_in_epoch), "val_miou": miou,
-                 "val_pixel_accuracy": report["pixel_accuracy"]}
+            self.history.append(
+                {"step": self.step, "epoch": self.epoch + bool(self.batch_in_epoch),
+                 "val_miou": miou, "val_pixel_accuracy": report["pixel_accuracy"]}
             )  # fmt: skip
-            say(
-                f"validation at step {step}: mIoU {_pct(miou)}, pixel accuracy "
+            self.say(
+                f"validation at step {self.step}: mIoU {_pct(miou)}, pixel accuracy "
                 f"{_pct(report['pixel_accuracy'])}"
             )
-            if miou is not None and (best_miou is None or miou > best_miou):
-                best_miou = miou
-                if dist_info.main:
-                    save_run_checkpoint(run / "best.pt", payload(with_optimizer=False))
-        if dist_info.main:
-            save_run_checkpoint(last_path, payload(with_optimizer=True))
-            plot = final or time.perf_counter() - last_plot > PLOT_INTERVAL_S
-            write_metrics(run, history, run_summary(last_val), plot=plot)
+            if miou is not None and (self.best_miou is None or miou > self.best_miou):
+                self.best_miou = miou
+                if self.dist.main:
+                    save_run_checkpoint(self.run / "best.pt", self.payload(with_optimizer=False))
+        if self.dist.main:
+            save_run_checkpoint(self.last_path, self.payload(with_optimizer=True))
+            plot = final or time.perf_counter() - self.last_plot > PLOT_INTERVAL_S
+            write_metrics(self.run, self.history, self.summary(), plot=plot)
             if plot:
-                last_plot = time.perf_counter()
+                self.last_plot = time.perf_counter()
 
-    say(
-        f"training {len(train_samples)} images ({len(val_samples)} validation) for "
-        f"{total_steps} steps of {cfg.batch_size * cfg.grad_accum * dist_info.world} images "
-        f"on {device}{f' x {dist_info.world} processes' if dist_info.world > 1 else ''}"
-    )
-    model.train()
-    steps_this_call = 0
-    window = torch.zeros(3, device=device)
-    window_batches = 0
-    window_images = 0
-    t_window = time.perf_counter()
-    t_start = t_window
-    start_step = step
-    stopped = False
-    while epoch < cfg.epochs and step < total_steps and not stopped:
-        train_set.epoch = epoch
-        train_sampler.set_epoch(epoch, start=batch_in_epoch * cfg.batch_size)
-        micro = batch_in_epoch
-        for images, labels in train_loader:
+    # --- training ---------------------------------------------------------------------------
+
+    def fit(self, stop_after_steps: int | None = None) -> dict[str, Any]:
+        """Train to the end of the schedule (or ``stop_after_steps`` steps of this call);
+        returns :meth:`summary` with ``finished``."""
+        cfg, dist_info = self.cfg, self.dist
+        self.say(
+            f"training {len(self.train_samples)} images ({len(self.val_samples)} validation) "
+            f"for {self.total_steps} steps of {cfg.batch_size * cfg.grad_accum * dist_info.world}"
+            f" images on {self.device}"
+            f"{f' x {dist_info.world} processes' if dist_info.world > 1 else ''}"
+        )
+        self.model.train()
+        self.steps_this_call = 0
+        self._reset_window()
+        self.t_start = self.t_window
+        self.start_step = self.step
+        stopped = False
+        while self.epoch < cfg.epochs and self.step < self.total_steps and not stopped:
+            stopped = self._epoch(stop_after_steps)
+        finished = not stopped
+        validated_now = bool(self.history) and self.history[-1].get("val_miou") is not None
+        validated_now = validated_now and self.history[-1]["step"] == self.step
+        self.checkpoint(do_validate=finished and not validated_now, final=True)
+        summary = self.summary()
+        summary["finished"] = finished and self.step >= self.total_steps
+        self.say(
+            f"{'finished' if summary['finished'] else 'stopped'} at step {self.step}; best mIoU "
+            f"{_pct(self.best_miou)}; run in {self.run}"
+        )
+        return summary
+
+    def _epoch(self, stop_after_steps: int | None) -> bool:
+        """The rest of the current epoch; True when stopped by ``stop_after_steps``."""
+        cfg = self.cfg
+        self.train_set.epoch = self.epoch
+        self.train_sampler.set_epoch(self.epoch, start=self.batch_in_epoch * cfg.batch_size)
+        micro = self.batch_in_epoch
+        stopped = False
+        for images, labels in self.train_loader:
             group_start = (micro // cfg.grad_accum) * cfg.grad_accum
-            group_size = min(cfg.grad_accum, batches_per_epoch - group_start)
+            group_size = min(cfg.grad_accum, self.batches_per_epoch - group_start)
             sync = micro + 1 == group_start + group_size
-            images = images.to(device, non_blocking=True)
-            labels = labels.to(device, non_blocking=True)
-            no_sync = getattr(net, "no_sync", None)
-            ctx = no_sync() if (no_sync is not None and not sync) else contextlib.nullcontext()
-            with ctx:
-                with autocast(device):
-                    logits = net(images)
-                parts = ce_dice_loss(
-                    logits, resize_labels(labels, logits.shape[-2:]), cfg.ce_weight, cfg.dice_weight
-                )
-                (parts["loss"] / group_size).backward()
-            window += torch.stack([parts["loss"], parts["ce"], parts["dice"]]).detach()
-            window_batches += 1
-            window_images += images.shape[0] * dist_info.world
+            self._backward(images, labels, group_size, sync)
             micro += 1
             if not sync:
                 continue
-            lr = optimizer.param_groups[0]["lr"]  # the rate this step used
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            steps_this_call += 1
-            batch_in_epoch = micro
-            if step % cfg.log_every == 0 or step == total_steps:
-                if dist_info.world > 1:  # log the mean over all processes
-                    import torch.distributed as dist
-
-                    dist.all_reduce(window)
-                    window /= dist_info.world
-                loss, ce, dice = (window / max(window_batches, 1)).tolist()
-                elapsed = time.perf_counter() - t_window
-                rate = window_images / elapsed if elapsed > 0 else 0.0
-                history.append(
-                    {"step": step, "epoch": epoch + bool(batch_in_epoch), "lr": lr, "loss": loss, "ce": ce,
-                     "dice": dice, "images_per_s": rate}
-                )  # fmt: skip
-                per_step = (time.perf_counter() - t_start) / max(step - start_step, 1)
-                say(
-                    f"step {step}/{total_steps} epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f} "
-                    f"(ce {ce:.4f} dice {dice:.4f}) lr {lr:.2e} {rate:.1f} img/s "
-                    f"eta {_fmt_time(per_step * (total_steps - step))}"
-                )
-                window.zero_()
-                window_batches = window_images = 0
-                t_window = time.perf_counter()
-            if cfg.val_every and step % cfg.val_every == 0:
-                checkpoint(do_validate=True)
-            if step >= total_steps:
+            lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            self.steps_this_call += 1
+            self.batch_in_epoch = micro
+            if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+                self._log(lr)
+            if cfg.val_every and self.step % cfg.val_every == 0:
+                self.checkpoint(do_validate=True)
+            if self.step >= self.total_steps:
                 break
-            if stop_after_steps is not None and steps_this_call >= stop_after_steps:
+            if stop_after_steps is not None and self.steps_this_call >= stop_after_steps:
                 stopped = True
                 break
-        if micro >= batches_per_epoch:
-            epoch += 1
-            batch_in_epoch = 0
+        if micro >= self.batches_per_epoch:
+            self.epoch += 1
+            self.batch_in_epoch = 0
             if not cfg.val_every:
-                checkpoint(do_validate=True)
-    finished = not stopped
-    validated_now = bool(history) and history[-1].get("val_miou") is not None
-    validated_now = validated_now and history[-1]["step"] == step
-    checkpoint(do_validate=finished and not validated_now, final=True)
-    summary = run_summary(last_val)
-    summary["finished"] = finished and step >= total_steps
-    say(
-        f"{'finished' if summary['finished'] else 'stopped'} at step {step}; best mIoU "
-        f"{_pct(best_miou)}; run in {run}"
-    )
-    return summary
+                self.checkpoint(do_validate=True)
+        return stopped
+
+    def _backward(
+        self, images: torch.Tensor, labels: torch.Tensor, group_size: int, sync: bool
+    ) -> None:
+        """Loss and gradients of one batch (DDP gradient sync only on the group's last)."""
+        cfg = self.cfg
+        images = images.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True)
+        no_sync = getattr(self.net, "no_sync", None)
+        ctx = no_sync() if (no_sync is not None and not sync) else contextlib.nullcontext()
+        with ctx:
+            with autocast(self.device):
+                logits = self.net(images)
+            parts = ce_dice_loss(
+                logits, resize_labels(labels, logits.shape[-2:]), cfg.ce_weight, cfg.dice_weight
+            )
+            (parts["loss"] / group_size).backward()
+        self.window += torch.stack([parts["loss"], parts["ce"], parts["dice"]]).detach()
+        self.window_batches += 1
+        self.window_images += images.shape[0] * self.dist.world
+
+    def _reset_window(self) -> None:
+        """Start a new logging window (loss sums, batches, images, start time)."""
+        self.window = torch.zeros(3, device=self.device)
+        self.window_batches = 0
+        self.window_images = 0
+        self.t_window = time.perf_counter()
+
+    def _log(self, lr: float) -> None:
+        """One progress line and history row: the window's mean losses (over all processes)."""
+        cfg = self.cfg
+        if self.dist.world > 1:  # log the mean over all processes
+            import torch.distributed as dist
+
+            dist.all_reduce(self.window)
+            self.window /= self.dist.world
+        loss, ce, dice = (self.window / max(self.window_batches, 1)).tolist()
+        elapsed = time.perf_counter() - self.t_window
+        rate = self.window_images / elapsed if elapsed > 0 else 0.0
+        self.history.append(
+            {"step": self.step, "epoch": self.epoch + bool(self.batch_in_epoch), "lr": lr,
+             "loss": loss, "ce": ce, "dice": dice, "images_per_s": rate}
+        )  # fmt: skip
+        per_step = (time.perf_counter() - self.t_start) / max(self.step - self.start_step, 1)
+        self.say(
+            f"step {self.step}/{self.total_steps} epoch {self.epoch + 1}/{cfg.epochs} loss "
+            f"{loss:.4f} (ce {ce:.4f} dice {dice:.4f}) lr {lr:.2e} {rate:.1f} img/s "
+            f"eta {_fmt_time(per_step * (self.total_steps - self.step))}"
+        )
+        self._reset_window()
 
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
-
-
-if __name__ == "__main__":  # torchrun -m samrs.mesam.train ... (same options as finetune)
-    from samrs.cli.finetune import command
-
-    command(prog_name="samrs finetune")

@@ -36,8 +36,8 @@ import shapely
 from rasterio import features
 from shapely.geometry import shape
 
-from samrs import rle
-from samrs.classes import ClassTable
+from samrs.core import rle
+from samrs.core.classes import ClassTable
 from samrs.outputs.metadata import build_class_table, build_config, read_build_metadata
 from samrs.outputs.schema import MANIFEST_VERSION
 from samrs.outputs.select import ImageItem, Selection, iter_build

@@ -36,9 +36,11 @@ from typing import Any
 
 import numpy as np
 
-from samrs import __version__, rle
-from samrs.classes import UNLABELLED, ClassTable
-from samrs.imageio import DEFAULT_MAX_IMAGE_PIXELS, image_size, read_image, write_png
+from samrs import __version__
+from samrs.core import rle
+from samrs.core.classes import UNLABELLED, ClassTable
+from samrs.core.imageio import DEFAULT_MAX_IMAGE_PIXELS, image_size, read_image, write_png
+from samrs.errors import SamrsError
 from samrs.outputs.coco import write_coco
 from samrs.outputs.geo import (
     instances_to_geojson,
@@ -79,7 +81,7 @@ MANAGED = {
 Progress = Callable[[ImageItem], None]
 
 
-class ExportError(Exception):
+class ExportError(SamrsError):
     """An export that cannot proceed (existing output, missing image file...)."""
 
 

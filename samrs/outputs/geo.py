@@ -3,7 +3,7 @@
 ``images.transform`` holds the six affine coefficients ``(a, b, c, d, e, f)`` in rasterio's
 ``Affine`` order (``x_geo = a * col + b * row + c``, ``y_geo = d * col + e * row + f``) for
 pixel-corner coordinates, i.e. ``list(dataset.transform)[:6]`` of the source raster; a tile
-carries its window's transform (:func:`samrs.imageio.window_transform`). ``images.crs`` is any string
+carries its window's transform (:func:`samrs.core.imageio.window_transform`). ``images.crs`` is any string
 rasterio accepts (``EPSG:32633``, WKT). Images without both stay plain.
 """
 
@@ -28,8 +28,8 @@ from rasterio.crs import CRS
 from rasterio.warp import transform_geom
 from shapely.geometry import mapping, shape
 
-from samrs import rle
-from samrs.classes import ClassTable
+from samrs.core import rle
+from samrs.core.classes import ClassTable
 from samrs.outputs.manifest import read_table
 from samrs.outputs.metadata import build_class_table, build_config, read_build_metadata
 from samrs.outputs.select import ImageItem, Selection, iter_build

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from samrs.errors import SamrsError
 from samrs.outputs.schema import LEGACY_NAMES, MANIFEST_VERSION, TABLES, VECTOR_SIZE
 
 MANIFEST_DIR = "manifest"
@@ -34,7 +35,7 @@ COMPRESSION_LEVEL = 3
 _NO_DICTIONARY = {"segmentation", "message", "polygon", "hbox", "bbox", "prompt_box"}
 
 
-class ManifestError(ValueError):
+class ManifestError(SamrsError, ValueError):
     """A manifest row that does not fit the schema, or an unknown table."""
 
 

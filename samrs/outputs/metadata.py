@@ -10,12 +10,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from samrs.classes import ClassTable
+from samrs.core.classes import ClassTable
+from samrs.errors import SamrsError
 
 METADATA_FILE = "samrs.json"
 
 
-class BuildMetadataError(ValueError):
+class BuildMetadataError(SamrsError, ValueError):
     """``samrs.json`` is missing or not what a build writes."""
 
 

@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from samrs import rle
-from samrs.masks import MaskCrop
+from samrs.core import rle
+from samrs.core.masks import MaskCrop
 from samrs.outputs.select import ImageItem, Selection, iter_build
 
 TIE_TOLERANCE = 1e-6

@@ -32,7 +32,7 @@ could not segment the object (``mask_note`` says why); the rasterized polygon su
 
 
 # One place for what each column means (Parquet field metadata ``description``) and its
-# unit (``unit``); manifests/README.md shows the same text (tests/test_outputs_manifest.py).
+# unit (``unit``); manifests/README.md shows the same text (tests/outputs/test_manifest.py).
 DESCRIPTIONS: dict[str, dict[str, str]] = {
     "images": {
         "image_id": "unique id of the image in the build (tiles include their window)",

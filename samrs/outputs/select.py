@@ -13,14 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow.parquet as pq
 
-from samrs import rle
-from samrs.classes import ClassTable
-from samrs.masks import MaskCrop
+from samrs.core import rle
+from samrs.core.classes import ClassTable
 from samrs.outputs.manifest import ManifestError, part_paths, schema_of
-from samrs.quality import THRESHOLD_REASONS
+from samrs.quality import THRESHOLD_REASONS, box_substitutes, fails
 
 REJECT_REASONS = {
     name: THRESHOLD_REASONS[name]
@@ -43,8 +41,8 @@ class Selection:
     Attributes:
         splits: only images of these splits (None: all).
         classes: only instances of these classes, names (any spelling) or ids (None: all).
-        min_score, min_stability, min_rbox_iou, min_area: stricter thresholds (None: the
-            build's decision stands).
+        min_score, min_stability, min_rbox_iou, min_area: stricter thresholds (None or
+            <= 0: off, the build's decision stands; :func:`samrs.quality.fails` decides).
         include_rejected: also yield rejected instances (flagged ``kept = False``).
         image_ids: only these images (None: all).
     """
@@ -136,13 +134,7 @@ class ImageItem:
 
 def _failing_reason(row: dict[str, Any], sel: Selection) -> str | None:
     for name, reason in REJECT_REASONS.items():
-        limit = getattr(sel, name)
-        if limit is None:
-            continue
-        value = row["area" if name == "min_area" else name[4:]]
-        if value is None or (isinstance(value, float) and np.isnan(value)):
-            continue
-        if value < limit:
+        if fails(row["area" if name == "min_area" else name[4:]], getattr(sel, name)):
             return reason
     return None
 
@@ -166,7 +158,7 @@ def rethreshold(
         return row
     out = dict(row)
     if on_reject == "box":
-        mask = MaskCrop.of_polygon(row["polygon"], 0.0, height, width)  # as the build does
+        mask = box_substitutes([row["polygon"]], height, width)[0]  # as the build does
         out.update(
             segmentation=rle.encode_crop(mask)["counts"],
             area=mask.area,

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from samrs import rle
-from samrs.classes import UNLABELLED, ClassTable, Color
-from samrs.masks import MaskCrop, polygon_crops
+from samrs.core import rle
+from samrs.core.classes import UNLABELLED, ClassTable, Color
+from samrs.core.masks import MaskCrop, polygon_crops
 
 OVERLAP_POLICIES = ("small-on-top", "score", "annotation-order")
 """How pixels covered by several objects are resolved (see :func:`paint_order`)."""
@@ -68,7 +68,7 @@ def _as_crop(mask: np.ndarray | dict | MaskCrop, height: int, width: int, index:
             )
         return mask
     if isinstance(mask, dict):
-        size = [int(v) for v in mask["size"]]  # type: ignore[union-attr]
+        size = [int(v) for v in mask["size"]]
         if size != [height, width]:
             raise ValueError(
                 f"mask {index}: RLE size {size} differs from the label {height}x{width}"
@@ -95,7 +95,7 @@ def paint_semantic(
 
     Args:
         height, width: label size.
-        masks: :class:`~samrs.masks.MaskCrop` (painted on their crops), boolean (H, W)
+        masks: :class:`~samrs.core.masks.MaskCrop` (painted on their crops), boolean (H, W)
             arrays or COCO RLE dicts (decoded one at a time).
         class_ids: class id of each mask (0..253 with ``background``, else 0..254).
         areas: mask areas in pixels for ``small-on-top``; computed from the masks when None.

@@ -31,6 +31,8 @@ __all__ = [
     "MaskSet",
     "PromptSet",
     "Segmenter",
+    "WeightsError",
+    "check_weights",
     "checkpoint_sha256",
     "create_segmenter",
     "needs_weights",
@@ -44,6 +46,32 @@ _WEIGHTED = ("sam", "sam-hq")
 def needs_weights(name: str) -> bool:
     """Whether a segmenter needs a checkpoint (or ``random_weights``)."""
     return name in _WEIGHTED
+
+
+class WeightsError(CheckpointError, ValueError):
+    """Weight options that contradict each other (a checkpoint and random weights) or are
+    missing (neither, for a segmenter that needs weights)."""
+
+
+def check_weights(
+    name: str, checkpoint: str | os.PathLike[str] | None, random_weights: bool
+) -> None:
+    """The one rule for weight options: a segmenter that needs weights (:func:`needs_weights`)
+    gets a checkpoint or random weights, not both; the others ignore both.
+
+    Raises:
+        WeightsError: both, or neither for ``sam``/``sam-hq`` (the message names the options).
+    """
+    if not needs_weights(name):
+        return
+    if checkpoint and random_weights:
+        raise WeightsError("give --checkpoint or --random-weights, not both")
+    if not checkpoint and not random_weights:
+        raise WeightsError(
+            f"the {name} segmenter needs weights: pass --checkpoint PATH (e.g. "
+            "sam_vit_h_4b8939.pth), or --random-weights for tests; --segmenter grabcut needs "
+            "no weights"
+        )
 
 
 def validate_checkpoint(
@@ -62,25 +90,18 @@ def validate_checkpoint(
         The checkpoint's facts, or None when no checkpoint is involved.
 
     Raises:
-        ValueError: unknown segmenter or model, or contradictory options.
-        CheckpointError: a missing, unreadable, truncated, foreign or mismatching checkpoint,
-            or no weights at all for ``sam``/``sam-hq`` (one line naming the path or option).
+        ValueError: unknown segmenter or model.
+        WeightsError: contradictory or missing weight options (:func:`check_weights`).
+        CheckpointError: a missing, unreadable, truncated, foreign or mismatching checkpoint
+            (one line naming the path).
     """
     if name not in SEGMENTERS:
         raise ValueError(f"unknown segmenter {name!r}; expected one of {', '.join(SEGMENTERS)}")
     if model is not None and model not in SAM_MODELS:
         raise ValueError(f"unknown model {model!r}; expected one of {', '.join(SAM_MODELS)}")
-    if not needs_weights(name):
+    check_weights(name, checkpoint, random_weights)
+    if not needs_weights(name) or checkpoint is None:
         return None
-    if checkpoint is not None and random_weights:
-        raise ValueError("give either a checkpoint or random weights, not both")
-    if checkpoint is None:
-        if random_weights:
-            return None
-        raise CheckpointError(
-            f"the {name} segmenter needs weights: pass --checkpoint PATH (or --random-weights "
-            "for tests); --segmenter grabcut needs no weights"
-        )
     info, _ = inspect_checkpoint(checkpoint, model, hq=name == "sam-hq")
     return info
 
@@ -129,7 +150,7 @@ def create_segmenter(
     if model is not None and model not in SAM_MODELS:
         raise ValueError(f"unknown model {model!r}; expected one of {', '.join(SAM_MODELS)}")
     segmenter: Segmenter
-    if name in ("sam", "sam-hq"):
+    if needs_weights(name):
         sam_args: dict[str, object] = {
             "model": model,
             "checkpoint": checkpoint,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from samrs.masks import DeviceMasks, MaskCrop, crops_of, stack
+from samrs.core.masks import DeviceMasks, MaskCrop, crops_of, stack
 
 
 @dataclass(frozen=True)
@@ -74,14 +74,14 @@ class MaskSet:
     """Per-prompt results for one image.
 
     Attributes:
-        crops: one :class:`~samrs.masks.MaskCrop` per prompt: the mask at full image
+        crops: one :class:`~samrs.core.masks.MaskCrop` per prompt: the mask at full image
             resolution, kept as its bounding-box crop (memory follows the objects' sizes).
         height, width: the image's size.
         scores: (N,) float32 predicted IoU; NaN for segmenters without one.
         stability: (N,) float32 stability score; NaN for segmenters without one.
         device_masks: optional: the same masks still on the segmenter's device (the GPU
             path, when asked for), so that later stages can work there (the RLE stage,
-            :func:`samrs.rle.encode_masks`); None when absent. Whoever changes the crops
+            :func:`samrs.core.rle.encode_masks`); None when absent. Whoever changes the crops
             afterwards must drop them (set None).
         fallback: optional (N,) bool, True where the segmenter could not segment the object
             (e.g. GrabCut on a box of a few pixels) and returned its prompt's mask instead;

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from samrs.errors import SamrsError
 from samrs.segmenters.models import SAM_MODELS, SamConfig
 
 if TYPE_CHECKING:
     import torch
 
 
-class CheckpointError(Exception):
+class CheckpointError(SamrsError):
     """A checkpoint is missing, unreadable, truncated, foreign or of another architecture.
 
     The message is one line naming the path and the cause.

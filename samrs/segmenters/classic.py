@@ -37,8 +37,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from samrs.geometry import box_polygon, dilated_polygon_mask, rasterize_polygon
-from samrs.masks import MaskCrop, polygon_crops
+from samrs.core.geometry import box_polygon, dilated_polygon_mask, rasterize_polygon
+from samrs.core.masks import MaskCrop, polygon_crops
 from samrs.segmenters.base import MaskSet, PromptSet, Segmenter, as_rgb
 
 

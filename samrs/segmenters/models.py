@@ -112,7 +112,7 @@ def hq_modules() -> types.SimpleNamespace:
     name, leaving ``sys.modules['segment_anything_hq']`` untouched.
     """
     try:
-        from segment_anything_hq import modeling  # type: ignore[import-untyped]
+        from segment_anything_hq import modeling
     except ImportError:
         modeling = _load_hq_privately()
     return types.SimpleNamespace(

@@ -1,6 +1,6 @@
 """Device-side helpers of the SAM pipeline: input geometry, mask postprocessing, stability
 score, boxes and crops. Everything here runs on whatever device its tensors are on (COCO
-run-length encoding is the RLE stage's, :mod:`samrs.rle`)."""
+run-length encoding is the RLE stage's, :mod:`samrs.core.rle`)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from samrs.core.masks import MaskCrop
 from samrs.devices import copy_to_host, side_stream
-from samrs.masks import MaskCrop
 
 
 def resize_longest_side(height: int, width: int, long_side: int) -> tuple[int, int]:
@@ -128,7 +128,7 @@ def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
 
 
 def crops_from_boxes(masks: torch.Tensor, boxes: np.ndarray, ready: Any = None) -> list[MaskCrop]:
-    """:class:`~samrs.masks.MaskCrop` of (N, H, W) boolean masks on any device, given their
+    """:class:`~samrs.core.masks.MaskCrop` of (N, H, W) boolean masks on any device, given their
     :func:`mask_boxes` on the host: the crops' pixels are gathered into one buffer on the
     masks' device and copied once, so the host receives the objects' pixels, not N x H x W.
 

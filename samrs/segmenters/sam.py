@@ -16,7 +16,7 @@ Pipeline (``SamPredictor`` is not used):
    resized to the image size, thresholded at 0; SAM's stability score (offset 1.0) from the
    same logits; boxes and crops (:mod:`.postprocess`). With ``keep_device_masks`` the
    full-image masks also stay on the device in ``MaskSet.device_masks`` for the build's RLE
-   stage (:func:`samrs.rle.encode_masks`).
+   stage (:func:`samrs.core.rle.encode_masks`).
 
 The chunk loop does not wait on the device for the chunk it has just launched: chunk k is
 finished on the host (its crops gathered and copied back on a side CUDA stream that waits
@@ -57,11 +57,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from samrs.geometry import rasterize_polygon
-from samrs.masks import DeviceMasks, MaskCrop
+from samrs.core.geometry import rasterize_polygon
+from samrs.core.masks import DeviceMasks, MaskCrop
+from samrs.devices import resolve_device
+from samrs.segmenters import check_weights
 from samrs.segmenters.base import MaskSet, PromptSet, Segmenter, as_rgb, empty_maskset
 from samrs.segmenters.checkpoints import (
-    CheckpointError,
     checkpoint_sha256,
     config_of,
     inspect_checkpoint,
@@ -85,16 +86,6 @@ MASK_PROMPT_LOGIT = 10.0
 PRECISIONS = ("fp32", "bf16")
 ATTENTIONS = ("sdpa", "eager")
 RESIZES = ("torch", "pil")
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """``None`` or ``"auto"``: CUDA when available, else CPU; otherwise ``torch.device(device)``."""
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    return dev
 
 
 # --------------------------------------------------------------------------- attention
@@ -261,13 +252,7 @@ class SamSegmenter(Segmenter):
             raise ValueError("batch_size and chunk_size must be at least 1")
         if attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
-        if checkpoint is not None and random_weights:
-            raise ValueError("give either a checkpoint or random_weights, not both")
-        if checkpoint is None and not random_weights:
-            raise CheckpointError(
-                f"the {self.name} segmenter needs weights: pass a checkpoint (--checkpoint PATH) "
-                "or --random-weights (tests only); --segmenter grabcut needs no weights"
-            )
+        check_weights(self.name, checkpoint, random_weights)
         self.device = resolve_device(device)
         self.precision = precision or ("bf16" if self.device.type == "cuda" else "fp32")
         if self.precision not in PRECISIONS:

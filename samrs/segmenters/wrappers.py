@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from samrs.masks import MaskCrop, polygon_window_masks
+from samrs.core.masks import MaskCrop, polygon_window_masks
 from samrs.segmenters.base import MaskSet, PromptSet, Segmenter
 
 

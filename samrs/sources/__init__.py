@@ -13,9 +13,10 @@ import importlib
 import json
 from pathlib import Path
 
-from samrs.classes import DEFAULT_VERSION, SOURCES, class_table
-from samrs.records import Dataset
+from samrs.core.classes import DEFAULT_VERSION, SOURCES, class_table
+from samrs.core.records import Dataset
 from samrs.sources.common import (
+    SPLIT_MARKER,
     ReadContext,
     SourceError,
     check_root,
@@ -23,7 +24,6 @@ from samrs.sources.common import (
     sort_images,
     unique_ids,
 )
-from samrs.tiling import SPLIT_MARKER
 
 __all__ = ["READERS", "ReadContext", "SourceError", "read_dataset"]
 
@@ -41,7 +41,7 @@ ON_UNKNOWN_CLASS = ("error", "skip")
 
 def split_output(folder: Path) -> tuple[str, str] | None:
     """``(source, version)`` when ``folder`` (or its parent, for one split's folder) is the
-    output of ``samrs split`` (it holds :data:`samrs.tiling.SPLIT_MARKER`), else None."""
+    output of ``samrs split`` (it holds :data:`samrs.sources.common.SPLIT_MARKER`), else None."""
     for candidate in (folder, folder.parent):
         marker = candidate / SPLIT_MARKER
         if not marker.is_file():

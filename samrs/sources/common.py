@@ -1,7 +1,7 @@
 """What the dataset readers share: folder discovery, image lookup and size, object checks.
 
-Every reader turns one source format into :class:`~samrs.records.ImageRecord` objects and
-reports each problem as an :class:`~samrs.records.ErrorRecord` through a :class:`ReadContext`,
+Every reader turns one source format into :class:`~samrs.core.records.ImageRecord` objects and
+reports each problem as an :class:`~samrs.core.records.ErrorRecord` through a :class:`ReadContext`,
 which also owns the class table and the unknown-class policy. Nothing is dropped silently:
 an object is either returned or accounted for by an error record (``n_objects``).
 
@@ -31,12 +31,18 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from samrs.classes import ClassTable
-from samrs.geometry import clip_polygon, polygon_area
-from samrs.imageio import ImageReadError, image_size
-from samrs.records import ErrorRecord, ImageRecord, ObjectAnnotation, Polygon
+from samrs.core.classes import ClassTable
+from samrs.core.geometry import clip_polygon, polygon_area
+from samrs.core.imageio import ImageReadError, image_size
+from samrs.core.records import ErrorRecord, ImageRecord, ObjectAnnotation, Polygon
+from samrs.errors import SamrsError
 
 log = logging.getLogger(__name__)
+
+SPLIT_MARKER = "split.json"
+"""Written by ``samrs split`` (:mod:`samrs.tiling`) to its output folder: options,
+``source``/``version`` of the dataset cut, counts and every error record. A folder holding it
+is read (by any source's reader) as DOTA labelTxt patches with that source's class table."""
 
 IMAGE_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 """Image file extensions, in the order of preference when one stem has several files."""
@@ -57,7 +63,7 @@ SPLIT_ALIASES = {"valid": "val", "validation": "val", "testdev": "test-dev"}
 """Spellings of a split that ``--split`` treats as the same split."""
 
 
-class SourceError(ValueError):
+class SourceError(SamrsError, ValueError):
     """A dataset cannot be read at all (unknown source, missing root, nothing found)."""
 
 
@@ -395,7 +401,7 @@ class ReadContext:
         image_id: str | None,
         fallback: tuple[int, int] | None = None,
     ) -> tuple[int | None, int | None]:
-        """Image size from the header (:func:`samrs.imageio.image_size`, no pixel decoding).
+        """Image size from the header (:func:`samrs.core.imageio.image_size`, no pixel decoding).
 
         An unreadable header is an error row (stage ``image``); the size is then ``fallback``
         (e.g. the size an annotation file states) or ``(None, None)``.

@@ -35,8 +35,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from samrs.geometry import box_polygon
-from samrs.records import ImageRecord
+from samrs.core.geometry import box_polygon
+from samrs.core.records import ImageRecord
 from samrs.sources.common import (
     ObjectFields,
     ReadContext,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from samrs.records import ImageRecord, ObjectAnnotation
+from samrs.core.records import ImageRecord, ObjectAnnotation
 from samrs.sources.common import (
     ObjectFields,
     ReadContext,

@@ -26,7 +26,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from samrs.records import ImageRecord
+from samrs.core.records import ImageRecord
 from samrs.sources.common import (
     ObjectFields,
     ReadContext,

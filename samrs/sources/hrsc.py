@@ -11,7 +11,7 @@ with ``AllImages``/``Annotations`` is read with its folder name as split (``Trai
 XML: ``HRSC_Image/{Img_ID, Img_FileName, Img_FileFmt, Img_SizeWidth, Img_SizeHeight,
 Img_Resolution}`` and ``HRSC_Objects/HRSC_Object/{Class_ID, truncated, difficult,
 box_xmin..box_ymax, mbox_cx, mbox_cy, mbox_w, mbox_h, mbox_ang, seg_color}``. The rotated box
-(angle in radians) becomes the polygon (:func:`samrs.geometry.rbox_polygon`); an object without
+(angle in radians) becomes the polygon (:func:`samrs.core.geometry.rbox_polygon`); an object without
 ``mbox_*`` but with ``box_*`` uses that horizontal box (flag ``hbox_only``). Every object is class
 ``ship`` (the level-1 class SAMRS uses); the fine class is kept as the flag
 ``hrsc_class=<Class_ID>`` and the mask colour as ``seg_color=R,G,B`` (absent when the object
@@ -25,8 +25,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from samrs.geometry import box_polygon, rbox_polygon
-from samrs.records import ImageRecord
+from samrs.core.geometry import box_polygon, rbox_polygon
+from samrs.core.records import ImageRecord
 from samrs.sources.common import (
     SPLIT_RANK,
     ObjectFields,

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from samrs.geometry import box_polygon
-from samrs.records import ImageRecord, ObjectAnnotation, Polygon
+from samrs.core.geometry import box_polygon
+from samrs.core.records import ImageRecord, ObjectAnnotation, Polygon
 from samrs.sources.common import (
     ImageIndex,
     ObjectFields,
@@ -89,7 +89,7 @@ def segmentation_points(segmentation: Any, height: int | None, width: int | None
     if isinstance(segmentation, dict) and "counts" in segmentation:
         import cv2
 
-        from samrs import rle as rle_utils
+        from samrs.core import rle as rle_utils
 
         h, w = segmentation.get("size") or (height, width)
         counts = segmentation["counts"]

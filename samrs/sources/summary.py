@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from samrs.classes import ClassTable
-from samrs.records import Dataset
+from samrs.core.classes import ClassTable
+from samrs.core.records import Dataset
 from samrs.sources.common import split_rank
 
 

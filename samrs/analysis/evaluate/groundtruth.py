@@ -1,0 +1,414 @@
+"""Ground truth for ``samrs evaluate``: a COCO instances JSON or an HRSC2016 root, its masks
+decoded lazily per object."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from samrs.analysis.evaluate.metrics import (
+    HRSC_MASK_DIRS,
+    EvaluationError,
+    _checked_rle,
+    _placed_rle,
+)
+from samrs.core.classes import normalize_class_name
+from samrs.core.masks import MaskCrop
+
+# --- ground truth ---------------------------------------------------------------------------
+
+
+@dataclass
+class _GtObject:
+    """One ground-truth object of a GT image (coordinates of the whole source image)."""
+
+    index: int
+    ann_id: object
+    class_key: str
+    class_name: str
+    bbox: tuple[float, float, float, float]  # xyxy
+    segmentation: object
+    source_files: tuple[str, ...] = ()  # label files describing it (normalized)
+    object_index: int | None = None
+    source_line: int | None = None
+    mask_rgb: tuple[int, int, int] | None = None  # HRSC: colour in the image's mask PNG
+
+
+@dataclass
+class _GtImage:
+    index: int
+    image_id: object
+    file_name: str
+    width: int
+    height: int
+    objects: list[_GtObject] = field(default_factory=list)
+    mask_file: Path | None = None  # HRSC colour mask
+
+
+@dataclass
+class GroundTruth:
+    """Ground-truth images and objects, whatever the file format.
+
+    Attributes:
+        path: the file or folder read.
+        images: GT images in file order.
+        n_crowd: crowd annotations (ignored).
+        n_without_mask: objects without a mask (HRSC objects without ``seg_color``, COCO
+            annotations without ``segmentation``): not evaluated.
+    """
+
+    path: Path
+    images: list[_GtImage]
+    n_crowd: int = 0
+    n_without_mask: int = 0
+    _by_name: dict[str, list[_GtImage]] = field(default_factory=dict, repr=False)
+    _by_stem: dict[str, list[_GtImage]] = field(default_factory=dict, repr=False)
+    _by_label: dict[str, _GtImage] = field(default_factory=dict, repr=False)
+    _cache: dict[int, MaskCrop] = field(default_factory=dict, repr=False)
+    _cache_image: int | None = field(default=None, repr=False)
+    _colour: tuple[Path, np.ndarray] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        labels: dict[str, set[int]] = {}
+        for image in self.images:
+            path = PurePosixPath(_norm(image.file_name))
+            self._by_name.setdefault(path.name.lower(), []).append(image)
+            self._by_stem.setdefault(path.stem.lower(), []).append(image)
+            for obj in image.objects:
+                for label in obj.source_files:
+                    labels.setdefault(label, set()).add(image.index)
+        for label, indices in labels.items():
+            if len(indices) == 1:
+                self._by_label[label] = self.images[next(iter(indices))]
+
+    @property
+    def n_objects(self) -> int:
+        """Objects with a mask over all images."""
+        return sum(len(image.objects) for image in self.images)
+
+    def find_image(
+        self, candidates: Iterable[str | None], labels: Iterable[str]
+    ) -> _GtImage | None:
+        """The GT image of a build image, from its file paths and its objects' label files."""
+        for path in candidates:
+            if path:
+                found = self._find_path(_norm(path))
+                if found is not None:
+                    return found
+        for label in labels:
+            found = self._by_label.get(_norm(label))
+            if found is not None:
+                return found
+        for path in candidates:
+            if path:
+                stem = PurePosixPath(_norm(path)).stem.lower()
+                same = self._by_stem.get(stem, [])
+                if len(same) == 1:
+                    return same[0]
+        return None
+
+    def _find_path(self, path: str) -> _GtImage | None:
+        parts = PurePosixPath(path).parts
+        same = self._by_name.get(parts[-1].lower() if parts else "", [])
+        best, best_len, tie = None, -1, False
+        for image in same:
+            gparts = PurePosixPath(_norm(image.file_name)).parts
+            n = 0
+            while n < min(len(parts), len(gparts)) and parts[-1 - n] == gparts[-1 - n]:
+                n += 1
+            if n > best_len:
+                best, best_len, tie = image, n, False
+            elif n == best_len:
+                tie = True
+        return None if tie else best
+
+    def placed(self, image: _GtImage, obj: _GtObject) -> MaskCrop:
+        """The object's mask in source-image pixels (decoded once per image visit)."""
+        if self._cache_image != image.index:
+            self._cache, self._cache_image = {}, image.index
+        if obj.index not in self._cache:
+            self._cache[obj.index] = self._decode(image, obj)
+        return self._cache[obj.index]
+
+    def _decode(self, image: _GtImage, obj: _GtObject) -> MaskCrop:
+        if obj.mask_rgb is not None and image.mask_file is not None:
+            colour = self._colour_mask(image.mask_file)
+            return MaskCrop.from_full(np.all(colour == np.asarray(obj.mask_rgb), axis=2))
+        h, w = image.height, image.width
+        segm = obj.segmentation
+        try:
+            coco_rle = _segm_rle(segm, h, w)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise EvaluationError(
+                f"{_where(image)}: annotation {obj.ann_id}: unreadable segmentation "
+                f"({exc}); expected COCO polygons or RLE of {h}x{w}"
+            ) from exc
+        if coco_rle is None:
+            return MaskCrop.empty(h, w)
+        if [int(v) for v in coco_rle["size"]] != [h, w]:
+            raise EvaluationError(
+                f"{_where(image)}: annotation {obj.ann_id}: mask is "
+                f"{coco_rle['size'][0]}x{coco_rle['size'][1]}, image is {h}x{w}"
+            )
+        return _placed_rle(coco_rle)
+
+    def _colour_mask(self, path: Path) -> np.ndarray:
+        """An HRSC colour mask as (H, W, 3) RGB (the last one read is kept)."""
+        if self._colour is None or self._colour[0] != path:
+            from PIL import Image
+
+            try:
+                with Image.open(path) as im:
+                    self._colour = (path, np.asarray(im.convert("RGB")))
+            except OSError as exc:
+                raise EvaluationError(f"{path}: unreadable mask image ({exc})") from exc
+        return self._colour[1]
+
+
+def _where(image: _GtImage) -> str:
+    return f"GT image {image.file_name!r}"
+
+
+def _norm(path: str) -> str:
+    """A path as posix text without ``./`` prefixes or trailing slashes."""
+    text = str(path).replace("\\", "/")
+    while text.startswith("./"):
+        text = text[2:]
+    return str(PurePosixPath(text)) if text else text
+
+
+@functools.lru_cache(maxsize=65536)
+def _relative(path: str | None, root: str | None) -> str | None:
+    """``path`` relative to ``root`` when it lies under it, else ``path`` (normalized)."""
+    if not path:
+        return None
+    p = PurePosixPath(_norm(path))
+    if root:
+        for base in {str(Path(root)), str(Path(root).resolve())}:
+            try:
+                return str(p.relative_to(PurePosixPath(_norm(base))))
+            except ValueError:
+                continue
+    return str(p)
+
+
+def load_ground_truth(gt: str | Path) -> GroundTruth:
+    """Read ground truth: a COCO instances JSON, a folder with ``gt/instances.json`` (a
+    ``samrs synth`` dataset) or an HRSC2016 root.
+
+    Raises:
+        EvaluationError: no such file, or not a usable ground truth (the message says why).
+    """
+    path = Path(gt)
+    if path.is_dir():
+        synth = path / "gt" / "instances.json"
+        if synth.is_file():
+            return _load_coco(synth)
+        return _load_hrsc(path)
+    if not path.is_file():
+        raise EvaluationError(f"{path}: no such ground-truth file or folder")
+    return _load_coco(path)
+
+
+def _load_coco(path: Path) -> GroundTruth:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EvaluationError(f"{path}: unreadable ({exc})") from exc
+    except json.JSONDecodeError as exc:
+        raise EvaluationError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from exc
+    if not isinstance(data, dict) or not all(
+        isinstance(data.get(k), list) for k in ("images", "annotations", "categories")
+    ):
+        raise EvaluationError(
+            f"{path}: not a COCO instances file (expected an object with 'images', "
+            "'annotations' and 'categories' lists)"
+        )
+    categories: dict[object, str] = {}
+    for cat in data["categories"]:
+        if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
+            raise EvaluationError(f"{path}: category {cat!r:.80} needs 'id' and 'name'")
+        categories[cat["id"]] = str(cat["name"])
+    images: list[_GtImage] = []
+    by_id: dict[object, _GtImage] = {}
+    for i, img in enumerate(data["images"]):
+        try:
+            image = _GtImage(
+                i, img["id"], str(img["file_name"]), int(img["width"]), int(img["height"])
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EvaluationError(
+                f"{path}: images[{i}] needs 'id', 'file_name', 'width' and 'height' ({exc})"
+            ) from exc
+        images.append(image)
+        by_id[image.image_id] = image
+    n_crowd = n_without = 0
+    for j, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict):
+            raise EvaluationError(f"{path}: annotations[{j}] is not an object")
+        image = by_id.get(ann.get("image_id"))
+        if image is None:
+            raise EvaluationError(
+                f"{path}: annotations[{j}] refers to image_id {ann.get('image_id')!r}, "
+                "which is not in 'images'"
+            )
+        if ann.get("category_id") not in categories:
+            raise EvaluationError(
+                f"{path}: annotations[{j}] has category_id {ann.get('category_id')!r}, "
+                "which is not in 'categories'"
+            )
+        if ann.get("iscrowd"):
+            n_crowd += 1
+            continue
+        segm = ann.get("segmentation")
+        if not segm:
+            n_without += 1
+            continue
+        bbox = ann.get("bbox")
+        if bbox is None or len(bbox) != 4:
+            bbox = _segm_bbox(segm, image)
+        x, y, w, h = (float(v) for v in bbox)
+        name = categories[ann["category_id"]]
+        image.objects.append(
+            _GtObject(
+                index=len(image.objects),
+                ann_id=ann.get("id", j),
+                class_key=normalize_class_name(name),
+                class_name=name,
+                bbox=(x, y, x + w, y + h),
+                segmentation=segm,
+                source_files=_label_files(ann),
+                object_index=_opt_int(ann.get("object_index")),
+                source_line=_opt_int(ann.get("source_line")),
+            )
+        )
+    return GroundTruth(path, images, n_crowd=n_crowd, n_without_mask=n_without)
+
+
+def _label_files(ann: dict[str, Any]) -> tuple[str, ...]:
+    """``source_file`` and ``source_files`` of a GT annotation, normalized, in order."""
+    files = [ann.get("source_file"), *(ann.get("source_files") or [])]
+    return tuple(dict.fromkeys(_norm(str(f)) for f in files if f))
+
+
+def _opt_int(value: object) -> int | None:
+    try:
+        return None if value is None else int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
+
+
+def _segm_rle(segm: object, height: int, width: int) -> dict[str, Any] | None:
+    """COCO RLE of a COCO segmentation (polygons, uncompressed or compressed RLE); None for
+    a polygon list without any usable polygon."""
+    if isinstance(segm, list):
+        polys = [p for p in segm if len(p) >= 6]
+        return mask_utils.merge(mask_utils.frPyObjects(polys, height, width)) if polys else None
+    if isinstance(segm, dict) and isinstance(segm.get("counts"), list):
+        return mask_utils.frPyObjects(segm, *segm["size"])
+    if isinstance(segm, dict):
+        size = [int(v) for v in segm["size"]]
+        return _checked_rle(segm["counts"], size[0], size[1])
+    raise TypeError(f"unsupported segmentation {type(segm).__name__}")
+
+
+def _segm_bbox(segm: object, image: _GtImage) -> list[float]:
+    coco_rle = _segm_rle(segm, image.height, image.width)
+    return [0.0] * 4 if coco_rle is None else [float(v) for v in mask_utils.toBbox(coco_rle)]
+
+
+def _xml_text(node: ET.Element, tag: str) -> str | None:
+    child = node.find(tag)
+    return None if child is None or child.text is None else child.text.strip()
+
+
+def _load_hrsc(root: Path) -> GroundTruth:
+    """HRSC2016: per-image XML + colour PNG masks matched by each object's ``seg_color``.
+
+    Mirrors :mod:`samrs.sources.hrsc` where it matters for matching: ``FullDataSet`` only when
+    present, label files relative to ``root``, ``source_line`` = 1-based object position.
+    """
+    # like the HRSC2016 reader: only FullDataSet when there is one (Train/Test repeat it)
+    full = sorted(p for p in root.rglob("*") if p.is_dir() and p.name.lower() == "fulldataset")
+    if root.name.lower() == "fulldataset":
+        full = [root]
+    xmls = sorted(p for base in (full or [root]) for p in base.rglob("*.xml") if p.is_file())
+    images: list[_GtImage] = []
+    n_without = 0
+    for xml in xmls:
+        try:
+            tree = ET.parse(xml).getroot()
+        except ET.ParseError as exc:
+            raise EvaluationError(f"{xml}: invalid XML ({exc})") from exc
+        if tree.tag != "HRSC_Image":
+            continue
+        stem = _xml_text(tree, "Img_FileName") or xml.stem
+        fmt = _xml_text(tree, "Img_FileFmt") or "bmp"
+        try:
+            width = int(_xml_text(tree, "Img_SizeWidth") or "")
+            height = int(_xml_text(tree, "Img_SizeHeight") or "")
+        except ValueError as exc:
+            raise EvaluationError(f"{xml}: Img_SizeWidth/Img_SizeHeight must be integers") from exc
+        image_file = next(
+            (p for p in xml.parent.parent.glob(f"*/{stem}.{fmt}") if p.is_file()),
+            xml.parent.parent / "AllImages" / f"{stem}.{fmt}",
+        )
+        mask_file = next(
+            (
+                xml.parent.parent / d / f"{name}.png"
+                for d in HRSC_MASK_DIRS
+                for name in (stem, xml.stem)
+                if (xml.parent.parent / d / f"{name}.png").is_file()
+            ),
+            None,
+        )
+        image = _GtImage(
+            len(images), stem, str(image_file.relative_to(root)), width, height,
+            mask_file=mask_file,
+        )  # fmt: skip
+        label = str(xml.relative_to(root).as_posix())
+        for k, obj in enumerate(tree.iter("HRSC_Object")):
+            colour = _xml_text(obj, "seg_color")
+            if not colour or mask_file is None:
+                n_without += 1
+                continue
+            try:
+                rgb = tuple(int(v) for v in re.split(r"[,\s]+", colour) if v)
+                box = tuple(float(_xml_text(obj, t) or "") for t in
+                            ("box_xmin", "box_ymin", "box_xmax", "box_ymax"))  # fmt: skip
+            except ValueError as exc:
+                raise EvaluationError(
+                    f"{xml}: HRSC_Object {k + 1}: seg_color must be 'R,G,B' and box_* numbers"
+                ) from exc
+            if len(rgb) != 3:
+                raise EvaluationError(f"{xml}: HRSC_Object {k + 1}: seg_color must be 'R,G,B'")
+            image.objects.append(
+                _GtObject(
+                    index=len(image.objects),
+                    ann_id=_xml_text(obj, "Object_ID") or k,
+                    class_key=normalize_class_name("ship"),
+                    class_name="ship",
+                    bbox=(box[0], box[1], box[2] + 1, box[3] + 1),  # inclusive pixel corners
+                    segmentation=None,
+                    source_files=(label,),
+                    object_index=k,
+                    source_line=k + 1,  # the reader's source_line: 1-based object position
+                    mask_rgb=rgb,  # type: ignore[arg-type]
+                )
+            )
+        images.append(image)
+    if not images:
+        raise EvaluationError(
+            f"{root}: no ground truth found: expected a COCO instances JSON, a folder with "
+            "gt/instances.json, or an HRSC2016 root with HRSC_Image XML files"
+        )
+    return GroundTruth(root, images, n_without_mask=n_without)
