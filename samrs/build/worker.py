@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,6 +39,9 @@ from samrs.core.classes import ClassTable
 from samrs.core.records import ErrorRecord, ImageRecord, Polygon, exception_message
 from samrs.segmenters import needs_weights
 from samrs.segmenters.base import MaskSet, PromptSet, Segmenter
+
+if TYPE_CHECKING:
+    from samrs.quality import FilterResult
 
 log = logging.getLogger(__name__)
 
@@ -680,65 +683,15 @@ def _finish_image(
             ]
         )
         for j, obj in enumerate(image.objects):
-            mask = verdict.masks[j]
-            substituted = bool(verdict.substituted[j])
-            encoded = encoded_masks[j]
-            area = int(verdict.metrics["area"][j])
-            reason = None if substituted else verdict.reasons[j]
-            flags = (
-                [*obj.flags, f"substituted:{verdict.reasons[j]}"]
-                if substituted
-                else list(obj.flags)
-            )
-            fell_back = masks.fell_back(j)
-            mask_source, mask_note = (
-                ("substituted-box", verdict.reasons[j])
-                if substituted
-                else ("fallback-box", fell_back)
-                if fell_back is not None
-                else ("segmenter", None)
-            )
-            if reason is None:
-                paint_masks.append(mask)
+            row = instance_row(image, j, first_id, prompts, masks, verdict, encoded_masks[j])
+            if row["kept"]:
+                paint_masks.append(verdict.masks[j])
                 paint_classes.append(obj.class_id)
-                paint_areas.append(area)
-                paint_scores.append(_opt(masks.scores[j]))
+                paint_areas.append(row["area"])
+                paint_scores.append(row["score"])
             elif config.background:
                 rejected.append(obj.polygon)
-            instance_rows.append(
-                {
-                    "instance_id": first_id + j,
-                    "image_id": image.image_id,
-                    "object_index": j,
-                    "class_id": obj.class_id,
-                    "class_name": obj.class_name,
-                    "difficult": bool(obj.difficult),
-                    "truncated": bool(obj.truncated),
-                    "polygon": [float(v) for v in obj.polygon],
-                    "hbox": [float(v) for v in obj.hbox],
-                    "prompt": prompts.mode,
-                    "prompt_box": _floats(prompts.boxes, j),
-                    "prompt_point": _floats(prompts.points, j),
-                    "segmentation": encoded["counts"],
-                    "area": area,
-                    "bbox": [float(v) for v in verdict.metrics["bbox"][j]],
-                    "score": _opt(masks.scores[j]),
-                    "stability": _opt(masks.stability[j]),
-                    "rbox_iou": float(verdict.metrics["rbox_iou"][j]),
-                    "inside_fraction": float(verdict.metrics["inside_fraction"][j]),
-                    "n_components": int(verdict.metrics["n_components"][j]),
-                    "kept": reason is None,
-                    "reject_reason": reason,
-                    "substituted": substituted,
-                    "source_file": obj.source_file,
-                    "source_line": obj.source_line,
-                    "flags": flags,
-                    "mask_source": mask_source,
-                    "mask_note": mask_note,
-                    "source_image_id": image.source_image_id or image.image_id,
-                    "source_object_index": j if obj.source_index is None else obj.source_index,
-                }
-            )
+            instance_rows.append(row)
     if config.background:
         rejected.extend(image.ignore_polygons)  # objects cut by the tile edge, left out or clipped
     label = paint_semantic(
@@ -785,6 +738,64 @@ def _finish_image(
         gsd=image.gsd if image.gsd is not None or not geo else pixel_size_m(geo[0], geo[1]),
     )
     return _ImageOutput(row, instance_rows, [])
+
+
+def instance_row(
+    image: ImageRecord,
+    j: int,
+    first_id: int,
+    prompts: PromptSet,
+    masks: MaskSet,
+    verdict: FilterResult,
+    encoded: dict[str, object],
+) -> dict[str, object]:
+    """The instances-table row of object ``j`` of ``image`` (the one place it is built):
+    its source record, prompt, mask (``encoded``: its COCO RLE), the segmenter's scores and
+    the quality verdict (:func:`samrs.quality.apply_filters`) with how the mask was made."""
+    obj = image.objects[j]
+    substituted = bool(verdict.substituted[j])
+    reason = None if substituted else verdict.reasons[j]
+    flags = [*obj.flags, f"substituted:{verdict.reasons[j]}"] if substituted else list(obj.flags)
+    fell_back = masks.fell_back(j)
+    mask_source, mask_note = (
+        ("substituted-box", verdict.reasons[j])
+        if substituted
+        else ("fallback-box", fell_back)
+        if fell_back is not None
+        else ("segmenter", None)
+    )
+    return {
+        "instance_id": first_id + j,
+        "image_id": image.image_id,
+        "object_index": j,
+        "class_id": obj.class_id,
+        "class_name": obj.class_name,
+        "difficult": bool(obj.difficult),
+        "truncated": bool(obj.truncated),
+        "polygon": [float(v) for v in obj.polygon],
+        "hbox": [float(v) for v in obj.hbox],
+        "prompt": prompts.mode,
+        "prompt_box": _floats(prompts.boxes, j),
+        "prompt_point": _floats(prompts.points, j),
+        "segmentation": encoded["counts"],
+        "area": int(verdict.metrics["area"][j]),
+        "bbox": [float(v) for v in verdict.metrics["bbox"][j]],
+        "score": _opt(masks.scores[j]),
+        "stability": _opt(masks.stability[j]),
+        "rbox_iou": float(verdict.metrics["rbox_iou"][j]),
+        "inside_fraction": float(verdict.metrics["inside_fraction"][j]),
+        "n_components": int(verdict.metrics["n_components"][j]),
+        "kept": reason is None,
+        "reject_reason": reason,
+        "substituted": substituted,
+        "source_file": obj.source_file,
+        "source_line": obj.source_line,
+        "flags": flags,
+        "mask_source": mask_source,
+        "mask_note": mask_note,
+        "source_image_id": image.source_image_id or image.image_id,
+        "source_object_index": j if obj.source_index is None else obj.source_index,
+    }
 
 
 def _floats(values: np.ndarray | None, j: int) -> list[float] | None:
