@@ -79,7 +79,12 @@ def _csv(choices: tuple[str, ...] | None = None, cast: type = str):  # type: ign
 @class_order_option
 @on_unknown_class_option
 @click.option("--model", type=click.Choice(MODELS), default=None, help="SAM model.")
-@click.option("--checkpoint", type=click.Path(), default=None, help="SAM / HQ-SAM checkpoint.")
+@click.option(
+    "--checkpoint",
+    type=click.Path(),
+    default=None,
+    help="SAM / HQ-SAM checkpoint, or builtin:tiny.",
+)
 @click.option(
     "--random-weights", is_flag=True, help="SAM with seeded random weights (trials only)."
 )

@@ -21,9 +21,9 @@ from samrs.cli.options import json_option
 )
 @click.option(
     "--checkpoint",
-    type=click.Path(exists=True, dir_okay=False),
+    type=click.Path(dir_okay=False),
     default=None,
-    help="SAM weights (default: seeded random weights).",
+    help="SAM weights, or builtin:tiny (default: seeded random weights).",
 )
 @click.option(
     "--random-weights",

@@ -76,7 +76,8 @@ def load_config_file(path: str) -> dict[str, Any]:
     "--checkpoint",
     type=click.Path(),
     default=None,
-    help="SAM / HQ-SAM checkpoint file (never downloaded).",
+    help="SAM / HQ-SAM checkpoint file (never downloaded), or builtin:tiny (the tiny SAM "
+    "trained by `samrs pretrain`, shipped with samrs).",
 )
 @click.option(
     "--random-weights",

@@ -40,7 +40,7 @@ def _classes(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
     "--checkpoint",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
-    help="SAM checkpoint (.pth) to start from.",
+    help="SAM checkpoint (.pth) to start from, or builtin:tiny.",
 )
 @click.option(
     "--random-weights", is_flag=True, help="Start from random weights (tests and benchmarks only)."
