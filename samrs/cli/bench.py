@@ -9,6 +9,21 @@ import click
 from samrs.cli.options import json_option
 
 
+def _existing_checkpoint(value: str | None) -> str | None:
+    """A checkpoint file that exists, or a known ``builtin:NAME`` (a usage error otherwise)."""
+    if value is None:
+        return None
+    from samrs.segmenters.checkpoints import CheckpointError, resolve_checkpoint
+
+    try:
+        path = resolve_checkpoint(value)
+    except CheckpointError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    if not path.is_file():
+        raise click.BadParameter(f"file {value!r} does not exist")
+    return value
+
+
 @click.command("bench", context_settings={"show_default": True})
 @click.option(
     "--device", default=None, help="Torch device (default: cuda when available, else cpu)."
@@ -23,6 +38,7 @@ from samrs.cli.options import json_option
     "--checkpoint",
     type=click.Path(dir_okay=False),
     default=None,
+    callback=lambda ctx, param, value: _existing_checkpoint(value),
     help="SAM weights, or builtin:tiny (default: seeded random weights).",
 )
 @click.option(
