@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Callable
@@ -56,12 +55,16 @@ class PretrainConfig:
         steps: optimizer steps.
         images_per_step: scenes per step (one encoder batch).
         prompts_per_image: objects prompted per scene (a random subset when there are more).
-        lr: peak AdamW learning rate (linear warm-up, cosine decay to 5%).
+        lr: AdamW learning rate (after a linear warm-up).
         warmup_steps: warm-up length.
         weight_decay: AdamW weight decay.
         box_jitter: box noise standard deviation, as a fraction of the box side.
         max_jitter: cap of the box noise, in input pixels.
         iou_weight: weight of the IoU head's MSE.
+        ce_weight, dice_weight: the mask loss's mix (MeSAM's :func:`ce_dice_loss`): CE over
+            the whole low-resolution grid, Dice over the ``context`` region.
+        context: the Dice term looks at each object's box grown to this many times its size
+            (0: the whole grid).
         formats: synthetic formats, in turn.
         hard: hard scenes (see :func:`samrs.synth.render_scene`).
         threads: torch CPU threads (results depend on it).
@@ -69,7 +72,7 @@ class PretrainConfig:
 
     model: str = "tiny"
     seed: int = 0
-    steps: int = 400
+    steps: int = 150
     images_per_step: int = 2
     prompts_per_image: int = 8
     lr: float = 2e-3
@@ -78,6 +81,9 @@ class PretrainConfig:
     box_jitter: float = 0.1
     max_jitter: float = 20.0
     iou_weight: float = 1.0
+    ce_weight: float = 0.2
+    dice_weight: float = 0.8
+    context: float = 2.0
     formats: tuple[str, ...] = FORMATS
     hard: bool = True
     threads: int = 2
@@ -159,16 +165,41 @@ def _targets(masks: np.ndarray, input_size: tuple[int, int], low: int, size: int
     h, w = round(input_size[0] / factor), round(input_size[1] / factor)
     t = torch.from_numpy(masks).float()[:, None]
     t = F.interpolate(t, size=(h, w), mode="area")[:, 0]
+    peak = t.amax(dim=(1, 2), keepdim=True)
+    # an object thinner than a cell keeps its most covered cells (else it would vanish)
+    fg = (t >= 0.5) | ((t >= 0.5 * peak) & (peak > 0) & (peak < 0.5))
     out = torch.zeros((len(masks), low, low), dtype=torch.long)
-    out[:, :h, :w] = (t >= 0.5).long()
+    out[:, :h, :w] = fg.long()
+    return out
+
+
+def _local(target: Any, context: float) -> Any:
+    """``target`` with pixels outside each object's box grown ``context`` times set to 255."""
+    import torch
+
+    out = target.clone()
+    rows = target.any(dim=2)
+    cols = target.any(dim=1)
+    side = target.shape[-1]
+    grid = torch.arange(side)
+    for k in range(target.shape[0]):
+        ys, xs = torch.nonzero(rows[k]).flatten(), torch.nonzero(cols[k]).flatten()
+        if len(ys) == 0:
+            out[k] = 255
+            continue
+        cy, cx = (ys[0] + ys[-1]) / 2, (xs[0] + xs[-1]) / 2
+        hy = max(float(ys[-1] - ys[0] + 1) * context / 2, 4.0)
+        hx = max(float(xs[-1] - xs[0] + 1) * context / 2, 4.0)
+        inside = ((grid - cy).abs() <= hy)[:, None] & ((grid - cx).abs() <= hx)[None, :]
+        out[k][~inside] = 255
     return out
 
 
 def _lr_at(cfg: PretrainConfig, step: int) -> float:
+    """Linear warm-up, then constant: the first N steps of a longer run are an N-step run."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * t)))
+    return cfg.lr
 
 
 @dataclass(frozen=True)
@@ -200,6 +231,7 @@ def pretrain(
     out: str | os.PathLike[str],
     progress: Callable[[int, float], None] | None = None,
     device: str = "cpu",
+    snapshot_every: int = 0,
 ) -> PretrainResult:
     """Train ``cfg.model`` from scratch; write the checkpoint ``out`` and its JSON beside it.
 
@@ -208,11 +240,13 @@ def pretrain(
         out: checkpoint path (``.pth``); its parent is created.
         progress: called after each step with ``(step, loss)``.
         device: where to train; only the CPU is deterministic (recorded in the JSON).
+        snapshot_every: also save the weights every this many steps as ``NAME-stepN.pth``
+            beside ``out`` (the learning rate is constant after the warm-up, so such a
+            snapshot is exactly the checkpoint of a run with ``steps=N``).
     """
     import torch
 
     from samrs.mesam.losses import ce_dice_loss
-    from samrs.segmenters.checkpoints import checkpoint_sha256
     from samrs.segmenters.sam import SamSegmenter
 
     if cfg.steps < 1 or cfg.images_per_step < 1 or cfg.prompts_per_image < 1:
@@ -286,7 +320,12 @@ def pretrain(
             lg = torch.cat(logits)
             tg = torch.cat(targets)
             two = torch.stack([torch.zeros_like(lg), lg], dim=1)
-            mask_loss = ce_dice_loss(two, tg, ce_weight=0.5, dice_weight=0.5)["loss"]
+            # CE over the whole grid (nothing far away may light up), Dice near each object
+            # (a small object's pixels are not lost among the grid's 16k)
+            local = _local(tg, cfg.context) if cfg.context > 0 else tg
+            ce = ce_dice_loss(two, tg)["ce"]
+            dice = ce_dice_loss(two, local)["dice"]
+            mask_loss = cfg.ce_weight * ce + cfg.dice_weight * dice
             with torch.no_grad():
                 actual = _iou(lg > 0, tg.bool())
             iou_loss = torch.nn.functional.mse_loss(torch.cat(ious), actual)
@@ -296,6 +335,9 @@ def pretrain(
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
             opt.step()
             losses.append(float(loss.detach()))
+            if snapshot_every and (step + 1) % snapshot_every == 0:
+                snap = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+                torch.save(snap, out.with_name(f"{out.stem}-step{step + 1}.pth"))
             if progress is not None:
                 progress(step, losses[-1])
         seconds = time.perf_counter() - start
@@ -304,22 +346,34 @@ def pretrain(
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(det)
-    sha = checkpoint_sha256(out)
+    info_file = write_info(out, cfg, losses, torch.device(device).type)
+    info = json.loads(info_file.read_text())
+    log.info("pretrained %s in %.0f s: %s", cfg.model, seconds, out)
+    return PretrainResult(out, info_file, info["sha256"], seconds, info["final_loss"])
+
+
+def write_info(
+    checkpoint: str | os.PathLike[str], cfg: PretrainConfig, losses: list[float], device: str
+) -> Path:
+    """Write the training record beside ``checkpoint`` (see :func:`info_path`): name, file,
+    sha256, config, device, the mean loss of the last 10% of steps and every 10th loss."""
+    from samrs.segmenters.checkpoints import checkpoint_sha256
+
+    out = Path(checkpoint)
     tail = losses[-max(1, len(losses) // 10) :]
     final = float(np.mean(tail)) if tail else float("nan")
     info = {
         "name": out.stem,
         "file": out.name,
-        "sha256": sha,
+        "sha256": checkpoint_sha256(out),
         "config": cfg.to_dict(),
-        "device": torch.device(device).type,
+        "device": device,
         "final_loss": round(final, 6),
         "loss_every_10_steps": [round(v, 4) for v in losses[::10]],
     }
     info_file = info_path(out)
     info_file.write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
-    log.info("pretrained %s in %.0f s (final loss %.4f): %s", cfg.model, seconds, final, out)
-    return PretrainResult(out, info_file, sha, seconds, final)
+    return info_file
 
 
 def _iou(pred: Any, target: Any) -> Any:
