@@ -337,12 +337,14 @@ def test_upscale_and_stability_match_segment_anything() -> None:
     from segment_anything.utils.amg import calculate_stability_score
 
     seg = SamSegmenter(random_weights=True, device="cpu")
+    size = seg.config.image_size  # SAM's postprocess_masks upsamples to the encoder's input
+    inp = resize_longest_side(500, 900, size)
     low = torch.randn(3, 256, 256) * 4
-    ours = upscale_logits(low, 1024, (569, 1024), (500, 900))
-    theirs = seg.model.postprocess_masks(low[:, None], (569, 1024), (500, 900))[:, 0]
+    ours = upscale_logits(low, size, inp, (500, 900))
+    theirs = seg.model.postprocess_masks(low[:, None], inp, (500, 900))[:, 0]
     torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
     for k in range(3):  # the host path (OpenCV) agrees to float rounding
-        host = upscale_logits_host(low[k].numpy(), 1024, (569, 1024), (500, 900))
+        host = upscale_logits_host(low[k].numpy(), size, inp, (500, 900))
         np.testing.assert_allclose(host, theirs[k].numpy(), rtol=0, atol=1e-3)
     same = upscale_logits_host(low[0].numpy(), 256, (256, 256), (256, 256))
     np.testing.assert_array_equal(same, low[0].numpy())
