@@ -67,7 +67,7 @@ from samrs.core.classes import class_table, distinct_palette
 from samrs.core.geometry import rasterize_polygon, rbox_polygon
 from samrs.core.imageio import write_geotiff, write_image, write_png
 
-__all__ = ["FORMATS", "SynthSummary", "write_synthetic"]
+__all__ = ["FORMATS", "SynthSummary", "SyntheticScene", "render_scene", "write_synthetic"]
 
 FORMATS = ("dota", "dior", "fair1m", "hrsc")
 GT_FILE = "gt/instances.json"
@@ -300,16 +300,25 @@ def _try_place(
     owner: np.ndarray,
     visible: list[int],
     want_overlap: bool,
+    angle: float | None = None,
+    centre: tuple[float, float] | None = None,
 ) -> _Object | None:
-    """Find a position for one object; None when no position satisfies the overlap rules."""
+    """Find a position for one object; None when no position satisfies the overlap rules.
+
+    ``angle`` fixes the orientation and ``centre`` the position (one attempt); by default
+    both are drawn from ``rng``.
+    """
     height, width = owner.shape
     length = float(rng.uniform(*spec.length))
     length = min(length, 0.8 * min(width, height))
     box_width = length / float(rng.uniform(*spec.aspect))
-    angle = float(rng.uniform(-math.pi / 2, math.pi / 2))
+    if angle is None:
+        angle = float(rng.uniform(-math.pi / 2, math.pi / 2))
     big = [o for o in placed if not o.spec.tiny]
-    for _ in range(40):
-        if want_overlap and big and not spec.tiny:
+    for _ in range(40 if centre is None else 1):
+        if centre is not None:
+            cx, cy = centre
+        elif want_overlap and big and not spec.tiny:
             anchor = big[int(rng.integers(len(big)))]
             reach = 0.45 * (anchor.length + length)
             theta = rng.uniform(0, 2 * math.pi)
@@ -348,8 +357,26 @@ def _try_place(
     return None
 
 
+def _add(obj: _Object, placed: list[_Object], owner: np.ndarray, visible: list[int]) -> None:
+    """Put a placed object on the ownership map (it hides what it covers)."""
+    x0, y0 = obj.origin
+    h, w = obj.shape_mask.shape
+    region = owner[y0 : y0 + h, x0 : x0 + w]
+    under = region[obj.shape_mask]
+    for j, count in enumerate(np.bincount(under[under >= 0], minlength=len(placed))):
+        visible[j] -= int(count)
+    region[obj.shape_mask] = len(placed)
+    placed.append(obj)
+    visible.append(int(obj.shape_mask.sum()))
+
+
 def _render_scene(
-    rng: np.random.Generator, specs: tuple[_ClassSpec, ...], width: int, height: int, empty: bool
+    rng: np.random.Generator,
+    specs: tuple[_ClassSpec, ...],
+    width: int,
+    height: int,
+    empty: bool,
+    hard: bool = False,
 ) -> _Scene:
     background = _background(rng, height, width)
     owner = np.full((height, width), -1, dtype=np.int32)
@@ -363,15 +390,10 @@ def _render_scene(
         obj = _try_place(rng, spec, placed, owner, visible, want_overlap)
         if obj is None:
             continue
-        x0, y0 = obj.origin
-        h, w = obj.shape_mask.shape
-        region = owner[y0 : y0 + h, x0 : x0 + w]
-        under = region[obj.shape_mask]
-        for j, count in enumerate(np.bincount(under[under >= 0], minlength=len(placed))):
-            visible[j] -= int(count)
-        region[obj.shape_mask] = len(placed)
-        placed.append(obj)
-        visible.append(int(obj.shape_mask.sum()))
+        _add(obj, placed, owner, visible)
+    if hard and not empty:
+        _add_hard_objects(rng, specs, placed, owner, visible)
+        _paint_clutter(rng, background, placed)
     # paint objects in order (later on top): base colour, shading along the length, noise
     pixels = background
     for i, obj in enumerate(placed):
@@ -384,10 +406,92 @@ def _render_scene(
             math.sin(obj.angle)
         )
         shade = 10.0 * along / max(obj.length, 1.0)
+        if hard:
+            colour, texture = _hard_texture(rng, crop, obj, along, ys, xs, colour)
+            shade = shade + texture
         crop[ys, xs] = colour[None, :] + shade[:, None] + rng.integers(-4, 5, size=(len(ys), 1))
         obj.visible = owner[y0 : y0 + h, x0 : x0 + w] == i
     pixels = np.clip(np.floor(pixels + 0.5), 0, 255).astype(np.uint8)
     return _Scene(pixels, placed)
+
+
+# --- hard scenes: elongated diagonal objects, dense rows, shadows, clutter, textures ---------
+def _add_hard_objects(
+    rng: np.random.Generator,
+    specs: tuple[_ClassSpec, ...],
+    placed: list[_Object],
+    owner: np.ndarray,
+    visible: list[int],
+) -> None:
+    """Elongated objects near a diagonal and rows of densely packed small objects."""
+    height, width = owner.shape
+    ships = [s for s in specs if s.shape == "ship" and not s.tiny]
+    for _ in range(int(rng.integers(1, 3)) if ships else 0):
+        base = ships[int(rng.integers(len(ships)))]
+        long = min(float(rng.uniform(100, 280)), 0.7 * min(width, height))
+        spec = _ClassSpec(base.name, base.shape, (long, long), (5.0, 9.0), code=base.code)
+        angle = float(rng.choice([-1.0, 1.0]) * math.pi / 4 + rng.uniform(-0.25, 0.25))
+        obj = _try_place(rng, spec, placed, owner, visible, False, angle=angle)
+        if obj is not None:
+            _add(obj, placed, owner, visible)
+    tiny = [s for s in specs if s.tiny]
+    for _ in range(int(rng.integers(1, 4)) if tiny else 0):
+        spec = tiny[int(rng.integers(len(tiny)))]
+        row = float(rng.uniform(-math.pi / 2, math.pi / 2))
+        step = float(rng.uniform(0.55, 0.8)) * spec.length[1]
+        x, y = float(rng.uniform(0, width)), float(rng.uniform(0, height))
+        for _k in range(int(rng.integers(4, 10))):
+            obj = _try_place(rng, spec, placed, owner, visible, False,
+                             angle=row + math.pi / 2, centre=(x, y))  # fmt: skip
+            if obj is not None:
+                _add(obj, placed, owner, visible)
+            x, y = x + step * math.cos(row), y + step * math.sin(row)
+
+
+def _paint_clutter(rng: np.random.Generator, img: np.ndarray, placed: list[_Object]) -> None:
+    """Unannotated things painted under the objects: their shadows and object-like blobs."""
+    height, width = img.shape[:2]
+    sun = float(rng.uniform(0, 2 * math.pi))
+    for obj in placed:
+        if rng.random() < 0.6:
+            off = float(rng.uniform(0.15, 0.35)) * obj.width + 1.5
+            pts = _shape_points(obj.spec.shape, obj.cx + off * math.cos(sun),
+                                obj.cy + off * math.sin(sun), obj.length, obj.width, obj.angle)  # fmt: skip
+            mask = rasterize_polygon(pts.reshape(-1), height, width)
+            img[mask] *= rng.uniform(0.35, 0.6)
+    for _ in range(int(rng.integers(4, 12) * width * height / 640000) + 2):
+        cx, cy = rng.uniform(0, width), rng.uniform(0, height)
+        size = rng.uniform(10, 70)
+        shape = ("rounded", "ellipse")[int(rng.integers(2))]
+        pts = _shape_points(shape, cx, cy, size, size / rng.uniform(1.0, 3.0),
+                            rng.uniform(-math.pi / 2, math.pi / 2))  # fmt: skip
+        mask = rasterize_polygon(pts.reshape(-1), height, width)
+        img[mask] = _object_colour(rng, img[mask] if mask.any() else img[:1, :1])
+
+
+def _hard_texture(
+    rng: np.random.Generator,
+    crop: np.ndarray,
+    obj: _Object,
+    along: np.ndarray,
+    ys: np.ndarray,
+    xs: np.ndarray,
+    colour: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A lower-contrast colour and a texture (stripes, a two-tone part, strong noise)."""
+    around = crop[~obj.shape_mask] if (~obj.shape_mask).any() else crop.reshape(-1, 3)
+    colour = colour + float(rng.uniform(0.0, 0.45)) * (around.mean(axis=0) - colour)
+    kind = int(rng.integers(3))
+    if kind == 0:  # stripes across the length
+        period = float(rng.uniform(4, 12))
+        texture = float(rng.uniform(15, 40)) * (np.sin(2 * math.pi * along / period) > 0)
+    elif kind == 1:  # a part of another tone (a cabin, a deck, a wing)
+        cut = float(rng.uniform(-0.3, 0.3)) * obj.length
+        texture = float(rng.choice([-1.0, 1.0]) * rng.uniform(25, 60)) * (along > cut)
+    else:
+        texture = np.zeros(len(ys))
+    texture = texture + rng.normal(0.0, 6.0, size=len(ys))
+    return colour, texture
 
 
 def _pool_ok(spec: _ClassSpec, pool: str) -> bool:
@@ -751,6 +855,44 @@ def _write_split_lists(out: Path, fmt: str, plans: list[_ImagePlan]) -> None:
 
 # --- public API -----------------------------------------------------------------------------
 @dataclass(frozen=True)
+class SyntheticScene:
+    """One rendered scene in memory (what image ``index`` of a dataset would hold).
+
+    Attributes:
+        pixels: (H, W, 3) uint8 image.
+        polygons: (N, 8) float oriented boxes of the objects (file order).
+        masks: (N, H, W) bool visible ground-truth masks.
+        class_names: the objects' class names.
+    """
+
+    pixels: np.ndarray
+    polygons: np.ndarray
+    masks: np.ndarray
+    class_names: tuple[str, ...]
+
+
+def render_scene(fmt: str, seed: int, index: int, hard: bool = False) -> SyntheticScene:
+    """Image ``index`` of a ``fmt`` dataset with ``seed``, rendered in memory, never empty.
+
+    ``hard`` scenes add what makes a box or a colour model fail: elongated objects near a
+    diagonal, rows of densely packed small objects, unannotated shadows and object-like
+    clutter, lower contrast and textured objects (stripes, two-tone parts, strong noise).
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown synthetic format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    plan = _plan(fmt, index + 1, seed)[index]
+    rng = np.random.default_rng([seed, FORMATS.index(fmt), index])
+    scene = _render_scene(rng, CLASS_SPECS[fmt], plan.width, plan.height, False, hard)
+    n = len(scene.objects)
+    masks = np.zeros((n, scene.height, scene.width), dtype=bool)
+    for k, obj in enumerate(scene.objects):
+        masks[k] = obj.full_mask(scene.height, scene.width)
+    polygons = np.asarray([o.rbox_polygon for o in scene.objects], dtype=np.float64)
+    return SyntheticScene(scene.pixels, polygons.reshape(n, 8), masks,
+                          tuple(o.spec.name for o in scene.objects))  # fmt: skip
+
+
+@dataclass(frozen=True)
 class SynthSummary:
     """What :func:`write_synthetic` wrote.
 
@@ -815,7 +957,12 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
 
 
 def write_synthetic(
-    fmt: str, out: str | Path, n_images: int = 8, seed: int = 0, overwrite: bool = False
+    fmt: str,
+    out: str | Path,
+    n_images: int = 8,
+    seed: int = 0,
+    overwrite: bool = False,
+    hard: bool = False,
 ) -> SynthSummary:
     """Write a synthetic dataset of format ``fmt`` with GT masks (see the module docstring).
 
@@ -825,6 +972,7 @@ def write_synthetic(
         n_images: number of images (>= 1).
         seed: random seed; the same seed gives byte-identical files.
         overwrite: replace ``out`` when it holds a previous synthetic dataset.
+        hard: harder scenes (see :func:`render_scene`); without it the files are unchanged.
 
     Raises:
         ValueError: unknown format or ``n_images < 1``.
@@ -844,7 +992,7 @@ def write_synthetic(
     plans = _plan(fmt, n_images, seed)
     for plan in plans:
         rng = np.random.default_rng([seed, FORMATS.index(fmt), plan.index])
-        scene = _render_scene(rng, specs, plan.width, plan.height, plan.empty)
+        scene = _render_scene(rng, specs, plan.width, plan.height, plan.empty, hard)
         if fmt == "fair1m":  # FAIR1M has no difficult flag
             for obj in scene.objects:
                 obj.difficult = False
@@ -898,6 +1046,7 @@ def write_synthetic(
             "version": version,
             "seed": seed,
             "images": n_images,
+            **({"hard": True} if hard else {}),
         },
         "images": coco_images,
         "annotations": annotations,

@@ -158,7 +158,9 @@ def test_decoder_bank_objects_and_replay(tmp_path: Path) -> None:
         for mask, polygon in zip(ms.masks, ps.polygons, strict=True):
             drawn = np.zeros((256, 256), np.uint8)
             cv2.ellipse(drawn, inscribed_ellipse(polygon), 1, -1)
-            assert mask_iou(mask, drawn > 0) > 0.85  # the object's ellipse, object-sized
+            # the object's ellipse, object-sized (drawn on tiny's 128-cell grid of its 512 input:
+            # 2 image pixels per cell for these 256-pixel images)
+            assert mask_iou(mask, drawn > 0) > 0.7
             assert mask.mean() < 0.1
 
 

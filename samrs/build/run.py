@@ -117,6 +117,7 @@ def resolve_config(config: BuildConfig) -> BuildConfig:
             raise BuildError(str(exc)) from exc
         if config.checkpoint:
             from samrs.segmenters import CheckpointError, checkpoint_sha256, validate_checkpoint
+            from samrs.segmenters.checkpoints import is_builtin
 
             try:
                 info = validate_checkpoint(
@@ -127,7 +128,9 @@ def resolve_config(config: BuildConfig) -> BuildConfig:
             config = replace(
                 config,
                 model=info.model if info is not None else config.model,
-                checkpoint=str(Path(config.checkpoint).resolve()),
+                checkpoint=config.checkpoint
+                if is_builtin(config.checkpoint)
+                else str(Path(config.checkpoint).resolve()),
                 checkpoint_sha256=checkpoint_sha256(config.checkpoint),
             )
         elif config.model is None:

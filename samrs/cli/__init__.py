@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate-seg": ("evaluate_seg", "Score semantic labels of a fine-tuned model (mIoU)."),
     "verify": ("verify", "Check a build's shards and files against their recorded checksums."),
     "bench": ("bench", "Measure throughput: model alone, pipeline, SAMRS reference loop."),
+    "pretrain": ("pretrain", "Train the tiny SAM from scratch on synthetic scenes (builtin:tiny)."),
 }
 
 

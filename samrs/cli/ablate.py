@@ -82,7 +82,7 @@ def _csv(choices: tuple[str, ...] | None = None, cast: type = str):
 @class_order_option
 @on_unknown_class_option
 @model_option("SAM model.")
-@checkpoint_option("SAM / HQ-SAM checkpoint.")
+@checkpoint_option("SAM / HQ-SAM checkpoint, or builtin:tiny.")
 @random_weights_option("SAM with seeded random weights (trials only).")
 @click.option("--patch-size", type=int, default=None, help="Cut images into patches.")
 @click.option("--gap", type=int, default=200, help="Overlap between patches.")

@@ -20,7 +20,9 @@ from samrs.cli.options import (
 @device_option()
 @model_option("SAM model  [default: detected from --checkpoint; tiny with random weights]")
 @checkpoint_option(
-    "SAM weights (default: seeded random weights).", click.Path(exists=True, dir_okay=False)
+    "SAM weights, or builtin:tiny (default: seeded random weights).",
+    click.Path(dir_okay=False),
+    must_exist=True,
 )
 @random_weights_option("Use seeded random weights (the default without --checkpoint).")
 @click.option("--images", type=int, default=16, help="Synthetic images to label.")

@@ -65,7 +65,10 @@ def load_config_file(path: str) -> dict[str, Any]:
 @max_image_pixels_option
 @segmenter_option()
 @model_option("SAM model; detected from the checkpoint when omitted.")
-@checkpoint_option("SAM / HQ-SAM checkpoint file (never downloaded).")
+@checkpoint_option(
+    "SAM / HQ-SAM checkpoint file (never downloaded), or builtin:tiny (the tiny SAM trained "
+    "by `samrs pretrain`, shipped with samrs)."
+)
 @random_weights_option(
     "Run SAM with seeded random weights (tests and benchmarks only; recorded in samrs.json)."
 )

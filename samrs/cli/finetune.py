@@ -41,7 +41,8 @@ def _classes(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
     "SAM size; default: detected from --checkpoint (vit_b with --random-weights).", MODELS
 )
 @checkpoint_option(
-    "SAM checkpoint (.pth) to start from.", click.Path(path_type=Path, dir_okay=False)
+    "SAM checkpoint (.pth) to start from, or builtin:tiny.",
+    click.Path(path_type=Path, dir_okay=False),
 )
 @random_weights_option("Start from random weights (tests and benchmarks only).")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)

@@ -87,9 +87,30 @@ def model_option(help: str, choices: tuple[str, ...] = MODEL_NAMES) -> F:
     return click.option("--model", type=click.Choice(choices), default=None, help=help)
 
 
-def checkpoint_option(help: str, type: click.ParamType | None = None) -> F:
-    """``--checkpoint``: a weights file (never downloaded)."""
-    return click.option("--checkpoint", type=type or click.Path(), default=None, help=help)
+def checkpoint_option(
+    help: str, type: click.ParamType | None = None, must_exist: bool = False
+) -> F:
+    """``--checkpoint``: a weights file (never downloaded) or ``builtin:NAME``; with
+    ``must_exist``, a missing file or unknown name is a usage error at once."""
+    callback = (lambda _ctx, _param, value: existing_checkpoint(value)) if must_exist else None
+    return click.option(
+        "--checkpoint", type=type or click.Path(), default=None, callback=callback, help=help
+    )
+
+
+def existing_checkpoint(value: str | None) -> str | None:
+    """A checkpoint file that exists, or a known ``builtin:NAME`` (a usage error otherwise)."""
+    if value is None:
+        return None
+    from samrs.segmenters.checkpoints import CheckpointError, resolve_checkpoint
+
+    try:
+        path = resolve_checkpoint(value)
+    except CheckpointError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    if not path.is_file():
+        raise click.BadParameter(f"file {value!r} does not exist")
+    return value
 
 
 def random_weights_option(help: str) -> F:

@@ -30,8 +30,16 @@ from samrs.cli.options import json_option
     is_flag=True,
     help="Replace --out if it holds a previous synthetic dataset (never another folder).",
 )
+@click.option(
+    "--hard",
+    is_flag=True,
+    help="Harder scenes: textured, lower-contrast objects, shadows, unannotated clutter, rows "
+    "of densely packed small objects, elongated diagonal objects (what samrs pretrain trains on).",
+)
 @json_option
-def command(fmt: str, out: str, n_images: int, seed: int, overwrite: bool, as_json: bool) -> None:
+def command(
+    fmt: str, out: str, n_images: int, seed: int, overwrite: bool, hard: bool, as_json: bool
+) -> None:
     """Write a synthetic FORMAT dataset with ground-truth instance masks in OUT/gt/instances.json.
 
     Objects are rendered non-rectangular shapes (ellipses, planes, ships, rounded rectangles)
@@ -41,7 +49,9 @@ def command(fmt: str, out: str, n_images: int, seed: int, overwrite: bool, as_js
     from samrs.synth import write_synthetic
 
     try:
-        summary = write_synthetic(fmt, out, n_images=n_images, seed=seed, overwrite=overwrite)
+        summary = write_synthetic(
+            fmt, out, n_images=n_images, seed=seed, overwrite=overwrite, hard=hard
+        )
     except FileExistsError as exc:
         hint = "" if overwrite else " (--overwrite replaces a previous synthetic dataset)"
         raise click.ClickException(f"{exc}{hint}") from exc

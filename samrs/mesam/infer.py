@@ -56,6 +56,7 @@ from samrs.mesam.metrics import ConfusionMatrix
 from samrs.mesam.model import MeSAM, build_mesam
 from samrs.mesam.train import TrainConfig, autocast, base_model
 from samrs.outputs.semantic import write_semantic_png
+from samrs.segmenters.checkpoints import is_builtin
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ def load_run(
     base_ckpt = None
     if not base.get("random_weights"):
         base_ckpt = checkpoint or base.get("checkpoint")
-        if not base_ckpt or not Path(base_ckpt).is_file():
+        if not base_ckpt or not (is_builtin(base_ckpt) or Path(base_ckpt).is_file()):
             raise CheckpointError(
                 f"{path}: base SAM checkpoint {base_ckpt} not found; pass --checkpoint"
             )

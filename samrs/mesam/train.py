@@ -73,6 +73,7 @@ from samrs.mesam.metrics import ConfusionMatrix
 from samrs.mesam.model import MeSAM, build_mesam, configure_trainable, trained_state_dict
 from samrs.mesam.runlog import write_metrics
 from samrs.segmenters import check_weights
+from samrs.segmenters.checkpoints import is_builtin
 
 Progress = Callable[[str], None]
 
@@ -229,7 +230,7 @@ def base_model(
     if checkpoint:
         report = load_sam_checkpoint(model, checkpoint)
         info = {
-            "checkpoint": str(Path(checkpoint).resolve()),
+            "checkpoint": checkpoint if is_builtin(checkpoint) else str(Path(checkpoint).resolve()),
             "sha256": checkpoint_sha256(checkpoint) if record_sha256 else None,
             "random_weights": False,
             "skipped": report.skipped,

@@ -1,5 +1,9 @@
 """Reading and checking SAM / HQ-SAM checkpoints, before any image work starts.
 
+``builtin:NAME`` names a checkpoint shipped in the package (:func:`resolve_checkpoint`;
+``builtin:tiny`` is the ``tiny`` model trained by ``samrs pretrain``); every function here
+that takes a path accepts it.
+
 A checkpoint is a ``torch.save`` of the model's ``state_dict`` (the official
 ``sam_vit_*.pth`` and ``sam_hq_vit_*.pth`` files), optionally wrapped in ``{"model": ...}``
 or ``{"state_dict": ...}`` and/or with a ``module.`` prefix (DDP). It is loaded with
@@ -54,10 +58,50 @@ _HQ_KEY = "mask_decoder.hf_token.weight"
 _BLOCK_RE = re.compile(r"^image_encoder\.blocks\.(\d+)\.")
 
 
+BUILTIN_PREFIX = "builtin:"
+BUILTIN_DIR = Path(__file__).with_name("weights")
+"""Checkpoints shipped with the package: ``NAME.pth`` and ``NAME.json`` (how it was made)."""
+
+
+def builtin_names() -> tuple[str, ...]:
+    """Names of the shipped checkpoints (``--checkpoint builtin:NAME``)."""
+    return tuple(sorted(p.stem for p in BUILTIN_DIR.glob("*.pth")))
+
+
+def is_builtin(path: str | os.PathLike[str] | None) -> bool:
+    """Whether ``path`` names a shipped checkpoint (``builtin:NAME``)."""
+    return path is not None and str(path).startswith(BUILTIN_PREFIX)
+
+
+def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
+    """The file of a checkpoint argument: ``builtin:NAME`` is the shipped ``NAME.pth``
+    (trained by ``samrs pretrain``); anything else is a path, returned as given.
+
+    Raises:
+        CheckpointError: an unknown builtin name (the message lists the known ones).
+    """
+    if not is_builtin(path):
+        return Path(path)
+    name = str(path)[len(BUILTIN_PREFIX) :]
+    file = BUILTIN_DIR / f"{name}.pth"
+    if not name or "/" in name or not file.is_file():
+        known = ", ".join(BUILTIN_PREFIX + n for n in builtin_names()) or "none"
+        raise CheckpointError(f"{path}: no such builtin checkpoint; known: {known}")
+    return file
+
+
+def builtin_info(name: str) -> dict[str, object]:
+    """The JSON recorded beside a shipped checkpoint (training config, sha256, losses)."""
+    import json
+
+    file = resolve_checkpoint(BUILTIN_PREFIX + name).with_suffix(".json")
+    return json.loads(file.read_text())
+
+
 def checkpoint_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
+    """Hex sha256 of a file's bytes (read in 1 MiB blocks); ``builtin:NAME`` is resolved."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open(resolve_checkpoint(path), "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -76,9 +120,9 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
     Raises:
         CheckpointError: missing, not a regular file, unreadable, truncated or not a
-            ``torch.save`` of a dict of tensors.
+            ``torch.save`` of a dict of tensors (or an unknown ``builtin:NAME``).
     """
-    p = Path(path)
+    p = resolve_checkpoint(path)
     if not p.exists():
         raise CheckpointError(f"{p}: checkpoint not found")
     if not p.is_file():

@@ -2,8 +2,8 @@
 
 ``vit_b``, ``vit_l`` and ``vit_h`` are the published configurations (the same numbers as
 ``segment_anything.build_sam``). ``tiny`` is a small configuration with exactly the same code
-path and input geometry, for tests and CPU benchmarks; its weights are random or come from a
-checkpoint saved from it:
+path, for tests and CPU benchmarks; its weights are random, the shipped ``builtin:tiny``
+(trained by ``samrs pretrain``) or come from another checkpoint saved from it:
 
 ========================  =====  =====  =====  ====
 setting                   vit_b  vit_l  vit_h  tiny
@@ -16,11 +16,15 @@ prompt / decoder width      256    256    256    32
 decoder MLP width          2048   2048   2048   128
 decoder heads                 8      8      8     2
 IoU head hidden width       256    256    256    32
+input size                 1024   1024   1024   512
 ========================  =====  =====  =====  ====
 
-All use a 1024-pixel input (64 x 64 image embedding, 256 x 256 low-resolution masks), patch
-size 16 and 14-pixel attention windows. On 2 CPU cores ``tiny`` encodes an image in about
-0.2-0.3 s and decodes 20 boxes in a few tens of ms.
+The published models use a 1024-pixel input (64 x 64 image embedding, 256 x 256
+low-resolution masks); ``tiny`` uses 512 pixels (32 x 32 embedding, 128 x 128 masks), the
+same code path at a quarter of the pixels, so that it can be trained from scratch on 2 CPU
+cores (``samrs pretrain``, shipped as ``builtin:tiny``). All use patch size 16 and 14-pixel
+attention windows. On 2 CPU cores ``tiny`` encodes an image in well under 0.1 s and decodes
+20 boxes in a few tens of ms.
 
 HQ-SAM (``segment-anything-hq``) uses the same encoder and prompt encoder and its
 ``MaskDecoderHQ``; its package cannot be imported without ``timm`` (only its TinyViT needs
@@ -81,6 +85,7 @@ SAM_MODELS: dict[str, SamConfig] = {
     "tiny": SamConfig(
         "tiny", 64, 4, 2, (1, 3),
         prompt_embed_dim=32, decoder_mlp_dim=128, decoder_num_heads=2, iou_head_hidden_dim=32,
+        image_size=512,
     ),
 }  # fmt: skip
 """Model name -> architecture."""

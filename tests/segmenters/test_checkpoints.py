@@ -61,7 +61,9 @@ def test_detects_the_published_architectures_from_shapes() -> None:
         # shapes only: the tensors the detection reads, without building the big models
         state = {
             "image_encoder.patch_embed.proj.weight": torch.empty(cfg.encoder_embed_dim, 3, 16, 16),
-            "image_encoder.pos_embed": torch.empty(1, 64, 64, cfg.encoder_embed_dim),
+            "image_encoder.pos_embed": torch.empty(
+                1, cfg.embedding_size, cfg.embedding_size, cfg.encoder_embed_dim
+            ),
             "prompt_encoder.no_mask_embed.weight": torch.empty(1, cfg.prompt_embed_dim),
             **{
                 f"image_encoder.blocks.{i}.norm1.weight": torch.empty(1)

@@ -253,15 +253,16 @@ def test_sam_prompt_coordinates_and_mask_prompt() -> None:
     seg = SamSegmenter(random_weights=True, device="cpu")
     poly = np.array([[100.0, 50.0, 300.0, 50.0, 300.0, 150.0, 100.0, 150.0]])
     ps = build_prompts(poly, "rbox-mask")
-    t = seg._prompt_tensors(ps, (512, 1024), (400, 800))  # scale 1.28 on both axes
-    np.testing.assert_allclose(t["boxes"].numpy(), [[128, 64, 384, 192]])
-    mask = t["masks"].numpy()[0, 0]  # 256 x 256 grid of the 1024 input: 4 input px per cell
-    assert mask.shape == (256, 256)
+    assert seg.config.image_size == 512  # tiny's input
+    t = seg._prompt_tensors(ps, (256, 512), (400, 800))  # scale 0.64 on both axes
+    np.testing.assert_allclose(t["boxes"].numpy(), [[64, 32, 192, 96]])
+    mask = t["masks"].numpy()[0, 0]  # 128 x 128 grid of the 512 input: 4 input px per cell
+    assert mask.shape == (128, 128)
     inside = mask > 0
-    np.testing.assert_array_equal(np.flatnonzero(inside.any(axis=0))[[0, -1]], [32, 95])
-    np.testing.assert_array_equal(np.flatnonzero(inside.any(axis=1))[[0, -1]], [16, 47])
-    pts = seg._prompt_tensors(build_prompts(poly, "point"), (512, 1024), (400, 800))["points"]
-    np.testing.assert_allclose(pts.numpy(), [[[256, 128]]])
+    np.testing.assert_array_equal(np.flatnonzero(inside.any(axis=0))[[0, -1]], [16, 47])
+    np.testing.assert_array_equal(np.flatnonzero(inside.any(axis=1))[[0, -1]], [8, 23])
+    pts = seg._prompt_tensors(build_prompts(poly, "point"), (256, 512), (400, 800))["points"]
+    np.testing.assert_allclose(pts.numpy(), [[[128, 64]]])
 
 
 @pytest.mark.slow
@@ -343,7 +344,8 @@ def test_sam_model_forward_for_benchmarks() -> None:
     pixels, _ = seg.preprocess([np.zeros((100, 100, 3), np.uint8)] * 2)
     boxes = torch.tensor([[10.0, 10.0, 200.0, 300.0]] * 4).expand(2, 4, 4)
     low, iou = seg.model_forward(pixels, boxes)
-    assert low.shape == (2, 4, 256, 256) and iou.shape == (2, 4)
+    side = seg.config.low_res_size  # 128 for tiny (512 input)
+    assert low.shape == (2, 4, side, side) and iou.shape == (2, 4)
     assert seg.warmup(batch_size=1, n_boxes=2) > 0
     assert seg.compile_seconds is None
     # the CUDA path: one batched encoder call, padded to batch_size for a compiled encoder
@@ -373,12 +375,14 @@ def test_upscale_and_stability_match_segment_anything() -> None:
     from segment_anything.utils.amg import calculate_stability_score
 
     seg = SamSegmenter(random_weights=True, device="cpu")
+    size = seg.config.image_size  # SAM's postprocess_masks upsamples to the encoder's input
+    inp = resize_longest_side(500, 900, size)
     low = torch.randn(3, 256, 256) * 4
-    ours = upscale_logits(low, 1024, (569, 1024), (500, 900))
-    theirs = seg.model.postprocess_masks(low[:, None], (569, 1024), (500, 900))[:, 0]
+    ours = upscale_logits(low, size, inp, (500, 900))
+    theirs = seg.model.postprocess_masks(low[:, None], inp, (500, 900))[:, 0]
     torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
     for k in range(3):  # the host path (OpenCV) agrees to float rounding
-        host = upscale_logits_host(low[k].numpy(), 1024, (569, 1024), (500, 900))
+        host = upscale_logits_host(low[k].numpy(), size, inp, (500, 900))
         np.testing.assert_allclose(host, theirs[k].numpy(), rtol=0, atol=1e-3)
     same = upscale_logits_host(low[0].numpy(), 256, (256, 256), (256, 256))
     np.testing.assert_array_equal(same, low[0].numpy())

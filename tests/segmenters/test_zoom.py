@@ -244,11 +244,12 @@ def test_pil_resize_is_segment_anythings_predictor_input():
     image = rng.integers(0, 256, (600, 800, 3), dtype=np.uint8)
     pil = create_segmenter("sam", model="tiny", random_weights=True, device="cpu", resize="pil")
     assert pil.describe()["resize"] == "pil"
-    resized = ResizeLongestSide(1024).apply_image(image)  # what SamPredictor.set_image does
+    size = pil.config.image_size  # 512 for tiny
+    resized = ResizeLongestSide(size).apply_image(image)  # what SamPredictor.set_image does
     t = torch.as_tensor(resized).permute(2, 0, 1)[None].float()
     expected = pil.model.preprocess(t)[0]
     got, sizes = pil.preprocess([image])
-    assert sizes == [(768, 1024)]
+    assert sizes == [(size * 3 // 4, size)]
     torch.testing.assert_close(got[0], expected, atol=1e-5, rtol=0)
     default = create_segmenter("sam", model="tiny", random_weights=True, device="cpu")
     other = default.preprocess([image])[0][0]
