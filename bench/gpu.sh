@@ -18,7 +18,7 @@ run() {  # NAME ARGS...: one samrs bench run, its JSON in $out/NAME.json, its wa
   echo "$name: $((SECONDS - start)) s" >&2
 }
 # the device path on this GPU first: device RLE bytes == host bytes, bf16 vs fp32 masks
-python -m pytest -q -p no:cacheprovider tests/test_cuda.py >&2
+python -m pytest -q -p no:cacheprovider tests/build/test_cuda.py >&2
 # ratios on 96 images (the reference timed once; no replays: they are timed below)
 run model-20-ref --masks model --images 96 --objects-per-image 20 --no-host-cost --workdir "$out/work"
 run objects-20 --masks objects --images 96 --objects-per-image 20 --skip-reference --no-host-cost
