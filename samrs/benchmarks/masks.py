@@ -115,7 +115,7 @@ class DecoderBank:
         decode = SamSegmenter._decode_chunk.__get__(sam)
         encode = SamSegmenter._run_encoder.__get__(sam)
 
-        def decode_chunk(embeddings, hq, image_index, boxes, points, masks):  # type: ignore[no-untyped-def]
+        def decode_chunk(embeddings, hq, image_index, boxes, points, masks):
             rows = self._lookup(boxes)
             if mode == "replay":
                 return self.logits[rows].float(), self.scores[rows]
@@ -126,7 +126,7 @@ class DecoderBank:
                 return low, scores
             return self.logits[rows].to(low.dtype), scores
 
-        def run_encoder(pixels):  # type: ignore[no-untyped-def]
+        def run_encoder(pixels):
             return pixels.new_zeros((pixels.shape[0], 1, 1, 1)), None
 
         self.uninstall()

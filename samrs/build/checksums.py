@@ -147,7 +147,7 @@ def verify_build(out: str | os.PathLike[str], *, repair: bool = False) -> Verify
     """
     from samrs.build.lock import BuildLock
 
-    layout = Layout(out)
+    layout = Layout(Path(out))
     report = VerifyReport(layout.out)
     for check in check_shards(layout, full=True):
         report.shards += 1

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
+from typing import cast
 
 from samrs.core.imageio import DEFAULT_MAX_IMAGE_PIXELS
 
@@ -119,7 +121,7 @@ class BuildConfig:
             raise ValueError(f"unknown build option(s): {', '.join(unknown)}")
         values = dict(data)
         if "rates" in values and values["rates"] is not None:
-            values["rates"] = tuple(float(r) for r in values["rates"])  # type: ignore[union-attr]
+            values["rates"] = tuple(float(r) for r in cast(Iterable[float], values["rates"]))
         return cls(**values)  # type: ignore[arg-type]
 
     def output_affecting(self) -> dict[str, object]:

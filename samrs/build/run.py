@@ -476,8 +476,8 @@ def _run_locked(
                 bar.shard_done(outcome, len(shard.images), shard.n_objects)
     except KeyboardInterrupt:
         bar.close()
-        committed = len(set(layout.committed_shards()) & set(by_index))
-        raise BuildInterrupted(committed, len(plan.shards)) from None
+        n_committed = len(set(layout.committed_shards()) & set(by_index))
+        raise BuildInterrupted(n_committed, len(plan.shards)) from None
     finally:
         bar.close()
     summary.failed_shards.sort(key=lambda f: f["shard"])

@@ -64,7 +64,7 @@ def polygon_centroid(polygon: Sequence[float]) -> tuple[float, float]:
     return (float(np.mean(polygon[0::2])), float(np.mean(polygon[1::2])))
 
 
-def to_shapely(polygon: Sequence[float]) -> ShapelyPolygon:
+def to_shapely(polygon: Sequence[float] | np.ndarray) -> ShapelyPolygon:
     """A shapely polygon from a flat coordinate list, repaired if self-intersecting."""
     geom = ShapelyPolygon(np.asarray(polygon, dtype=np.float64).reshape(-1, 2))
     if not geom.is_valid:

@@ -9,7 +9,7 @@ brings them back in one copy. Both give pycocotools' string byte for byte.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import cv2
@@ -91,7 +91,7 @@ def from_run_lengths(runs: list[int] | np.ndarray, height: int, width: int) -> d
     return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
 
 
-def decode(rle: dict[str, object]) -> np.ndarray:
+def decode(rle: Mapping[str, object]) -> np.ndarray:
     """Boolean (h, w) mask of a COCO RLE with ASCII or bytes counts."""
     counts = rle["counts"]
     if isinstance(counts, str):
@@ -115,7 +115,7 @@ def bbox(rle: dict[str, object]) -> list[float]:
     return [float(v) for v in mask_utils.toBbox({"size": list(rle["size"]), "counts": counts})]
 
 
-def run_lengths(rle: dict[str, object]) -> np.ndarray:
+def run_lengths(rle: Mapping[str, object]) -> np.ndarray:
     """Uncompressed column-major run lengths (int64, starting with a run of zeros) of a COCO
     RLE with compressed ASCII/bytes counts or a list of counts (inverse of
     :func:`from_run_lengths`)."""
@@ -140,7 +140,7 @@ def run_lengths(rle: dict[str, object]) -> np.ndarray:
     return x
 
 
-def decode_window(rle: dict[str, object], window: tuple[int, int, int, int]) -> np.ndarray:
+def decode_window(rle: Mapping[str, object], window: tuple[int, int, int, int]) -> np.ndarray:
     """Boolean mask of a window ``(x, y, w, h)`` of a COCO RLE, without decoding the rest.
 
     Equal to ``decode(rle)[y:y+h, x:x+w]`` for a window inside the mask; memory is

@@ -223,7 +223,7 @@ def convert_mesam(
         raise ValueError(f"{out}: already holds a run (last.pt); choose another --out")
     model = load_mesam_checkpoint(path, base)
     cfg = model.config
-    build = read_build(data)
+    build = read_build(Path(data))
     space = label_space_from_build(build.meta, classes, unlabelled_as_background)
     if space.num_classes != cfg.num_classes:
         raise DataError(

@@ -220,7 +220,8 @@ def coco_from_manifest(
     sel = _selection(include_rejected, splits, classes, image_ids, min_score=min_score,
                      min_stability=min_stability, min_rbox_iou=min_rbox_iou, min_area=min_area)  # fmt: skip
     head, items, _ = _prepare(out, sel)
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for item in items:
         images.append(coco_image(item, file_name(item) if file_name else None))
         annotations.extend(coco_annotation(item, row, polygons) for row in item.instances)
