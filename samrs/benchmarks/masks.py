@@ -92,7 +92,7 @@ class DecoderBank:
                 # pixel centres: (c + 0.5) * scale / factor - 0.5 on the decoder's grid
                 centre = ((cx + 0.5) * scale / factor - 0.5, (cy + 0.5) * scale / factor - 0.5)
                 axes = (w * scale / factor, h * scale / factor)
-                cv2.ellipse(grid, (centre, axes, angle), 1, -1)
+                cv2.ellipse(grid, (centre, axes, angle), (1,), -1)
                 grids.append(grid)
         stacked = np.stack(grids) if grids else np.zeros((0, low, low), np.uint8)
         logits = np.where(stacked > 0, OBJECT_LOGIT, -OBJECT_LOGIT).astype(np.float32)
