@@ -51,6 +51,7 @@ FAULT_ENV = "SAMRS_FAULT_INJECT"
 
 _SEGMENTERS: dict[str, Segmenter] = {}
 _WRITERS: dict[int, ProcessPoolExecutor] = {}
+_WARNED_DAEMONIC = False
 
 
 @dataclass
@@ -223,9 +224,10 @@ def writer_pool(processes: int) -> ProcessPoolExecutor | None:
     if processes <= 0:
         return None
     if multiprocessing.current_process().daemon:
-        if processes not in _WRITERS:  # warn once
+        global _WARNED_DAEMONIC
+        if not _WARNED_DAEMONIC:
             log.warning("daemonic worker process: writer processes off, writing from threads")
-            _WRITERS[processes] = None  # type: ignore[assignment]
+            _WARNED_DAEMONIC = True
         return None
     pool = _WRITERS.get(processes)
     if pool is not None and getattr(pool, "_broken", False):
@@ -233,8 +235,7 @@ def writer_pool(processes: int) -> ProcessPoolExecutor | None:
         pool = None
     if pool is None:
         for old in _WRITERS.values():
-            if old is not None:
-                old.shutdown(wait=False, cancel_futures=True)
+            old.shutdown(wait=False, cancel_futures=True)
         _WRITERS.clear()
         pool = ProcessPoolExecutor(
             processes, multiprocessing.get_context("spawn"), initializer=_start_writer
@@ -439,7 +440,7 @@ def _process_images(
     pool = reader.pool
     next_batch = list(upcoming[:batch_size])
     loads: deque[tuple[int, Future]] = deque()
-    finishing: deque[Future[_ImageOutput]] = deque()
+    finishing: deque[Future[_ImageOutput | Future[_ImageOutput]]] = deque()
     pending = iter(range(len(shard.images)))
 
     def top_up() -> None:
@@ -512,9 +513,16 @@ def _process_images(
                     )
                 )
         while len(finishing) > 2 * batch_size:
-            yield finishing.popleft().result()
+            yield _finished(finishing.popleft())
     while finishing:
-        yield finishing.popleft().result()
+        yield _finished(finishing.popleft())
+
+
+def _finished(future: Future[_ImageOutput | Future[_ImageOutput]]) -> _ImageOutput:
+    """An image's output: from an I/O thread, or from the writer process it handed it to (an
+    I/O thread never waits for a writer, so that image reads are not held up)."""
+    output = future.result()
+    return output.result() if isinstance(output, Future) else output
 
 
 def _decoded_ahead(batch: list[tuple[ImageRecord, Future]]) -> list[np.ndarray]:
@@ -621,11 +629,12 @@ def _hand_over(
     prompts: PromptSet | None,
     masks: MaskSet | None,
     *context: Any,
-) -> _ImageOutput:
+) -> _ImageOutput | Future[_ImageOutput]:
     """On an I/O thread of the model's process: the RLE strings of masks still on the device
     (encoded there; device memory freed as soon as they are back), then the rest of
-    :func:`_finish_image` in a writer process, or here without writers. A writer gets the
-    pixels of tiles only (which it writes), the size of whole images."""
+    :func:`_finish_image` here without writers, or in a writer process (its future returned
+    at once). A writer gets the pixels of tiles only (which it writes), the size of whole
+    images."""
     from samrs.core import rle
 
     strings = None
@@ -635,9 +644,7 @@ def _hand_over(
     if writers is None:
         return _finish_image(image, pixels, geo, prompts, masks, strings, *context)
     sent = pixels if image.window is not None else pixels.shape[:2]
-    return writers.submit(
-        _finish_image, image, sent, geo, prompts, masks, strings, *context
-    ).result()
+    return writers.submit(_finish_image, image, sent, geo, prompts, masks, strings, *context)
 
 
 def _finish_image(
