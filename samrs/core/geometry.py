@@ -184,7 +184,7 @@ def rasterize_geometry(
 
 
 def dilated_polygon_mask(
-    polygon: Sequence[float],
+    polygon: Sequence[float] | np.ndarray,
     pixels: float,
     height: int,
     width: int,
