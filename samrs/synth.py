@@ -110,7 +110,9 @@ def _rounded(aspect: float, inset: float = 0.92, radius: float = 0.35) -> np.nda
     return np.asarray(pts, dtype=np.float64)
 
 
-def _shape_points(shape: str, cx: float, cy: float, length: float, width: float, angle: float):  # type: ignore[no-untyped-def]
+def _shape_points(
+    shape: str, cx: float, cy: float, length: float, width: float, angle: float
+) -> np.ndarray:
     """(N, 2) image coordinates of a shape in the rotated box (cx, cy, length, width, angle)."""
     unit = {"plane": _PLANE, "ship": _SHIP, "ellipse": _ELLIPSE}.get(shape)
     if unit is None:
@@ -195,14 +197,21 @@ class _Object:
     visible: np.ndarray | None = None  # bool crop of the visible part (set at the end)
 
     @property
+    def visible_crop(self) -> np.ndarray:
+        """:attr:`visible`, once the scene is complete (no object is used before)."""
+        assert self.visible is not None, "the visible part is set when the scene is complete"
+        return self.visible
+
+    @property
     def rbox_polygon(self) -> tuple[float, ...]:
         return rbox_polygon(self.cx, self.cy, self.length, self.width, self.angle)
 
     def full_mask(self, height: int, width: int) -> np.ndarray:
         mask = np.zeros((height, width), dtype=bool)
         x0, y0 = self.origin
-        h, w = self.visible.shape  # type: ignore[union-attr]
-        mask[y0 : y0 + h, x0 : x0 + w] = self.visible
+        visible = self.visible_crop
+        h, w = visible.shape
+        mask[y0 : y0 + h, x0 : x0 + w] = visible
         return mask
 
 
@@ -340,7 +349,9 @@ def _try_place(
         if area < 12:
             continue
         under = owner[y0:y1, x0:x1][mask]
-        hidden = np.bincount(under[under >= 0], minlength=len(placed)) if len(placed) else []
+        hidden: np.ndarray | list[int] = (
+            np.bincount(under[under >= 0], minlength=len(placed)) if len(placed) else []
+        )
         covered = int((under >= 0).sum())
         if not want_overlap and covered:
             continue
@@ -791,7 +802,7 @@ def _write_hrsc(out: Path, plan: _ImagePlan, scene: _Scene, rng: np.random.Gener
     ]
     colours = _seg_colours(len(scene.objects))
     seg = np.zeros((scene.height, scene.width, 3), dtype=np.uint8)
-    polygons = []
+    polygons: list[tuple[float, ...]] = []
     for i, obj in enumerate(scene.objects):
         cx, cy, w, h, ang = (float(f"{v:.4f}") for v in (obj.cx, obj.cy, obj.length,
                                                           obj.width, obj.angle))  # fmt: skip
@@ -802,8 +813,9 @@ def _write_hrsc(out: Path, plan: _ImagePlan, scene: _Scene, rng: np.random.Gener
         head_y = cy + 0.5 * w * math.sin(ang)
         colour = colours[i]
         x0, y0 = obj.origin
-        vh, vw = obj.visible.shape  # type: ignore[union-attr]
-        seg[y0 : y0 + vh, x0 : x0 + vw][obj.visible] = colour
+        visible = obj.visible_crop
+        vh, vw = visible.shape
+        seg[y0 : y0 + vh, x0 : x0 + vw][visible] = colour
         parts += [
             "\t\t<HRSC_Object>",
             _tag(3, "Object_ID", 100000001 + plan.index * 100 + i),
@@ -1031,7 +1043,7 @@ def write_synthetic(
                     "class_name": obj.spec.name,
                     "shape": obj.spec.shape,
                     "difficult": int(obj.difficult),
-                    "occluded": round(1.0 - int(obj.visible.sum()) / shape_area, 4),  # type: ignore[union-attr]
+                    "occluded": round(1.0 - int(obj.visible_crop.sum()) / shape_area, 4),
                 }
             )
     _write_split_lists(out, fmt, plans)

@@ -61,7 +61,15 @@ from pathlib import Path
 import numpy as np
 
 from samrs.core.geometry import clip_polygon, iof
-from samrs.core.records import Dataset, ErrorRecord, ImageRecord, ObjectAnnotation, Polygon, Window
+from samrs.core.records import (
+    Dataset,
+    ErrorRecord,
+    ImageRecord,
+    ObjectAnnotation,
+    Polygon,
+    Window,
+    as_polygon,
+)
 from samrs.errors import SamrsError
 from samrs.sources.common import SPLIT_MARKER  # defined where it is read
 
@@ -237,7 +245,7 @@ def assign_objects(
 
 
 def _translate(polygon: Sequence[float], x: float, y: float) -> Polygon:
-    return tuple(float(v) - (x if i % 2 == 0 else y) for i, v in enumerate(polygon))  # type: ignore[return-value]
+    return as_polygon(float(v) - (x if i % 2 == 0 else y) for i, v in enumerate(polygon))
 
 
 def _assign(
@@ -384,7 +392,7 @@ def _devkit_object(
     flags = obj.flags if "clipped" in obj.flags else (*obj.flags, "clipped")
     if overlap <= iof_threshold:
         flags = (*flags, LOW_IOF_FLAG)
-    return obj.with_changes(polygon=tuple(clipped), truncated=True, flags=flags)
+    return obj.with_changes(polygon=as_polygon(clipped), truncated=True, flags=flags)
 
 
 def tile_image(
@@ -405,8 +413,8 @@ def tile_image(
     """
     if image.window is not None:
         raise TilingError(f"image {image.image_id} is already a tile (window {image.window})")
-    assert image.width is not None and image.height is not None
     image = _with_provenance(image)  # tiles inherit the source image id and object indices
+    assert image.width is not None and image.height is not None
     tiles: list[ImageRecord] = []
     placed = [False] * len(image.objects)
     seen: set[Window] = set()
@@ -685,11 +693,12 @@ def write_dota_patches(
                 if error is not None:
                     failed(tile, error)
                     continue
+                assert source is not None  # None only with an open error, handled above
                 try:
-                    pixels = source.read(tile.window, pad)  # type: ignore[union-attr]
+                    pixels = source.read(tile.window, pad)
                 except ImageReadError as exc:
                     failed(tile, exc)
-                    if not source.windowed:  # type: ignore[union-attr]
+                    if not source.windowed:
                         error = exc  # a whole-image decode failed: do not retry per tile
                     continue
                 scale = patch_size / float(tile.window[2])

@@ -14,7 +14,7 @@ import shapely
 from shapely.geometry import Polygon as ShapelyPolygon
 from shapely.geometry import box as shapely_box
 
-from samrs.core.records import Box, Polygon, Window, polygon_hbox
+from samrs.core.records import Box, Polygon, Window, as_polygon, polygon_hbox
 
 __all__ = [
     "box_polygon",
@@ -45,7 +45,7 @@ def rbox_polygon(cx: float, cy: float, w: float, h: float, angle: float) -> Poly
     corners = []
     for dx, dy in ((-w / 2, -h / 2), (w / 2, -h / 2), (w / 2, h / 2), (-w / 2, h / 2)):
         corners += [cx + dx * c - dy * s, cy + dx * s + dy * c]
-    return tuple(float(v) for v in corners)  # type: ignore[return-value]
+    return as_polygon(corners)
 
 
 def polygon_area(polygon: Sequence[float]) -> float:
@@ -88,8 +88,8 @@ def clip_polygon(polygon: Sequence[float], box: Box) -> tuple[Polygon, bool]:
     for i, v in enumerate(polygon):
         lo, hi = (x0, x1) if i % 2 == 0 else (y0, y1)
         out.append(float(min(max(v, lo), hi)))
-    clipped = tuple(out)
-    return clipped, clipped != tuple(float(v) for v in polygon)  # type: ignore[return-value]
+    clipped = as_polygon(out)
+    return clipped, clipped != tuple(float(v) for v in polygon)
 
 
 def rasterize_polygon(
@@ -159,9 +159,9 @@ def rasterize_polygons(
     xa, xb = xs[:, 0 : 2 * n_pairs : 2], xs[:, 1 : 2 * n_pairs : 2]
     starts = np.where(np.isfinite(xb), np.ceil(xa - 0.5), np.inf)
     stops = np.ceil(xb - 0.5)
-    for i in np.flatnonzero(n_rows):
-        rows = slice(first[i], first[i] + n_rows[i])
-        band = masks[i][r0[i] : r1[i]]
+    for j in np.flatnonzero(n_rows):
+        rows = slice(first[j], first[j] + n_rows[j])
+        band = masks[j][r0[j] : r1[j]]
         cols = np.arange(band.shape[1], dtype=np.float64)
         for k in range(n_pairs):
             band |= (cols >= starts[rows, k, None]) & (cols < stops[rows, k, None])
@@ -184,7 +184,7 @@ def rasterize_geometry(
 
 
 def dilated_polygon_mask(
-    polygon: Sequence[float],
+    polygon: Sequence[float] | np.ndarray,
     pixels: float,
     height: int,
     width: int,

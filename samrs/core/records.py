@@ -6,8 +6,12 @@ right, y down; a pixel (row r, column c) covers ``[c, c+1) x [r, r+1)``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, TypedDict, cast
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 Polygon = tuple[float, float, float, float, float, float, float, float]
 """Four corners ``(x1, y1, ..., x4, y4)`` in image pixels, in source order."""
@@ -17,6 +21,12 @@ Box = tuple[float, float, float, float]
 
 Window = tuple[int, int, int, int]
 """A window ``(x, y, w, h)`` of a source image, in that image's pixels."""
+
+
+def as_polygon(values: Iterable[float]) -> Polygon:
+    """The values as a :data:`Polygon` of Python floats. The caller passes the 8 values of
+    4 corners (not checked; the type checker cannot count a tuple built from an iterable)."""
+    return cast("Polygon", tuple(float(v) for v in values))
 
 
 def polygon_hbox(polygon: Sequence[float]) -> Box:
@@ -59,7 +69,7 @@ class ObjectAnnotation:
         """Enclosing horizontal box ``(xmin, ymin, xmax, ymax)``."""
         return polygon_hbox(self.polygon)
 
-    def with_changes(self, **changes: object) -> ObjectAnnotation:
+    def with_changes(self, **changes: Unpack[ObjectChanges]) -> ObjectAnnotation:
         """A copy with some fields replaced."""
         return replace(self, **changes)
 
@@ -111,9 +121,46 @@ class ImageRecord:
     ignore_polygons: tuple[Polygon, ...] = ()
     source_image_id: str | None = None
 
-    def with_changes(self, **changes: object) -> ImageRecord:
+    def with_changes(self, **changes: Unpack[ImageChanges]) -> ImageRecord:
         """A copy with some fields replaced."""
         return replace(self, **changes)
+
+
+class ObjectChanges(TypedDict, total=False):
+    """Fields of :class:`ObjectAnnotation` that :meth:`~ObjectAnnotation.with_changes` replaces
+    (the type checker holds the two lists equal at every call)."""
+
+    polygon: Polygon
+    class_name: str
+    class_id: int
+    difficult: bool
+    truncated: bool
+    source_file: str
+    source_line: int | None
+    source_element: str | None
+    flags: tuple[str, ...]
+    source_index: int | None
+
+
+class ImageChanges(TypedDict, total=False):
+    """Fields of :class:`ImageRecord` that :meth:`~ImageRecord.with_changes` replaces."""
+
+    image_id: str
+    image_path: str
+    width: int | None
+    height: int | None
+    source: str
+    version: str
+    split: str | None
+    gsd: float | None
+    objects: tuple[ObjectAnnotation, ...]
+    annotation_file: str | None
+    window: Window | None
+    source_width: int | None
+    source_height: int | None
+    imagesource: str | None
+    ignore_polygons: tuple[Polygon, ...]
+    source_image_id: str | None
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ brings them back in one copy. Both give pycocotools' string byte for byte.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import cv2
 import numpy as np
@@ -91,28 +91,33 @@ def from_run_lengths(runs: list[int] | np.ndarray, height: int, width: int) -> d
     return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
 
 
+def _size(rle: Mapping[str, object]) -> list[int]:
+    """The ``size`` of a COCO RLE as a list (a JSON list, a tuple or an array: any iterable
+    of the two ints ``h, w``)."""
+    return list(cast("Iterable[int]", rle["size"]))
+
+
+def _pycocotools_rle(rle: Mapping[str, object]) -> dict[str, object]:
+    """A COCO RLE as pycocotools' functions take it: a list size and bytes counts."""
+    counts = rle["counts"]
+    if isinstance(counts, str):
+        counts = counts.encode("ascii")
+    return {"size": _size(rle), "counts": counts}
+
+
 def decode(rle: Mapping[str, object]) -> np.ndarray:
     """Boolean (h, w) mask of a COCO RLE with ASCII or bytes counts."""
-    counts = rle["counts"]
-    if isinstance(counts, str):
-        counts = counts.encode("ascii")
-    return mask_utils.decode({"size": list(rle["size"]), "counts": counts}).astype(bool)
+    return mask_utils.decode(_pycocotools_rle(rle)).astype(bool)
 
 
-def area(rle: dict[str, object]) -> int:
+def area(rle: Mapping[str, object]) -> int:
     """Foreground pixel count of a COCO RLE."""
-    counts = rle["counts"]
-    if isinstance(counts, str):
-        counts = counts.encode("ascii")
-    return int(mask_utils.area({"size": list(rle["size"]), "counts": counts}))
+    return int(mask_utils.area(_pycocotools_rle(rle)))
 
 
-def bbox(rle: dict[str, object]) -> list[float]:
+def bbox(rle: Mapping[str, object]) -> list[float]:
     """COCO ``[x, y, w, h]`` box of a COCO RLE (zeros for an empty mask)."""
-    counts = rle["counts"]
-    if isinstance(counts, str):
-        counts = counts.encode("ascii")
-    return [float(v) for v in mask_utils.toBbox({"size": list(rle["size"]), "counts": counts})]
+    return [float(v) for v in mask_utils.toBbox(_pycocotools_rle(rle))]
 
 
 def run_lengths(rle: Mapping[str, object]) -> np.ndarray:
@@ -124,7 +129,7 @@ def run_lengths(rle: Mapping[str, object]) -> np.ndarray:
         return np.asarray(counts, dtype=np.int64)
     if isinstance(counts, str):
         counts = counts.encode("ascii")
-    b = np.frombuffer(counts, dtype=np.uint8).astype(np.int64) - 48
+    b = np.frombuffer(cast("bytes", counts), dtype=np.uint8).astype(np.int64) - 48  # or a buffer
     if b.size == 0:
         return np.zeros(0, dtype=np.int64)
     # COCO's LEB128-like code: 5 bits per char, 0x20 = more chars follow, 0x10 in the last
@@ -146,7 +151,7 @@ def decode_window(rle: Mapping[str, object], window: tuple[int, int, int, int]) 
     Equal to ``decode(rle)[y:y+h, x:x+w]`` for a window inside the mask; memory is
     proportional to the image height times ``w``.
     """
-    height, width = (int(v) for v in rle["size"])  # type: ignore[union-attr]
+    height, width = (int(v) for v in _size(rle))
     x, y, w, h = (int(v) for v in window)
     if min(x, y, w, h) < 0 or x + w > width or y + h > height:
         raise ValueError(f"window {window} is not inside the {height}x{width} mask")

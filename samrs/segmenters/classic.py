@@ -197,7 +197,7 @@ class GrabCutSegmenter(Segmenter):
         allowed = dilated_polygon_mask(flat, band, ch, cw, offset)
         if not ps.use_mask_prompt and ps.boxes is not None:
             allowed |= rasterize_polygon(region_poly, ch, cw, offset)
-        labels = np.full((ch, cw), cv2.GC_BGD, dtype=np.uint8)
+        labels: np.ndarray = np.full((ch, cw), cv2.GC_BGD, dtype=np.uint8)  # and resized
         labels[allowed] = cv2.GC_PR_BGD
         labels[inside] = cv2.GC_PR_FGD
         core = np.zeros_like(inside)
@@ -220,7 +220,9 @@ class GrabCutSegmenter(Segmenter):
         fgd = np.zeros((1, 65), np.float64)
         cv2.setRNGSeed(self.seed)
         try:
-            cv2.grabCut(crop, labels, None, bgd, fgd, self.iterations, cv2.GC_INIT_WITH_MASK)
+            cv2.grabCut(  # type: ignore[call-overload]  # stubs: rect not None; unused with a mask
+                crop, labels, None, bgd, fgd, self.iterations, cv2.GC_INIT_WITH_MASK
+            )
         except cv2.error as exc:
             return fall_back(f"grabcut error: {str(exc).strip().splitlines()[-1]}")
         fg = ((labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)).astype(np.uint8)

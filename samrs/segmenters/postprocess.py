@@ -53,7 +53,7 @@ def upscale_logits_host(
     """:func:`upscale_logits` of one (s, s) float32 map on the host, with OpenCV's bilinear
     resize (the same half-pixel sampling and edge clamping as ``F.interpolate``, several
     times faster on the CPU; values agree to float rounding). Returns (H, W) float32."""
-    x = np.ascontiguousarray(low_res, dtype=np.float32)
+    x: np.ndarray = np.ascontiguousarray(low_res, dtype=np.float32)  # then OpenCV's resizes
     if x.shape != (image_size, image_size):
         x = cv2.resize(x, (image_size, image_size), interpolation=cv2.INTER_LINEAR)
     x = x[: input_size[0], : input_size[1]]
@@ -97,8 +97,8 @@ def stability_into(
     """
     np.greater(logits, threshold, out=out)
     scratch = np.empty(logits.shape, dtype=bool)
-    inter = np.count_nonzero(np.greater(logits, threshold + offset, out=scratch))
-    union = np.count_nonzero(np.greater(logits, threshold - offset, out=scratch))
+    inter = int(np.count_nonzero(np.greater(logits, threshold + offset, out=scratch)))
+    union = int(np.count_nonzero(np.greater(logits, threshold - offset, out=scratch)))
     return float(np.float32(inter / max(union, 1)))
 
 

@@ -50,7 +50,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -86,6 +86,20 @@ MASK_PROMPT_LOGIT = 10.0
 PRECISIONS = ("fp32", "bf16")
 ATTENTIONS = ("sdpa", "eager")
 RESIZES = ("torch", "pil")
+
+if TYPE_CHECKING:
+
+    class SamModule(torch.nn.Module):
+        """What this pipeline uses of segment_anything's (or HQ-SAM's) ``Sam``, for the type
+        checker only: torch types a submodule reached by attribute as ``Tensor | Module``, and
+        segment_anything ships no types (its submodules stay ``Any``)."""
+
+        image_encoder: Any
+        prompt_encoder: Any
+        mask_decoder: Any
+        pixel_mean: torch.Tensor
+        pixel_std: torch.Tensor
+        mask_threshold: float
 
 
 # --------------------------------------------------------------------------- attention
@@ -142,7 +156,7 @@ def _swap_forward(module: torch.nn.Module, forward: Any) -> None:
     module.__class__ = _SWAPPED[key]
 
 
-def use_sdpa(model: torch.nn.Module) -> None:
+def use_sdpa(model: SamModule) -> None:
     """Route every attention of a SAM model through ``scaled_dot_product_attention`` (in place).
 
     Same parameters and state dict; only this instance changes (the reference ``SamPredictor``
@@ -276,11 +290,12 @@ class SamSegmenter(Segmenter):
             self.model_name = model or "tiny"
             net = build_random_model(config_of(self.model_name), hq=self.hq, seed=self.seed)
         self.config = config_of(self.model_name)
+        sam = cast("SamModule", net)  # build_model's segment_anything (or HQ-SAM) Sam
         if attention == "sdpa":
-            use_sdpa(net)
-        for p in net.parameters():
+            use_sdpa(sam)
+        for p in sam.parameters():
             p.requires_grad_(False)
-        self.model = net.to(self.device).eval()
+        self.model = sam.to(self.device).eval()
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -373,7 +388,8 @@ class SamSegmenter(Segmenter):
         if self._per_sample:
             parts = [self._encode_batch(pixels[i : i + 1]) for i in range(pixels.shape[0])]
             emb = torch.cat([p[0] for p in parts])
-            hq = None if parts[0][1] is None else torch.cat([p[1] for p in parts])  # type: ignore[misc]
+            hq_parts = [p[1] for p in parts if p[1] is not None]  # all (HQ-SAM) or none (SAM)
+            hq = torch.cat(hq_parts) if hq_parts else None
         elif self.compile and pixels.shape[0] < self.batch_size:
             # a compiled encoder is specialised to one batch shape: pad the last batch
             n = pixels.shape[0]
@@ -652,9 +668,9 @@ class SamSegmenter(Segmenter):
                     tensors = self._prompt_tensors(
                         ps, encoded.input_sizes[i], encoded.original_sizes[i]
                     )
-                    for key, value in tensors.items():
+                    for kind, value in tensors.items():
                         if value is not None:
-                            flat[key].append(value)
+                            flat[kind].append(value)
                     image_index.append(np.full(len(ps), i, dtype=np.int64))
                     local_index.append(np.arange(len(ps), dtype=np.int64))
                 img_idx = np.concatenate(image_index)

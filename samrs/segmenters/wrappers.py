@@ -311,11 +311,13 @@ class SmallObjectZoom(Segmenter):
                     stability=np.full(n, np.nan, dtype=np.float32),
                 )
             )
-        for (k, crop, members), res in zip(jobs, results, strict=True):
+        for (k, job_crop, members), res in zip(jobs, results, strict=True):
             target = out[k]
             for member, mask in zip(members, res.crops, strict=True):
                 target.crops[member] = (
-                    mask if crop is None else self.paste(mask, crop, target.height, target.width)
+                    mask
+                    if job_crop is None
+                    else self.paste(mask, job_crop, target.height, target.width)
                 )
             idx = np.asarray(members, dtype=np.int64)
             target.scores[idx] = res.scores
