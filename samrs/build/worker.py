@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -41,6 +41,7 @@ from samrs.segmenters import needs_weights
 from samrs.segmenters.base import MaskSet, PromptSet, Segmenter
 
 if TYPE_CHECKING:
+    from samrs.core.masks import MaskCrop
     from samrs.quality import FilterResult
 
 log = logging.getLogger(__name__)
@@ -175,7 +176,7 @@ class ImageReader:
         self.cache.close()
 
 
-def segmenter_options(config: BuildConfig) -> dict[str, object]:
+def segmenter_options(config: BuildConfig) -> dict[str, Any]:
     """Keyword arguments of :func:`samrs.segmenters.create_segmenter` for a build (SAM
     keeps its masks on the device for the RLE stage, :func:`samrs.core.rle.encode_masks`)."""
     sam = {"keep_device_masks": True} if needs_weights(config.segmenter) else {}
@@ -612,7 +613,7 @@ def _failed_image(
     )
 
 
-def _write_atomic(path: Path, write) -> None:  # type: ignore[no-untyped-def]
+def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     from samrs.core.imageio import temp_name
 
@@ -639,7 +640,9 @@ def _hand_over(
 
     strings = None
     if masks is not None and masks.device_masks is not None:
-        strings = [r["counts"] for r in rle.encode_masks(masks.crops, masks.device_masks)]
+        strings = [
+            cast(str, r["counts"]) for r in rle.encode_masks(masks.crops, masks.device_masks)
+        ]
         masks.device_masks = None
     if writers is None:
         return _finish_image(image, pixels, geo, prompts, masks, strings, *context)
@@ -674,12 +677,15 @@ def _finish_image(
     shape = pixels if isinstance(pixels, tuple) else pixels.shape
     height, width = int(shape[0]), int(shape[1])
     instance_rows: list[dict[str, object]] = []
-    paint_masks, paint_classes, paint_areas, paint_scores = [], [], [], []
+    paint_masks: list[MaskCrop] = []
+    paint_classes: list[int] = []
+    paint_areas: list[float] = []
+    paint_scores: list[float | None] = []
     rejected: list[Polygon] = []  # never painted as background
     if image.objects:
         assert prompts is not None and masks is not None
         verdict = apply_filters(masks, prompts.polygons.reshape(-1, 8), config, config.on_reject)
-        encoded_masks = (
+        encoded_masks: list[dict[str, object]] = (
             rle.encode_masks(verdict.masks)
             if strings is None
             else [
@@ -694,8 +700,8 @@ def _finish_image(
             if row["kept"]:
                 paint_masks.append(verdict.masks[j])
                 paint_classes.append(obj.class_id)
-                paint_areas.append(row["area"])
-                paint_scores.append(row["score"])
+                paint_areas.append(cast(float, row["area"]))
+                paint_scores.append(cast("float | None", row["score"]))
             elif config.background:
                 rejected.append(obj.polygon)
             instance_rows.append(row)
