@@ -20,6 +20,7 @@ image files, preprocessing, postprocessing, quality, RLE, labels, files), per ma
 from __future__ import annotations
 
 import math
+import os
 import resource
 import shutil
 import tempfile
@@ -108,7 +109,7 @@ def run_benchmark(
     *,
     device: str | None = None,
     model: str | None = None,
-    checkpoint: str | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
     random_weights: bool = True,
     images: int = 16,
     objects_per_image: int = 20,

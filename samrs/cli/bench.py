@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -21,8 +22,8 @@ from samrs.cli.options import (
 @model_option("SAM model  [default: detected from --checkpoint; tiny with random weights]")
 @checkpoint_option(
     "SAM weights, or builtin:tiny (default: seeded random weights).",
-    click.Path(dir_okay=False),
     must_exist=True,
+    dir_okay=False,
 )
 @random_weights_option("Use seeded random weights (the default without --checkpoint).")
 @click.option("--images", type=int, default=16, help="Synthetic images to label.")
@@ -67,7 +68,7 @@ from samrs.cli.options import (
 )
 @json_option
 def command(
-    checkpoint: str | None,
+    checkpoint: Path | None,
     random_weights: bool,
     compile_model: bool,
     as_json: bool,

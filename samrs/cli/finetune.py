@@ -40,10 +40,7 @@ def _classes(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
 @model_option(
     "SAM size; default: detected from --checkpoint (vit_b with --random-weights).", MODELS
 )
-@checkpoint_option(
-    "SAM checkpoint (.pth) to start from, or builtin:tiny.",
-    click.Path(path_type=Path, dir_okay=False),
-)
+@checkpoint_option("SAM checkpoint (.pth) to start from, or builtin:tiny.", dir_okay=False)
 @random_weights_option("Start from random weights (tests and benchmarks only).")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option(
@@ -224,7 +221,7 @@ def command(
             data=str(data),
             out=str(out),
             model=model,
-            checkpoint=str(checkpoint) if checkpoint else None,
+            checkpoint=checkpoint,
             random_weights=random_weights,
             classes=classes or None,
             augment=not no_augment,
