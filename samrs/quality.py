@@ -188,6 +188,7 @@ def fails(values: Any, minimum: float | None) -> np.ndarray:
     v = np.asarray(values, dtype=np.float64)  # None becomes NaN
     if threshold_off(minimum):
         return np.zeros(v.shape, dtype=bool)
+    assert minimum is not None  # threshold_off(None) is True
     with np.errstate(invalid="ignore"):
         return ~np.isnan(v) & (v < minimum)
 

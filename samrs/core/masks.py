@@ -69,7 +69,10 @@ def polygon_window_mask(
 
 
 def polygon_window_masks(
-    polygons: Sequence[Sequence[float] | np.ndarray], pixels: float, height: int, width: int
+    polygons: Sequence[Sequence[float] | np.ndarray] | np.ndarray,
+    pixels: float,
+    height: int,
+    width: int,
 ) -> list[tuple[tuple[slice, slice], np.ndarray]]:
     """:func:`polygon_window_mask` of each polygon of an image, rasterized together
     (:func:`~samrs.core.geometry.rasterize_polygons`)."""
