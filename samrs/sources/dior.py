@@ -127,7 +127,7 @@ def object_fields(obj: ET.Element) -> ObjectFields | str:
     box = obj.find("robndbox")
     if box is None:
         box = obj.find("bndbox")
-    fields = None
+    fields: tuple[str, ...] | None = None
     if box is not None:
         if box.find(CORNER_FIELDS[0]) is not None:
             fields = CORNER_FIELDS
