@@ -462,7 +462,7 @@ class ReadContext:
                 stage="skip" if self.on_unknown_class == "skip" else "read",
             )
             return None
-        polygon: Polygon = tuple(float(v) for v in fields.coords)  # type: ignore[assignment]
+        polygon: Polygon = tuple(float(v) for v in fields.coords)  # type: ignore[assignment]  # 8 values checked below: mypy cannot count a tuple built from a generator
         if len(polygon) != 8:
             reject(f"expected 4 corners, got {len(polygon) // 2}")
             return None

@@ -62,7 +62,7 @@ def parse_points(obj: ET.Element) -> tuple[list[float] | None, str | None]:
         values = [parse_float(v) for v in parts]
         if len(parts) != 2 or any(v is None for v in values):
             return None, f"point {t!r} is not 'x,y': expected two numbers"
-        coords.extend(values)  # type: ignore[arg-type]
+        coords.extend(v for v in values if v is not None)  # both (checked above)
     if len(texts) == 5:
         dx, dy = coords[8] - coords[0], coords[9] - coords[1]
         if abs(dx) > RING_TOLERANCE or abs(dy) > RING_TOLERANCE:
