@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -72,7 +73,7 @@ def command(
     random_weights: bool,
     compile_model: bool,
     as_json: bool,
-    **options: object,
+    **options: Any,  # the options of run_benchmark, as Click passes them
 ) -> None:
     """Label the same synthetic images three ways and print images/s, ratios and peak memory.
 
@@ -92,7 +93,7 @@ def command(
         raise click.UsageError("--masks objects needs --workers 1")
     result = run_benchmark(
         checkpoint=checkpoint, random_weights=checkpoint is None, compile=compile_model, **options
-    )  # type: ignore[arg-type]
+    )
     if as_json:
         click.echo(json.dumps(result, indent=2, sort_keys=True))
         return

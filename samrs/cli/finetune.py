@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -185,7 +186,7 @@ def command(
     no_augment: bool,
     eval_only: bool,
     as_json: bool,
-    **options: object,
+    **options: Any,  # TrainConfig's other fields, as Click passes them
 ) -> None:
     """Fine-tune SAM on a build output with the MeSAM method (LoRA + inception mixers).
 
@@ -198,13 +199,13 @@ def command(
     progress = None if as_json else (lambda msg: click.echo(msg, err=True))
     try:
         if eval_only:
-            val_splits = tuple(options["val_splits"])  # type: ignore[call-overload]
+            val_splits = tuple(options["val_splits"])
             report = evaluate_run(
                 out,
                 data,
                 split=val_splits[0] if val_splits else "val",
                 device=str(options["device"]),
-                num_workers=int(options["num_workers"]),  # type: ignore[call-overload]
+                num_workers=int(options["num_workers"]),
                 progress=progress,
             )
             click.echo(json.dumps(report, sort_keys=True) if as_json else format_report(report))
@@ -225,7 +226,7 @@ def command(
             random_weights=random_weights,
             classes=classes or None,
             augment=not no_augment,
-            **options,  # type: ignore[arg-type]
+            **options,
         )
         summary = train(cfg, progress=progress)
     except ValueError as exc:  # SamrsError: samrs.cli
