@@ -34,7 +34,7 @@ from pathlib import Path
 from samrs.core.classes import ClassTable
 from samrs.core.geometry import clip_polygon, polygon_area
 from samrs.core.imageio import ImageReadError, image_size
-from samrs.core.records import ErrorRecord, ImageRecord, ObjectAnnotation, Polygon
+from samrs.core.records import ErrorRecord, ImageRecord, ObjectAnnotation, as_polygon
 from samrs.errors import SamrsError
 
 log = logging.getLogger(__name__)
@@ -462,7 +462,7 @@ class ReadContext:
                 stage="skip" if self.on_unknown_class == "skip" else "read",
             )
             return None
-        polygon: Polygon = tuple(float(v) for v in fields.coords)  # type: ignore[assignment]  # 8 values checked below: mypy cannot count a tuple built from a generator
+        polygon = as_polygon(fields.coords)  # its 8 values are checked below
         if len(polygon) != 8:
             reject(f"expected 4 corners, got {len(polygon) // 2}")
             return None

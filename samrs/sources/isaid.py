@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from samrs.core.geometry import box_polygon
-from samrs.core.records import ImageRecord, ObjectAnnotation, Polygon
+from samrs.core.records import ImageRecord, ObjectAnnotation, Polygon, as_polygon
 from samrs.sources.common import (
     ImageIndex,
     ObjectFields,
@@ -71,7 +71,7 @@ def min_area_rect(points: np.ndarray) -> Polygon:
         corners = corners[::-1]
     start = int(np.lexsort((corners[:, 1], corners[:, 0] + corners[:, 1]))[0])
     corners = np.roll(corners, -start, axis=0)
-    return tuple(float(v) for v in corners.reshape(-1))  # type: ignore[return-value]  # 8 values: mypy cannot count a tuple built from a generator
+    return as_polygon(corners.reshape(-1))
 
 
 def segmentation_points(segmentation: Any, height: int | None, width: int | None) -> np.ndarray:
