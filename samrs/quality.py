@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypedDict
 
 import cv2
 import numpy as np
@@ -48,8 +48,19 @@ THRESHOLD_REASONS = {
 }
 """``reject_reason`` written for each threshold (the one place these names are defined)."""
 
+
+class ThresholdValues(TypedDict, total=False):
+    """Some fields of :class:`QualityThresholds`, by name."""
+
+    min_score: float
+    min_stability: float
+    min_rbox_iou: float
+    min_inside_fraction: float
+    min_area: int
+
+
 WEIGHT_FREE_SEGMENTERS = ("box", "grabcut")
-WEIGHT_FREE_THRESHOLDS = {"min_rbox_iou": 0.3, "min_area": 4}
+WEIGHT_FREE_THRESHOLDS: ThresholdValues = {"min_rbox_iou": 0.3, "min_area": 4}
 """Default gates of the weight-free segmenters (see the module docstring)."""
 
 REJECT_REASONS = ("empty", *THRESHOLD_REASONS.values())
@@ -101,7 +112,7 @@ def default_thresholds(segmenter: str | None) -> QualityThresholds:
     """The default thresholds of a build with this segmenter: :data:`WEIGHT_FREE_THRESHOLDS`
     for ``box`` and ``grabcut``, else keep every non-empty mask."""
     if segmenter in WEIGHT_FREE_SEGMENTERS:
-        return QualityThresholds(**WEIGHT_FREE_THRESHOLDS)  # type: ignore[arg-type]
+        return QualityThresholds(**WEIGHT_FREE_THRESHOLDS)
     return QualityThresholds()
 
 
@@ -188,6 +199,7 @@ def fails(values: Any, minimum: float | None) -> np.ndarray:
     v = np.asarray(values, dtype=np.float64)  # None becomes NaN
     if threshold_off(minimum):
         return np.zeros(v.shape, dtype=bool)
+    assert minimum is not None  # threshold_off(None) is True
     with np.errstate(invalid="ignore"):
         return ~np.isnan(v) & (v < minimum)
 

@@ -19,9 +19,10 @@ import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 from samrs.analysis.render import resolve_path
@@ -63,6 +64,18 @@ FALLBACK_FLAG_SHARE = 0.05
 segmenter's own (``mask_source`` other than ``segmenter``: fallbacks and substitutions)."""
 
 ProgressCallback = Callable[[int, int], None]
+
+
+class _MetricAcc(TypedDict):
+    """Running tallies of one per-mask quality metric over the instances manifest."""
+
+    kept: npt.NDArray[np.int64]
+    rejected: npt.NDArray[np.int64]
+    missing: int
+    sum: float
+    count: int
+    min: float
+    max: float
 
 
 class StatsError(SamrsError, ValueError):
@@ -153,7 +166,7 @@ def compute_stats(out: str | Path, progress: ProgressCallback | None = None) -> 
     empty_kept = empty_rejected = 0
     reasons: Counter[str] = Counter()
     n_inst = n_kept = n_trunc = n_trunc_kept = n_diff = n_diff_kept = n_subst = 0
-    metric_acc = {
+    metric_acc: dict[str, _MetricAcc] = {
         m: {
             "kept": np.zeros(len(METRIC_EDGES) - 1, dtype=np.int64),
             "rejected": np.zeros(len(METRIC_EDGES) - 1, dtype=np.int64),
@@ -743,7 +756,7 @@ HATCHES = ("", "//", "..", "xx", "\\\\", "++")
 def _grouped_bars(
     ax: Any,
     n_groups: int,
-    series: Sequence[tuple[str, Sequence[float]]],
+    series: Sequence[tuple[str, Sequence[float] | npt.NDArray[np.floating[Any]]]],
     colors: Sequence[Sequence[int]] | None = None,
 ) -> None:
     """Bars of each series side by side; ``colors``: one RGB per group (the class palette),

@@ -12,17 +12,22 @@ from __future__ import annotations
 import pickle
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
+if TYPE_CHECKING:
+    from segment_anything import SamPredictor
+    from segment_anything.modeling import Sam
+
 BOXES_PER_CALL = 20
 
 
 def run_reference_loop(
-    sam: torch.nn.Module,
+    sam: Sam,
     image_paths: Sequence[str | Path],
     boxes: Sequence[np.ndarray],
     class_ids: Sequence[np.ndarray],
@@ -73,8 +78,15 @@ class _NoEncoder(torch.nn.Module):
         return x.new_zeros((x.shape[0], 1, 1, 1))
 
 
-def _loop(  # type: ignore[no-untyped-def]
-    predictor, image_paths, boxes, class_ids, out, palette, low_res, replay
+def _loop(
+    predictor: SamPredictor,
+    image_paths: Sequence[str | Path],
+    boxes: Sequence[np.ndarray],
+    class_ids: Sequence[np.ndarray],
+    out: Path,
+    palette: Sequence[int],
+    low_res: Callable[[int, int, int, torch.device], torch.Tensor] | None,
+    replay: bool,
 ) -> int:
     from PIL import Image
 
@@ -83,7 +95,10 @@ def _loop(  # type: ignore[no-untyped-def]
     for index, (path, image_boxes, image_classes) in enumerate(
         zip(image_paths, boxes, class_ids, strict=True)
     ):
-        image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        bgr = cv2.imread(str(path))
+        if bgr is None:
+            raise ValueError(f"{path}: not a readable image")
+        image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         height, width = image.shape[:2]
         predictor.set_image(image)
         gray = np.full((height, width), 255, dtype=np.uint8)

@@ -20,19 +20,27 @@ image files, preprocessing, postprocessing, quality, RLE, labels, files), per ma
 from __future__ import annotations
 
 import math
+import os
 import resource
 import shutil
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
 from samrs.core.classes import DOTA_V1_0, class_table
 from samrs.outputs.semantic import semantic_palette
+
+if TYPE_CHECKING:
+    from samrs.benchmarks.masks import DecoderBank
+    from samrs.build import BuildConfig
+    from samrs.core.records import Dataset, ImageRecord
+    from samrs.segmenters.base import PromptSet
+    from samrs.segmenters.sam import SamSegmenter
 
 
 def make_bench_dataset(
@@ -108,7 +116,7 @@ def run_benchmark(
     *,
     device: str | None = None,
     model: str | None = None,
-    checkpoint: str | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
     random_weights: bool = True,
     images: int = 16,
     objects_per_image: int = 20,
@@ -146,6 +154,7 @@ def run_benchmark(
     from samrs.core.imageio import read_image
     from samrs.prompts import build_prompts
     from samrs.segmenters.memory import retain_freed_memory
+    from samrs.segmenters.sam import SamSegmenter
 
     allocator = retain_freed_memory()
     tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="samrs-bench-"))
@@ -164,6 +173,7 @@ def run_benchmark(
     config = resolve_config(config)  # as run_build will: the same segmenter options
     segmenter = get_segmenter(config)  # the pipeline reuses this model in-process
     sam = segmenter.inner if hasattr(segmenter, "inner") else segmenter
+    assert isinstance(sam, SamSegmenter)  # config.segmenter is "sam"
     dev = sam.device
     result: dict[str, Any] = {
         "device": str(dev),
@@ -202,9 +212,9 @@ def run_benchmark(
             boxes = []
             for k, (h, _w) in enumerate(sizes):
                 scale = h / chunk[k].shape[0]
-                boxes.append(
-                    torch.as_tensor(prompt_sets[start + k].boxes * scale, dtype=torch.float32)
-                )
+                prompt_boxes = prompt_sets[start + k].boxes
+                assert prompt_boxes is not None  # the bench prompts with boxes (rhbox)
+                boxes.append(torch.as_tensor(prompt_boxes * scale, dtype=torch.float32))
             batches.append((pixels, torch.stack(boxes).to(dev)))
     sam.model_forward(*batches[0])  # warm-up
     _sync(dev)
@@ -212,18 +222,18 @@ def run_benchmark(
         torch.cuda.reset_peak_memory_stats(dev)
     best = math.inf
     for _ in range(repeats):
-        start = time.perf_counter()
-        for pixels, boxes in batches:
-            sam.model_forward(pixels, boxes)
+        began = time.perf_counter()
+        for pixels, box_batch in batches:
+            sam.model_forward(pixels, box_batch)
         _sync(dev)
-        best = min(best, time.perf_counter() - start)
+        best = min(best, time.perf_counter() - began)
     del batches
     result["model_only"] = {"seconds": best, "images_per_s": images / best}
 
     bank = None
     if workers == 1 and (host_cost or masks == "objects"):
         # the pipeline runs in this process: its decoder can be patched (box prompts: keys)
-        bank = DecoderBank(sam, prompt_sets, [(im.height, im.width) for im in dataset.images])
+        bank = DecoderBank(sam, prompt_sets, [_height_width(im) for im in dataset.images])
         if masks == "objects":
             bank.fill_objects()
         bank.install("objects" if masks == "objects" else "record")
@@ -246,14 +256,30 @@ def run_benchmark(
     return result
 
 
-def _measure_loops(  # type: ignore[no-untyped-def]
-    result, config, sam, root, tmp, dataset, prompt_sets, bank, skip_reference, host_cost
+def _height_width(image: ImageRecord) -> tuple[int, int]:
+    """``(height, width)`` of a bench image (the reader takes them from its PNG header)."""
+    assert image.height is not None and image.width is not None
+    return image.height, image.width
+
+
+def _measure_loops(
+    result: dict[str, Any],
+    config: BuildConfig,
+    sam: SamSegmenter,
+    root: Path,
+    tmp: Path,
+    dataset: Dataset,
+    prompt_sets: list[PromptSet],
+    bank: DecoderBank | None,
+    skip_reference: bool,
+    host_cost: bool,
 ) -> None:
     """The ``pipeline`` and ``reference`` measurements (and, with a decoder bank,
     ``host_ms_per_mask`` of both) into ``result``."""
     from samrs.benchmarks.reference import run_reference_loop
     from samrs.build import run_build
     from samrs.segmenters import create_segmenter
+    from samrs.segmenters.sam import SamSegmenter
 
     dev = sam.device
     images, repeats = result["images"], result.get("repeats", 1)
@@ -289,6 +315,7 @@ def _measure_loops(  # type: ignore[no-untyped-def]
         random_weights=config.checkpoint is None, seed=config.seed, device=str(dev),
         attention="eager", precision="fp32",
     )  # fmt: skip
+    assert isinstance(eager, SamSegmenter)  # "sam" without wrappers
     palette = semantic_palette(class_table("dota"))
     paths = sorted((root / "train" / "images").glob("*.png"))
     boxes_np = [p.enclosing_boxes() for p in prompt_sets]
@@ -296,12 +323,16 @@ def _measure_loops(  # type: ignore[no-untyped-def]
     low_res = bank.reference if bank is not None and result["masks"] == "objects" else None
 
     def reference(replay: bool = False) -> float:
+        logits = low_res
+        if replay:
+            assert bank is not None  # replayed only with a bank (below)
+            logits = bank.reference
         ref_dir = tmp / ("reference-replay" if replay else "reference")
         shutil.rmtree(ref_dir, ignore_errors=True)
         start = time.perf_counter()
         run_reference_loop(
             eager.model, paths, boxes_np, classes, ref_dir, palette,
-            low_res=bank.reference if replay else low_res, replay=replay,
+            low_res=logits, replay=replay,
         )  # fmt: skip
         _sync(dev)
         return time.perf_counter() - start

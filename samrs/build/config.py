@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from typing import cast
@@ -54,7 +55,9 @@ class BuildConfig:
     # segmentation
     segmenter: str = "sam"
     model: str | None = None
-    checkpoint: str | None = None
+    checkpoint: str | os.PathLike[str] | None = None
+    """A weights file or ``builtin:NAME``; stored as given, as a str (what samrs.json records
+    once :func:`samrs.build.run.resolve_config` made a file's path absolute)."""
     checkpoint_sha256: str | None = None
     random_weights: bool = False
     seed: int = 0
@@ -105,6 +108,10 @@ class BuildConfig:
     progress: bool = True
     preset: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.checkpoint is not None:
+            self.checkpoint = os.fspath(self.checkpoint)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready dict of every field."""

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 from samrs.build.worker import ShardResult
@@ -207,8 +208,9 @@ class Progress:
             self._bar = None
 
 
-def format_summary(summary: dict[str, object]) -> str:
-    """The final summary table of a build, as plain text."""
+def format_summary(summary: Mapping[str, Any]) -> str:
+    """The final summary table of a build (:meth:`~samrs.build.run.BuildSummary.to_dict`),
+    as plain text."""
     rows: list[tuple[str, str]] = []
     counts = summary.get("counts") or {}
     assert isinstance(counts, dict)
@@ -244,16 +246,16 @@ def format_summary(summary: dict[str, object]) -> str:
     if "objects_in_errors" in counts:
         rows.append(("objects in error rows", str(counts["objects_in_errors"])))
     if summary.get("wall_seconds") is not None:
-        wall = float(summary["wall_seconds"])  # type: ignore[arg-type]
+        wall = float(summary["wall_seconds"])
         rows.append(("wall time", _duration(wall)))
-        done = int(summary.get("images_processed", 0))  # type: ignore[arg-type]
+        done = int(summary.get("images_processed", 0))
         if wall > 0 and done:
             rows.append(("throughput", f"{done / wall:.2f} images/s"))
     workers = summary.get("workers") or {}
-    if len(workers) > 1:  # type: ignore[arg-type]
-        rows.append(("shards per worker", ", ".join(f"{w} {n}" for w, n in workers.items())))  # type: ignore[union-attr]
+    if len(workers) > 1:
+        rows.append(("shards per worker", ", ".join(f"{w} {n}" for w, n in workers.items())))
     failed = summary.get("failed_shards") or []
     if failed:
-        rows.append(("FAILED shards", ", ".join(str(f["shard"]) for f in failed)))  # type: ignore[index]
+        rows.append(("FAILED shards", ", ".join(str(f["shard"]) for f in failed)))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)

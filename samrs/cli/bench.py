@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import click
 
@@ -21,8 +23,8 @@ from samrs.cli.options import (
 @model_option("SAM model  [default: detected from --checkpoint; tiny with random weights]")
 @checkpoint_option(
     "SAM weights, or builtin:tiny (default: seeded random weights).",
-    click.Path(dir_okay=False),
     must_exist=True,
+    dir_okay=False,
 )
 @random_weights_option("Use seeded random weights (the default without --checkpoint).")
 @click.option("--images", type=int, default=16, help="Synthetic images to label.")
@@ -67,11 +69,11 @@ from samrs.cli.options import (
 )
 @json_option
 def command(
-    checkpoint: str | None,
+    checkpoint: Path | None,
     random_weights: bool,
     compile_model: bool,
     as_json: bool,
-    **options: object,
+    **options: Any,  # the options of run_benchmark, as Click passes them
 ) -> None:
     """Label the same synthetic images three ways and print images/s, ratios and peak memory.
 
@@ -91,7 +93,7 @@ def command(
         raise click.UsageError("--masks objects needs --workers 1")
     result = run_benchmark(
         checkpoint=checkpoint, random_weights=checkpoint is None, compile=compile_model, **options
-    )  # type: ignore[arg-type]
+    )
     if as_json:
         click.echo(json.dumps(result, indent=2, sort_keys=True))
         return

@@ -65,7 +65,7 @@ def command(
     try:
         report = evaluate_run(
             run, data, split=split, which=weights,
-            checkpoint=str(checkpoint) if checkpoint else None, device=device, mode=mode,
+            checkpoint=checkpoint, device=device, mode=mode,
             tile=tile, overlap=overlap, limit=limit, num_workers=num_workers, progress=progress,
         )  # fmt: skip
     except ValueError as exc:  # SamrsError: samrs.cli

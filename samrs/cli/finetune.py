@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -40,10 +41,7 @@ def _classes(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
 @model_option(
     "SAM size; default: detected from --checkpoint (vit_b with --random-weights).", MODELS
 )
-@checkpoint_option(
-    "SAM checkpoint (.pth) to start from, or builtin:tiny.",
-    click.Path(path_type=Path, dir_okay=False),
-)
+@checkpoint_option("SAM checkpoint (.pth) to start from, or builtin:tiny.", dir_okay=False)
 @random_weights_option("Start from random weights (tests and benchmarks only).")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option(
@@ -188,7 +186,7 @@ def command(
     no_augment: bool,
     eval_only: bool,
     as_json: bool,
-    **options: object,
+    **options: Any,  # TrainConfig's other fields, as Click passes them
 ) -> None:
     """Fine-tune SAM on a build output with the MeSAM method (LoRA + inception mixers).
 
@@ -201,13 +199,13 @@ def command(
     progress = None if as_json else (lambda msg: click.echo(msg, err=True))
     try:
         if eval_only:
-            val_splits = tuple(options["val_splits"])  # type: ignore[call-overload]
+            val_splits = tuple(options["val_splits"])
             report = evaluate_run(
                 out,
                 data,
                 split=val_splits[0] if val_splits else "val",
                 device=str(options["device"]),
-                num_workers=int(options["num_workers"]),  # type: ignore[call-overload]
+                num_workers=int(options["num_workers"]),
                 progress=progress,
             )
             click.echo(json.dumps(report, sort_keys=True) if as_json else format_report(report))
@@ -224,11 +222,11 @@ def command(
             data=str(data),
             out=str(out),
             model=model,
-            checkpoint=str(checkpoint) if checkpoint else None,
+            checkpoint=checkpoint,
             random_weights=random_weights,
             classes=classes or None,
             augment=not no_augment,
-            **options,  # type: ignore[arg-type]
+            **options,
         )
         summary = train(cfg, progress=progress)
     except ValueError as exc:  # SamrsError: samrs.cli

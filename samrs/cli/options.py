@@ -6,7 +6,9 @@ line (:func:`check_weight_options`)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -87,18 +89,29 @@ def model_option(help: str, choices: tuple[str, ...] = MODEL_NAMES) -> F:
     return click.option("--model", type=click.Choice(choices), default=None, help=help)
 
 
-def checkpoint_option(
-    help: str, type: click.ParamType | None = None, must_exist: bool = False
-) -> F:
-    """``--checkpoint``: a weights file (never downloaded) or ``builtin:NAME``; with
-    ``must_exist``, a missing file or unknown name is a usage error at once."""
-    callback = (lambda _ctx, _param, value: existing_checkpoint(value)) if must_exist else None
+def checkpoint_option(help: str, must_exist: bool = False, dir_okay: bool = True) -> F:
+    """``--checkpoint``: a weights file (never downloaded) or ``builtin:NAME``, given to the
+    command as a :class:`~pathlib.Path` (None when absent) that the library takes as it is.
+
+    ``builtin:NAME`` stays ``Path("builtin:NAME")``: the library resolves it where it loads
+    the weights and records the name, not the file, in samrs.json. With ``must_exist``, an
+    unknown builtin name or a missing file is a usage error at once (see
+    :func:`existing_checkpoint`); ``dir_okay=False``: a folder is one too.
+    """
+
+    def callback(_ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path | None:
+        return existing_checkpoint(value) if must_exist else value
+
     return click.option(
-        "--checkpoint", type=type or click.Path(), default=None, callback=callback, help=help
+        "--checkpoint",
+        type=click.Path(path_type=Path, dir_okay=dir_okay),
+        default=None,
+        callback=callback,
+        help=help,
     )
 
 
-def existing_checkpoint(value: str | None) -> str | None:
+def existing_checkpoint(value: Path | None) -> Path | None:
     """A checkpoint file that exists, or a known ``builtin:NAME`` (a usage error otherwise)."""
     if value is None:
         return None
@@ -109,7 +122,7 @@ def existing_checkpoint(value: str | None) -> str | None:
     except CheckpointError as exc:
         raise click.BadParameter(str(exc)) from exc
     if not path.is_file():
-        raise click.BadParameter(f"file {value!r} does not exist")
+        raise click.BadParameter(f"file {str(value)!r} does not exist")
     return value
 
 
@@ -127,10 +140,12 @@ def device_option(
     return click.option("--device", default=default, show_default=show_default, help=help)
 
 
-def check_weight_options(checkpoint: object, random_weights: bool, segmenter: str = "sam") -> None:
+def check_weight_options(
+    checkpoint: str | os.PathLike[str] | None, random_weights: bool, segmenter: str = "sam"
+) -> None:
     """:func:`samrs.segmenters.check_weights` for options given on the command line: a
     contradiction (or missing weights) is a usage error (exit status 2)."""
     try:
-        check_weights(segmenter, checkpoint, random_weights)  # type: ignore[arg-type]
+        check_weights(segmenter, checkpoint, random_weights)
     except WeightsError as exc:
         raise click.UsageError(str(exc)) from exc

@@ -22,7 +22,7 @@ def inference_options(f):
                          help="best.pt (best validation mIoU; last.pt when there is none) "
                          "or last.pt."),
             checkpoint_option("The base SAM checkpoint, if no longer at the path the run "
-                              "recorded.", click.Path(path_type=Path, dir_okay=False)),
+                              "recorded.", dir_okay=False),
             device_option("auto", "auto (CUDA when available), cpu, cuda, cuda:N.",
                           show_default=True),
             click.option("--mode", type=click.Choice(["auto", "resize", "slide"]),
@@ -80,8 +80,7 @@ def command(
 
     progress = None if as_json else (lambda msg: click.echo(msg, err=True))
     try:
-        loaded = load_run(run, which=weights, checkpoint=str(checkpoint) if checkpoint else None,
-                          device=device)  # fmt: skip
+        loaded = load_run(run, which=weights, checkpoint=checkpoint, device=device)
         predictor = Predictor(loaded, mode=mode, tile=tile, overlap=overlap, batch_size=batch_size)
         summary = predict_images(predictor, images, out, progress=progress)
     except ValueError as exc:  # SamrsError: samrs.cli

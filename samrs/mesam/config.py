@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -95,7 +96,17 @@ VARIANT_CHOICES: dict[str, tuple[str, ...]] = {
 }
 """The variant fields of :class:`MeSAMConfig` and their values."""
 
-VARIANTS: dict[str, dict[str, str]] = {
+
+class VariantOptions(TypedDict):
+    """The variant fields of :class:`MeSAMConfig` (values: :data:`VARIANT_CHOICES`)."""
+
+    wiring: str
+    multiscale: str
+    fusion: str
+    correction_act: str
+
+
+VARIANTS: dict[str, VariantOptions] = {
     "mesam": {
         "wiring": "mesam",
         "multiscale": "fixed",
@@ -125,10 +136,10 @@ VARIANTS: dict[str, dict[str, str]] = {
 """
 
 
-def variant_options(variant: str) -> dict[str, str]:
+def variant_options(variant: str) -> VariantOptions:
     """The config fields of a named variant (``ValueError`` naming the known ones)."""
     try:
-        return dict(VARIANTS[variant])
+        return VARIANTS[variant].copy()
     except KeyError:
         raise ValueError(
             f"unknown MeSAM variant {variant!r}; expected one of {', '.join(VARIANTS)}"
@@ -266,6 +277,6 @@ class MeSAMConfig:
         if unknown:
             raise ValueError(f"unknown MeSAM config key(s): {', '.join(unknown)}")
         # runs written before the variant fields existed were trained with samrs-v1
-        values = {**VARIANTS["samrs-v1"], **data}
-        values["global_attn_indexes"] = tuple(values["global_attn_indexes"])  # type: ignore[arg-type]
-        return cls(**values)  # type: ignore[arg-type]
+        values: dict[str, Any] = {**VARIANTS["samrs-v1"], **data}  # a run's JSON
+        values["global_attn_indexes"] = tuple(values["global_attn_indexes"])
+        return cls(**values)

@@ -177,7 +177,7 @@ def label_space_from_build(
     return LabelSpace(
         names=(bg_name, *(n for n, _, _ in fg)),
         dataset_ids=(0 if background else UNLABELLED, *(v for _, v, _ in fg)),
-        colors=((0, 0, 0), *(tuple(int(v) for v in c) for _, _, c in fg)),  # type: ignore[misc]
+        colors=((0, 0, 0), *((int(r), int(g), int(b)) for _, _, (r, g, b) in fg)),
         scored=background or unlabelled_as_background,
         unlabelled_as_background=unlabelled_as_background,
         png_palette=tuple(semantic_palette(table, background=background)),

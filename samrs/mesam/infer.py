@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,7 +80,7 @@ class LoadedRun:
 def load_run(
     run: str | Path,
     which: str = "best",
-    checkpoint: str | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
     device: str = "auto",
 ) -> LoadedRun:
     """Rebuild a run's network: base weights (SAM checkpoint or seed) + trained parameters.
@@ -276,7 +277,7 @@ def evaluate_run(
     data: str | Path,
     split: str = "val",
     which: str = "best",
-    checkpoint: str | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
     device: str = "auto",
     mode: str = "auto",
     tile: int | None = None,

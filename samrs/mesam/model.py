@@ -137,6 +137,7 @@ class InceptionMixer(nn.Module):
         self.proj = nn.Conv2d(fused, dim, 1)
         if not published:
             nn.init.zeros_(self.proj.weight)
+            assert self.proj.bias is not None  # Conv2d's bias=True
             nn.init.zeros_(self.proj.bias)
 
     def forward(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
@@ -253,7 +254,8 @@ class MeSAMImageEncoder(nn.Module):
         else:
             embedding = embedding + self.ms_scale.view(1, -1, 1, 1) * ms
         vit = sum(w * f for w, f in zip(self.ms_weights, feats, strict=True))
-        return embedding, vit  # type: ignore[return-value]
+        assert isinstance(vit, torch.Tensor)  # a global block at least (multiscale_weights)
+        return embedding, vit
 
 
 def fuse_logits(
@@ -389,6 +391,9 @@ class MeSAM(nn.Module):
 
     ``images`` are (B, 3, S, S) RGB in 0..255 (any dtype), S = ``config.image_size``.
     """
+
+    pixel_mean: torch.Tensor  # buffers (registered in __init__)
+    pixel_std: torch.Tensor
 
     def __init__(self, cfg: MeSAMConfig) -> None:
         super().__init__()

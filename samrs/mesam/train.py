@@ -108,7 +108,7 @@ class TrainConfig:
     data: str
     out: str
     model: str = "vit_b"
-    checkpoint: str | None = None
+    checkpoint: str | os.PathLike[str] | None = None  # stored as a str (config.json)
     random_weights: bool = False
     epochs: int = 10
     max_steps: int | None = None
@@ -135,6 +135,10 @@ class TrainConfig:
     augment: bool = True
     resume: bool = False
     eval_only: bool = False
+
+    def __post_init__(self) -> None:
+        if self.checkpoint is not None:
+            self.checkpoint = os.fspath(self.checkpoint)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -216,7 +220,7 @@ def resize_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def base_model(
     mcfg: MeSAMConfig,
     seed: int,
-    checkpoint: str | None,
+    checkpoint: str | os.PathLike[str] | None,
     progress: Progress | None = None,
     record_sha256: bool = False,
 ) -> tuple[MeSAM, dict[str, Any]]:
@@ -230,7 +234,9 @@ def base_model(
     if checkpoint:
         report = load_sam_checkpoint(model, checkpoint)
         info = {
-            "checkpoint": checkpoint if is_builtin(checkpoint) else str(Path(checkpoint).resolve()),
+            "checkpoint": os.fspath(checkpoint)
+            if is_builtin(checkpoint)
+            else str(Path(checkpoint).resolve()),
             "sha256": checkpoint_sha256(checkpoint) if record_sha256 else None,
             "random_weights": False,
             "skipped": report.skipped,

@@ -27,7 +27,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -196,7 +196,7 @@ def coco_from_manifest(
     *,
     include_rejected: bool = False,
     polygons: bool = False,
-    splits: list[str] | tuple[str, ...] | None = None,
+    splits: Sequence[str | None] | None = None,
     classes: list[str | int] | tuple[str | int, ...] | None = None,
     min_score: float | None = None,
     min_stability: float | None = None,
@@ -244,7 +244,7 @@ def write_coco(
     *,
     include_rejected: bool = False,
     polygons: bool = False,
-    splits: list[str] | tuple[str, ...] | None = None,
+    splits: Sequence[str | None] | None = None,
     classes: list[str | int] | tuple[str | int, ...] | None = None,
     min_score: float | None = None,
     min_stability: float | None = None,

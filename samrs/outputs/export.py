@@ -717,7 +717,7 @@ def export(
     out: str | Path, fmt: str, to: str | Path, sel: Selection | None = None, **options: Any
 ) -> dict[str, Any]:
     """Export a build in one of :data:`EXPORT_FORMATS` (options go to that exporter)."""
-    exporters = {
+    exporters: dict[str, Callable[..., dict[str, Any]]] = {
         "coco": export_coco,
         "mmseg": export_mmseg,
         "ros-sam": export_ros_sam,

@@ -39,7 +39,8 @@ class Selection:
     ``--on-reject box``, substituted by its rasterized polygon.
 
     Attributes:
-        splits: only images of these splits (None: all).
+        splits: only images of these splits (None: all; an element None: images without
+            a split).
         classes: only instances of these classes, names (any spelling) or ids (None: all).
         min_score, min_stability, min_rbox_iou, min_area: stricter thresholds (None or
             <= 0: off, the build's decision stands; :func:`samrs.quality.fails` decides).
@@ -47,7 +48,7 @@ class Selection:
         image_ids: only these images (None: all).
     """
 
-    splits: tuple[str, ...] | None = None
+    splits: tuple[str | None, ...] | None = None
     classes: tuple[str | int, ...] | None = None
     min_score: float | None = None
     min_stability: float | None = None

@@ -110,7 +110,7 @@ def create_segmenter(
     name: str,
     *,
     model: str | None = None,
-    checkpoint: str | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
     random_weights: bool = False,
     device: str | None = None,
     seed: int = 0,

@@ -34,7 +34,7 @@ from pathlib import Path
 from samrs.core.classes import ClassTable
 from samrs.core.geometry import clip_polygon, polygon_area
 from samrs.core.imageio import ImageReadError, image_size
-from samrs.core.records import ErrorRecord, ImageRecord, ObjectAnnotation, Polygon
+from samrs.core.records import ErrorRecord, ImageRecord, ObjectAnnotation, as_polygon
 from samrs.errors import SamrsError
 
 log = logging.getLogger(__name__)
@@ -462,7 +462,7 @@ class ReadContext:
                 stage="skip" if self.on_unknown_class == "skip" else "read",
             )
             return None
-        polygon: Polygon = tuple(float(v) for v in fields.coords)  # type: ignore[assignment]
+        polygon = as_polygon(fields.coords)  # its 8 values are checked below
         if len(polygon) != 8:
             reject(f"expected 4 corners, got {len(polygon) // 2}")
             return None
@@ -561,14 +561,15 @@ class ReadContext:
             images_in: where the image of a label was looked for (for the error row).
             stem: the image file stem looked for (default: ``label``'s stem).
         """
-        if image is None and label is None:
+        named = image if image is not None else label  # the file an error row names
+        if named is None:
             raise ValueError("image_record needs an image or a label file")
         names = [image_id, *(str(p) for p in (image, label) if p is not None)]
         bad = next((name for name in names if not is_utf8(name)), None)
         if bad is not None:  # an id or path no manifest can hold: this image only fails
             objects = parse(None, None) if parse is not None else ()
             self.error(
-                image if image is not None else label,  # type: ignore[arg-type]
+                named,
                 None,
                 f"file name is not valid UTF-8 ({printable(bad)}): image ids and manifest "
                 "paths are UTF-8 strings; rename the file (and its folder) to UTF-8; image "
@@ -580,9 +581,9 @@ class ReadContext:
         if image is None:
             objects = parse(None, None) if parse is not None else ()
             self.error(
-                label,
+                named,  # the label
                 None,
-                f"no image for label file: expected {stem or label.stem}.* in {images_in}",
+                f"no image for label file: expected {stem or named.stem}.* in {images_in}",
                 image_id=image_id,
                 n_objects=len(objects),
             )

@@ -127,7 +127,7 @@ def object_fields(obj: ET.Element) -> ObjectFields | str:
     box = obj.find("robndbox")
     if box is None:
         box = obj.find("bndbox")
-    fields = None
+    fields: tuple[str, ...] | None = None
     if box is not None:
         if box.find(CORNER_FIELDS[0]) is not None:
             fields = CORNER_FIELDS
@@ -141,9 +141,10 @@ def object_fields(obj: ET.Element) -> ObjectFields | str:
     bad = [f for f, v in zip(fields, values, strict=True) if v is None]
     if bad:
         return f"missing or non-numeric {box.tag}/{bad[0]}: expected a number"
-    coords = values if fields is CORNER_FIELDS else box_polygon(values)  # type: ignore[arg-type]
+    numbers = [v for v in values if v is not None]  # all of them (checked above)
+    coords = numbers if fields is CORNER_FIELDS else box_polygon(numbers)
     return ObjectFields(
-        coords,  # type: ignore[arg-type]
+        coords,
         name,
         difficult=parse_int(obj.findtext("difficult")) == 1,
         truncated=parse_int(obj.findtext("truncated")) == 1,

@@ -24,6 +24,7 @@ images without objects and no error.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from functools import partial
 from pathlib import Path
 
 from samrs.core.records import ImageRecord
@@ -61,7 +62,7 @@ def parse_points(obj: ET.Element) -> tuple[list[float] | None, str | None]:
         values = [parse_float(v) for v in parts]
         if len(parts) != 2 or any(v is None for v in values):
             return None, f"point {t!r} is not 'x,y': expected two numbers"
-        coords.extend(values)  # type: ignore[arg-type]
+        coords.extend(v for v in values if v is not None)  # both (checked above)
     if len(texts) == 5:
         dx, dy = coords[8] - coords[0], coords[9] - coords[1]
         if abs(dx) > RING_TOLERANCE or abs(dy) > RING_TOLERANCE:
@@ -92,7 +93,7 @@ def read(root: Path, ctx: ReadContext) -> list[ImageRecord]:
     for split, leaf in ctx.data_folders(root, _is_leaf, "FAIR1M images/ or labelXml/"):
         label_dir = child(leaf, *LABEL_DIRS)
         index = index_images(child(leaf, "images"))
-        ctx.note_duplicates(index, lambda stem, split=split: image_id_for(split, stem))
+        ctx.note_duplicates(index, partial(image_id_for, split))
         labels = label_files(label_dir, ".xml")
         for stem in sorted(set(index.by_stem) | set(labels), key=natural_key):
             record = ctx.xml_image_record(

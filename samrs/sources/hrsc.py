@@ -18,6 +18,10 @@ box_xmin..box_ymax, mbox_cx, mbox_cy, mbox_w, mbox_h, mbox_ang, seg_color}``. Th
 has no mask) -- ``samrs evaluate`` matches ground-truth mask pixels by that colour.
 ``Img_Resolution`` is the gsd. Image ids are the file stems; object ``k`` is line ``k`` and
 element ``HRSC_Objects/HRSC_Object[k]``.
+
+This is the one HRSC parser: ``samrs evaluate`` reads its ground truth with
+``read(root, ctx, labels_only=True)`` (every label file, with or without its image) and
+:func:`mask_colour`.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from samrs.core.geometry import box_polygon, rbox_polygon
-from samrs.core.records import ImageRecord
+from samrs.core.records import ImageRecord, ObjectAnnotation
 from samrs.sources.common import (
     SPLIT_RANK,
     ObjectFields,
@@ -43,6 +47,7 @@ from samrs.sources.common import (
 
 MBOX_FIELDS = ("mbox_cx", "mbox_cy", "mbox_w", "mbox_h", "mbox_ang")
 BOX_FIELDS = ("box_xmin", "box_ymin", "box_xmax", "box_ymax")
+SEG_COLOR_FLAG = "seg_color="
 
 
 def _is_leaf(folder: Path) -> bool:
@@ -55,6 +60,15 @@ def seg_color(text: str | None) -> tuple[int, int, int] | None:
     if len(parts) != 3 or any(p is None or not 0 <= p <= 255 for p in parts):
         return None
     return (parts[0], parts[1], parts[2])  # type: ignore[return-value]
+
+
+def mask_colour(obj: ObjectAnnotation) -> tuple[int, int, int] | None:
+    """The colour of an object's pixels in its image's ground-truth mask (its ``seg_color=``
+    flag), or None when the object has no mask."""
+    for flag in obj.flags:
+        if flag.startswith(SEG_COLOR_FLAG):
+            return seg_color(flag[len(SEG_COLOR_FLAG) :])
+    return None
 
 
 def object_fields(obj: ET.Element) -> ObjectFields | str:
@@ -77,7 +91,7 @@ def object_fields(obj: ET.Element) -> ObjectFields | str:
         flags.append(f"hrsc_class={class_id}")
     color = seg_color(obj.findtext("seg_color"))
     if color is not None:
-        flags.append("seg_color={},{},{}".format(*color))
+        flags.append(SEG_COLOR_FLAG + "{},{},{}".format(*color))
     return ObjectFields(
         coords,
         "ship",
@@ -87,8 +101,18 @@ def object_fields(obj: ET.Element) -> ObjectFields | str:
     )
 
 
-def read(root: Path, ctx: ReadContext) -> list[ImageRecord]:
-    """Read HRSC2016 under ``root`` (see the module docstring)."""
+def read(root: Path, ctx: ReadContext, *, labels_only: bool = False) -> list[ImageRecord]:
+    """Read HRSC2016 under ``root`` (see the module docstring).
+
+    Args:
+        root: the dataset's top folder or one of its data folders.
+        ctx: the reading context (class table, split, error rows).
+        labels_only: read the label files only, whether their images exist or not (the
+            ground truth of ``samrs evaluate``, which needs no pixels): an image without a
+            label is not read, and a label without an image is a record of the image where
+            it was expected (``AllImages/<stem>.bmp``) with the size its XML states, plus an
+            error row (stage ``image``) saying the image is missing.
+    """
     # splits come from the lists per image: filtered below, not by folder
     leaves = ctx.data_folders(root, _is_leaf, "HRSC2016 AllImages/ or Annotations/", by_split=False)
     full = [(s, leaf) for s, leaf in leaves if leaf.name.lower() == "fulldataset"]
@@ -105,14 +129,19 @@ def read(root: Path, ctx: ReadContext) -> list[ImageRecord]:
         index = index_images(child(leaf, "AllImages", "Images"))
         ctx.note_duplicates(index, lambda stem: stem)
         labels = label_files(label_dir, ".xml")
-        for stem in sorted(set(index.by_stem) | set(labels), key=natural_key):
+        images_in = leaf / "AllImages"
+        stems = set(labels) if labels_only else set(index.by_stem) | set(labels)
+        for stem in sorted(stems, key=natural_key):
             split = lists.get(stem, leaf_split)
             if not ctx.wants(split):
                 continue
+            image = index.by_stem.get(stem)
+            if image is None and labels_only:
+                image = (child(leaf, "AllImages", "Images") or images_in) / f"{stem}.bmp"
             record = ctx.xml_image_record(
                 stem,
                 split,
-                index.by_stem.get(stem),
+                image,
                 labels.get(stem),
                 "HRSC_Objects/HRSC_Object",
                 object_fields,
@@ -120,7 +149,7 @@ def read(root: Path, ctx: ReadContext) -> list[ImageRecord]:
                 size_tags=("Img_SizeWidth", "Img_SizeHeight"),
                 gsd_tag="Img_Resolution",
                 expected_label=label_dir / f"{stem}.xml" if label_dir is not None else None,
-                images_in=leaf / "AllImages",
+                images_in=images_in,
             )
             if record is not None:
                 images.append(record)

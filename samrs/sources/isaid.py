@@ -20,13 +20,14 @@ the masks themselves from the JSON.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from samrs.core.geometry import box_polygon
-from samrs.core.records import ImageRecord, ObjectAnnotation, Polygon
+from samrs.core.records import ImageRecord, ObjectAnnotation, Polygon, as_polygon
 from samrs.sources.common import (
     ImageIndex,
     ObjectFields,
@@ -70,7 +71,7 @@ def min_area_rect(points: np.ndarray) -> Polygon:
         corners = corners[::-1]
     start = int(np.lexsort((corners[:, 1], corners[:, 0] + corners[:, 1]))[0])
     corners = np.roll(corners, -start, axis=0)
-    return tuple(float(v) for v in corners.reshape(-1))  # type: ignore[return-value]
+    return as_polygon(corners.reshape(-1))
 
 
 def segmentation_points(segmentation: Any, height: int | None, width: int | None) -> np.ndarray:
@@ -91,7 +92,10 @@ def segmentation_points(segmentation: Any, height: int | None, width: int | None
 
         from samrs.core import rle as rle_utils
 
-        h, w = segmentation.get("size") or (height, width)
+        # JSON values, else the image's size (None if unknown): int() checks both, its
+        # TypeError becomes the object's error row
+        size: Sequence[Any] = segmentation.get("size") or (height, width)
+        h, w = size
         counts = segmentation["counts"]
         rle = (
             rle_utils.from_run_lengths(counts, int(h), int(w))
@@ -142,7 +146,7 @@ def annotation_fields(
             raise ValueError("no segmentation and no bbox [x, y, w, h]")
     except (ValueError, TypeError, KeyError) as exc:
         return f"bad segmentation: {exc}"
-    x, y, w, h = box  # type: ignore[misc]
+    x, y, w, h = (v for v in box if v is not None)  # all four (checked above)
     return ObjectFields(box_polygon((x, y, x + w, y + h)), name, flags=(*flags, "bbox_only"))
 
 

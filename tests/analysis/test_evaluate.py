@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +21,13 @@ from samrs.analysis.evaluate import (
     boundary_region,
     evaluate,
     format_result,
+    load_ground_truth,
     mask_iou,
     object_band,
 )
 from samrs.cli import main
 from samrs.core import rle
+from samrs.sources import read_dataset
 from tests.helpers.evaluate import box_mask, write_build, write_coco
 
 # --- pure metrics -----------------------------------------------------------------------
@@ -399,6 +402,48 @@ def test_hrsc_ground_truth(tmp_path: Path) -> None:
     assert [s["iou"] for s in doc["instances"]] == [1.0, 0.75]
     assert doc["matching"]["gt_without_mask"] == 1
     assert doc["unmatched_pred"] == 1  # the ship without a GT mask
+
+
+def test_hrsc_ground_truth_is_the_readers_objects(tmp_path: Path, caplog) -> None:
+    """One HRSC parser: evaluate's GT objects are the reader's objects with a mask colour, one
+    to one (label file, line, box, colour); the rest are counted, the rejected one logged."""
+    root = tmp_path / "hrsc"
+    shutil.copytree(Path(__file__).parents[1] / "fixtures" / "sources" / "hrsc", root)
+    (root / "FullDataSet" / "Segmentations").mkdir()
+    for stem in ("100000001", "100000002", "100000009"):
+        Image.new("RGB", (32, 32)).save(root / "FullDataSet" / "Segmentations" / f"{stem}.png")
+    with caplog.at_level("WARNING"):
+        truth = load_ground_truth(root)
+    gt = {
+        (obj.source_files, obj.source_line): (image.file_name, obj.bbox, obj.mask_rgb,
+                                              obj.object_index, obj.ann_id)
+        for image in truth.images
+        for obj in image.objects
+    }  # fmt: skip
+    ds = read_dataset("hrsc", root)
+    read = {}
+    for image in ds.images:
+        for obj in image.objects:
+            colour = [f.split("=")[1] for f in obj.flags if f.startswith("seg_color=")]
+            if colour:
+                key = ((Path(obj.source_file).relative_to(root).as_posix(),), obj.source_line)
+                read[key] = (Path(image.image_path).relative_to(root).as_posix(), obj.hbox,
+                             tuple(int(v) for v in colour[0].split(",")),
+                             obj.source_line - 1, obj.source_element)  # fmt: skip
+    assert gt == read
+    assert {k: v[1:3] for k, v in gt.items()} == {
+        (("FullDataSet/Annotations/100000001.xml",), 1): ((10, 8, 22, 12), (0, 0, 255)),
+        (("FullDataSet/Annotations/100000002.xml",), 1): ((2, 2, 9, 6), (255, 0, 0)),
+    }
+    # labelled images, with or without the image file (100000009); not 100000003 (no label)
+    assert [image.file_name for image in truth.images] == [
+        "FullDataSet/AllImages/100000001.bmp",
+        "FullDataSet/AllImages/100000002.bmp",
+        "FullDataSet/AllImages/100000009.bmp",
+    ]
+    # three objects without a colour, one the reader rejected (no box): logged with its line
+    assert truth.n_without_mask == 4
+    assert "100000002.xml:2: HRSC_Objects/HRSC_Object[2]: missing" in caplog.text
 
 
 # --- CLI ----------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ resolver, one GPU count, batch sizes checked once."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from click.testing import CliRunner
 
 import samrs
 from samrs.cli import main
-from samrs.cli.options import check_weight_options
+from samrs.cli.options import check_weight_options, checkpoint_option
 from samrs.devices import DeviceError, resolve_device, visible_gpus
 from samrs.errors import SamrsError
 from samrs.prompts import PROMPT_MODES
@@ -25,6 +26,7 @@ from samrs.segmenters import (
     check_weights,
     needs_weights,
 )
+from samrs.segmenters.checkpoints import is_builtin, resolve_checkpoint
 
 
 def choices(command_name: str, option: str) -> tuple[str, ...]:
@@ -106,3 +108,56 @@ def test_build_checks_batch_size_once(tmp_path: Path) -> None:
         )  # fmt: skip
         assert result.exit_code == 1
         assert "Error: --batch-size and --chunk-size must be >= 1" in result.output
+
+
+@pytest.mark.parametrize(
+    "command", ["build", "ablate", "bench", "finetune", "predict", "evaluate-seg"]
+)
+def test_every_checkpoint_option_gives_a_path(command: str) -> None:
+    cmd = main.get_command(click.Context(main), command)
+    assert cmd is not None
+    param = next(p for p in cmd.params if p.name == "checkpoint")
+    assert isinstance(param.type, click.Path) and param.type.type is Path
+
+
+def test_checkpoint_option_value(tmp_path: Path) -> None:
+    """One value at the CLI boundary: a Path for a file and for ``builtin:NAME`` (kept as
+    written, what samrs.json records); with must_exist, a bad one is a usage error."""
+    seen: list[object] = []
+
+    @click.command()
+    @checkpoint_option("weights", must_exist=True)
+    def probe(checkpoint: Path | None) -> None:
+        seen.append(checkpoint)
+
+    ckpt = tmp_path / "sam.pth"
+    ckpt.write_bytes(b"x")
+    runner = CliRunner()
+    for args in (["--checkpoint", str(ckpt)], ["--checkpoint", "builtin:tiny"], []):
+        assert runner.invoke(probe, args).exit_code == 0
+    assert seen == [ckpt, Path("builtin:tiny"), None]
+    assert is_builtin(seen[1]) and resolve_checkpoint(seen[1]).is_file()
+    result = runner.invoke(probe, ["--checkpoint", "builtin:nope"])
+    assert result.exit_code == 2 and "no such builtin checkpoint" in result.output
+    result = runner.invoke(probe, ["--checkpoint", str(tmp_path / "missing.pth")])
+    assert result.exit_code == 2 and "missing.pth' does not exist" in result.output
+
+
+def test_config_dataclasses_record_the_checkpoint_as_str() -> None:
+    """Library users may pass a Path or a str; the JSON-serialized configs keep the str."""
+    from samrs.build.config import BuildConfig
+    from samrs.mesam.train import TrainConfig
+
+    build = BuildConfig(source="dota", root="r", out="o", checkpoint=Path("w/sam.pth"))
+    train = TrainConfig(data="d", out="o", checkpoint=Path("builtin:tiny"))
+    assert build.to_dict()["checkpoint"] == "w/sam.pth"
+    assert build == BuildConfig.from_dict(json.loads(json.dumps(build.to_dict())))
+    assert train.to_dict()["checkpoint"] == "builtin:tiny"
+    assert TrainConfig(data="d", out="o").checkpoint is None
+
+
+def test_the_cli_does_not_retype_checkpoints() -> None:
+    """The option's value goes to the library as it is (no str()/Path() hop in samrs/cli)."""
+    cli = Path(samrs.__file__).parent / "cli"
+    hops = re.compile(r"\b(str|Path|os\.fspath)\(checkpoint\b")
+    assert [p.name for p in sorted(cli.glob("*.py")) if hops.search(p.read_text())] == []

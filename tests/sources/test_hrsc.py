@@ -75,3 +75,23 @@ def test_train_test_layout():
     assert ds.errors == []
     ds = read_dataset("hrsc", FIXTURES / "hrsc_tt" / "Test")
     assert [(im.image_id, im.split) for im in ds.images] == [("100000002", "test")]
+
+
+def test_labels_only_reads_every_label_file_with_or_without_its_image():
+    """The ground truth of `samrs evaluate`: label files only; a missing image is an error
+    row (stage image) and the XML's size is used."""
+    from samrs.core.classes import class_table
+    from samrs.sources import hrsc
+    from samrs.sources.common import ReadContext
+
+    ctx = ReadContext("hrsc", "2016", class_table("hrsc"))
+    images = hrsc.read(HRSC, ctx, labels_only=True)
+    assert [(im.image_id, Path(im.image_path).name, im.width) for im in images] == [
+        ("100000001", "100000001.bmp", 32),
+        ("100000002", "100000002.bmp", 32),
+        ("100000009", "100000009.bmp", 32),
+    ]
+    assert not Path(images[2].image_path).exists() and len(images[2].objects) == 1
+    rows = [(Path(e.source_file).name, e.line, e.stage) for e in ctx.errors]
+    assert rows == [("100000002.xml", 2, "read"), ("100000009.bmp", None, "image")]
+    assert [hrsc.mask_colour(obj) for obj in images[0].objects] == [(0, 0, 255), None]

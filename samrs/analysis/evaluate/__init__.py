@@ -1,7 +1,8 @@
 """Score the masks of a build against ground-truth masks (``samrs evaluate``).
 
 Ground truth is a COCO instances JSON (the ``gt/instances.json`` of ``samrs synth``, iSAID's
-JSONs, any COCO file) or an HRSC2016 root (colour-coded masks matched by ``seg_color``).
+JSONs, any COCO file) or an HRSC2016 root, read by :mod:`samrs.sources.hrsc` (colour-coded
+masks matched by each object's ``seg_color``).
 
 Matching pairs each generated instance with the ground-truth object it was prompted from,
 never by mask overlap alone:

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
-import re
-import xml.etree.ElementTree as ET
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -23,6 +22,8 @@ from samrs.analysis.evaluate.metrics import (
 )
 from samrs.core.classes import normalize_class_name
 from samrs.core.masks import MaskCrop
+
+log = logging.getLogger(__name__)
 
 # --- ground truth ---------------------------------------------------------------------------
 
@@ -255,8 +256,8 @@ def _load_coco(path: Path) -> GroundTruth:
     for j, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict):
             raise EvaluationError(f"{path}: annotations[{j}] is not an object")
-        image = by_id.get(ann.get("image_id"))
-        if image is None:
+        owner = by_id.get(ann.get("image_id"))
+        if owner is None:
             raise EvaluationError(
                 f"{path}: annotations[{j}] refers to image_id {ann.get('image_id')!r}, "
                 "which is not in 'images'"
@@ -275,12 +276,12 @@ def _load_coco(path: Path) -> GroundTruth:
             continue
         bbox = ann.get("bbox")
         if bbox is None or len(bbox) != 4:
-            bbox = _segm_bbox(segm, image)
+            bbox = _segm_bbox(segm, owner)
         x, y, w, h = (float(v) for v in bbox)
         name = categories[ann["category_id"]]
-        image.objects.append(
+        owner.objects.append(
             _GtObject(
-                index=len(image.objects),
+                index=len(owner.objects),
                 ann_id=ann.get("id", j),
                 class_key=normalize_class_name(name),
                 class_name=name,
@@ -326,89 +327,86 @@ def _segm_bbox(segm: object, image: _GtImage) -> list[float]:
     return [0.0] * 4 if coco_rle is None else [float(v) for v in mask_utils.toBbox(coco_rle)]
 
 
-def _xml_text(node: ET.Element, tag: str) -> str | None:
-    child = node.find(tag)
-    return None if child is None or child.text is None else child.text.strip()
-
-
 def _load_hrsc(root: Path) -> GroundTruth:
-    """HRSC2016: per-image XML + colour PNG masks matched by each object's ``seg_color``.
+    """HRSC2016 as :mod:`samrs.sources.hrsc` reads it (every label file, with or without its
+    image), each object with a ``seg_color`` matched to the pixels of that colour in its
+    image's colour PNG mask.
 
-    Mirrors :mod:`samrs.sources.hrsc` where it matters for matching: ``FullDataSet`` only when
-    present, label files relative to ``root``, ``source_line`` = 1-based object position.
+    A GT object is the reader's object: label file relative to ``root``, ``source_line``,
+    ``object_index`` (``source_line - 1``), its element path as annotation id and its
+    polygon's box (the box the build prompted with). Objects without a colour or a mask file,
+    and objects the reader rejected (each an error row, logged), are not evaluated
+    (``n_without_mask``).
     """
-    # like the HRSC2016 reader: only FullDataSet when there is one (Train/Test repeat it)
-    full = sorted(p for p in root.rglob("*") if p.is_dir() and p.name.lower() == "fulldataset")
-    if root.name.lower() == "fulldataset":
-        full = [root]
-    xmls = sorted(p for base in (full or [root]) for p in base.rglob("*.xml") if p.is_file())
-    images: list[_GtImage] = []
-    n_without = 0
-    for xml in xmls:
-        try:
-            tree = ET.parse(xml).getroot()
-        except ET.ParseError as exc:
-            raise EvaluationError(f"{xml}: invalid XML ({exc})") from exc
-        if tree.tag != "HRSC_Image":
-            continue
-        stem = _xml_text(tree, "Img_FileName") or xml.stem
-        fmt = _xml_text(tree, "Img_FileFmt") or "bmp"
-        try:
-            width = int(_xml_text(tree, "Img_SizeWidth") or "")
-            height = int(_xml_text(tree, "Img_SizeHeight") or "")
-        except ValueError as exc:
-            raise EvaluationError(f"{xml}: Img_SizeWidth/Img_SizeHeight must be integers") from exc
-        image_file = next(
-            (p for p in xml.parent.parent.glob(f"*/{stem}.{fmt}") if p.is_file()),
-            xml.parent.parent / "AllImages" / f"{stem}.{fmt}",
-        )
-        mask_file = next(
-            (
-                xml.parent.parent / d / f"{name}.png"
-                for d in HRSC_MASK_DIRS
-                for name in (stem, xml.stem)
-                if (xml.parent.parent / d / f"{name}.png").is_file()
-            ),
-            None,
-        )
-        image = _GtImage(
-            len(images), stem, str(image_file.relative_to(root)), width, height,
-            mask_file=mask_file,
-        )  # fmt: skip
-        label = str(xml.relative_to(root).as_posix())
-        for k, obj in enumerate(tree.iter("HRSC_Object")):
-            colour = _xml_text(obj, "seg_color")
-            if not colour or mask_file is None:
-                n_without += 1
-                continue
-            try:
-                rgb = tuple(int(v) for v in re.split(r"[,\s]+", colour) if v)
-                box = tuple(float(_xml_text(obj, t) or "") for t in
-                            ("box_xmin", "box_ymin", "box_xmax", "box_ymax"))  # fmt: skip
-            except ValueError as exc:
-                raise EvaluationError(
-                    f"{xml}: HRSC_Object {k + 1}: seg_color must be 'R,G,B' and box_* numbers"
-                ) from exc
-            if len(rgb) != 3:
-                raise EvaluationError(f"{xml}: HRSC_Object {k + 1}: seg_color must be 'R,G,B'")
-            image.objects.append(
-                _GtObject(
-                    index=len(image.objects),
-                    ann_id=_xml_text(obj, "Object_ID") or k,
-                    class_key=normalize_class_name("ship"),
-                    class_name="ship",
-                    bbox=(box[0], box[1], box[2] + 1, box[3] + 1),  # inclusive pixel corners
-                    segmentation=None,
-                    source_files=(label,),
-                    object_index=k,
-                    source_line=k + 1,  # the reader's source_line: 1-based object position
-                    mask_rgb=rgb,  # type: ignore[arg-type]
-                )
-            )
-        images.append(image)
-    if not images:
+    from samrs.core.classes import DEFAULT_VERSION, class_table
+    from samrs.sources import hrsc
+    from samrs.sources.common import ReadContext, SourceError
+
+    ctx = ReadContext("hrsc", DEFAULT_VERSION["hrsc"], class_table("hrsc"))
+    try:
+        records = hrsc.read(root, ctx, labels_only=True)
+    except SourceError:
+        records = []
+    if not records:
         raise EvaluationError(
             f"{root}: no ground truth found: expected a COCO instances JSON, a folder with "
             "gt/instances.json, or an HRSC2016 root with HRSC_Image XML files"
         )
+    n_without = 0
+    for error in ctx.errors:
+        if error.stage != "image":  # a missing image: the label and mask are what counts
+            log.warning("HRSC ground truth: %s:%s: %s", error.source_file, error.line or "",
+                        error.message)  # fmt: skip
+            n_without += error.n_objects
+    images: list[_GtImage] = []
+    for record in records:
+        if record.width is None or record.height is None:
+            raise EvaluationError(
+                f"{record.annotation_file}: no image size: expected Img_SizeWidth and "
+                "Img_SizeHeight (or the image)"
+            )
+        label = Path(str(record.annotation_file))
+        image_path = Path(record.image_path)
+        mask_file = _hrsc_mask_file(label, (image_path.stem, label.stem))
+        image = _GtImage(
+            len(images),
+            record.image_id,
+            image_path.relative_to(root).as_posix(),
+            record.width,
+            record.height,
+            mask_file=mask_file,
+        )
+        label_name = label.relative_to(root).as_posix()
+        for obj in record.objects:
+            colour = hrsc.mask_colour(obj)
+            if colour is None or mask_file is None or obj.source_line is None:
+                n_without += 1
+                continue
+            image.objects.append(
+                _GtObject(
+                    index=len(image.objects),
+                    ann_id=obj.source_element,
+                    class_key=normalize_class_name(obj.class_name),
+                    class_name=obj.class_name,
+                    bbox=obj.hbox,
+                    segmentation=None,
+                    source_files=(label_name,),
+                    object_index=obj.source_line - 1,
+                    source_line=obj.source_line,
+                    mask_rgb=colour,
+                )
+            )
+        images.append(image)
     return GroundTruth(root, images, n_without_mask=n_without)
+
+
+def _hrsc_mask_file(label: Path, stems: Iterable[str]) -> Path | None:
+    """The colour mask PNG of an HRSC label file: ``<stem>.png`` in a mask folder beside its
+    ``Annotations`` folder (see :data:`HRSC_MASK_DIRS`)."""
+    folder = label.parent.parent
+    for name in HRSC_MASK_DIRS:
+        for stem in dict.fromkeys(stems):
+            path = folder / name / f"{stem}.png"
+            if path.is_file():
+                return path
+    return None

@@ -75,7 +75,7 @@ def _read_predictions(out: Path) -> tuple[dict[str, Any], list[_PredImage]]:
             continue  # an unreadable image (status error): it has no instances
         images[row["image_id"]] = _PredImage(
             row["image_id"], row["file_name"], row["source_file"], row["annotation_file"],
-            tuple(row["tile_window"]) if row["tile_window"] is not None else None,  # type: ignore[arg-type]
+            tuple(row["tile_window"]) if row["tile_window"] is not None else None,
             int(row["width"]), int(row["height"]),
         )  # fmt: skip
     for row in read_table(out, "instances", columns=inst_cols).to_pylist():
@@ -150,8 +150,8 @@ def evaluate(
     truth = load_ground_truth(gt)
     root = (meta.get("config") or {}).get("root")
     keys = _ClassKeys(_pred_table(meta))
-    for image in truth.images:
-        for obj in image.objects:
+    for gt_img in truth.images:
+        for obj in gt_img.objects:
             obj.class_key = keys(obj.class_name)
 
     # group build images by GT image (first-appearance order) so GT masks decode once
@@ -371,7 +371,9 @@ def _mask_ap(
         return {"ap": None, "ap50": None, "ap75": None, "ap_small": None, "ap_medium": None,
                 "ap_large": None, "per_class": {}}  # fmt: skip
     cat_ids = {name: i + 1 for i, name in enumerate(classes)}
-    gt_images, gt_anns, dets = [], [], []
+    gt_images: list[dict[str, Any]] = []
+    gt_anns: list[dict[str, Any]] = []
+    dets: list[dict[str, Any]] = []
     for i, (image, pairs) in enumerate(frames):
         if not pairs:
             continue

@@ -21,7 +21,8 @@ class InstanceScore:
         instance_id, image_id: the build instance.
         class_name: its class (build spelling).
         kept, reject_reason, score: from the build (score None for non-SAM segmenters).
-        gt_image, gt_annotation: the matched GT image file name and annotation id.
+        gt_image, gt_annotation: the matched GT image file name and annotation id (COCO: the
+            annotation's ``id``; HRSC2016: its element, ``HRSC_Objects/HRSC_Object[k]``).
         method: ``identity`` or ``box``.
         intersection, union: pixel counts; iou = intersection / union.
         boundary_iou: boundary IoU with band ``band`` pixels.
