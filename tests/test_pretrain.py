@@ -63,6 +63,7 @@ def test_unknown_builtin_is_one_clear_line() -> None:
     assert resolve_checkpoint("some/file.pth") == Path("some/file.pth")
 
 
+@pytest.mark.slow
 def test_pretrain_smoke_same_seed_same_bytes(tmp_path: Path) -> None:
     args = ["--steps", "2", "--images-per-step", "1", "--prompts-per-image", "3"]
     outs = []
@@ -115,6 +116,7 @@ def test_hard_scenes_are_harder_and_default_scenes_unchanged(tmp_path: Path) -> 
 # what it does measurably do, so that a better one can only raise the numbers.
 
 
+@pytest.mark.slow
 def test_builtin_tiny_beats_random_weights_on_held_out_scenes() -> None:
     scenes = [render_scene(fmt, 1, 0, hard=True) for fmt in ("dior", "fair1m")]
     trained = create_segmenter("sam", checkpoint="builtin:tiny", device="cpu")

@@ -240,6 +240,7 @@ def test_cli_stats_json_and_compare(build: Path, tmp_path: Path) -> None:
     assert bad.exit_code == 1 and "samrs.json" in bad.output
 
 
+@pytest.mark.slow
 def test_end_to_end_synthetic_build(tmp_path: Path) -> None:
     """synth -> build (grabcut) -> stats equal counts made directly from the outputs."""
     from samrs.analysis.audit import compute_audit

@@ -225,6 +225,7 @@ def test_sigkill_then_resume_gives_identical_outputs(dota: Path, tmp_path: Path)
     assert again.returncode == 0 and b"nothing to do" in err
 
 
+@pytest.mark.slow
 def test_process_death_mid_build_then_resume(reference: Path, dota: Path, tmp_path: Path) -> None:
     out = tmp_path / "died"
     proc = _cli_build(dota, out, {"SAMRS_FAULT_INJECT": "kill:1"}, shard_size=2)
@@ -465,6 +466,7 @@ def test_sam_device_path_rle_stage_gives_the_host_bytes(
     assert output_files(outs[0]) == output_files(outs[1])
 
 
+@pytest.mark.slow
 def test_writer_processes_write_the_bytes_of_threads(
     dota: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -523,6 +525,7 @@ def test_writers_default_to_the_cores_a_gpu_leaves(dota: Path, tmp_path: Path) -
         resolve_config(replace(base, writers=-1))
 
 
+@pytest.mark.slow
 def test_dask_workers_with_writers_leave_no_process_behind(
     reference: Path, dota: Path, tmp_path: Path
 ) -> None:
@@ -536,6 +539,7 @@ def test_dask_workers_with_writers_leave_no_process_behind(
     assert output_files(out) == output_files(reference)
 
 
+@pytest.mark.slow
 def test_shards_follow_each_other_without_a_pause_for_the_model(
     dota: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

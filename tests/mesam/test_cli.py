@@ -120,6 +120,7 @@ def test_cli_errors(trained, tmp_path):
     assert result.exit_code != 0 and "last.pt" in result.output
 
 
+@pytest.mark.slow
 def test_ddp_with_torchrun(trained, tmp_path):
     """Two CPU processes (gloo) through ``torchrun -m samrs.cli finetune``."""
     root, _, _ = trained

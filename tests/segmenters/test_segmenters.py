@@ -121,6 +121,7 @@ def test_sam_is_deterministic_and_batch_chunk_invariant(scene, sam_reference) ->
     )
 
 
+@pytest.mark.slow
 def test_sam_prefetch_encodes_the_next_call_once_and_changes_nothing(scene) -> None:
     """Prefetched images are encoded while the current call waits for its last chunk, and the
     next call reuses those embeddings (same arrays); other arrays are encoded afresh."""
