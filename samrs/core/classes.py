@@ -9,9 +9,18 @@ from __future__ import annotations
 
 import colorsys
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 Color = tuple[int, int, int]
+
+
+def as_color(values: Iterable[int]) -> Color:
+    """The 3 values ``R, G, B`` as a :data:`Color` of Python ints (ValueError for another
+    count)."""
+    r, g, b = (int(v) for v in values)
+    return (r, g, b)
+
 
 UNLABELLED = 255
 """Pixel value of unlabelled pixels in semantic labels (the mmsegmentation ignore index)."""
