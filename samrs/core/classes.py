@@ -253,5 +253,11 @@ def class_table(source: str, version: str | None = None, order: str = "official"
     # colours follow the class, not its position, so both orders paint a class alike
     if source in ("dior", "fair1m") and order == "samrs":
         base = class_table(source, version, "official")
-        palette = tuple(base.palette[base.lookup(n)] for n in names)  # type: ignore[index]
+        colors: list[Color] = []
+        for n in names:
+            i = base.lookup(n)
+            if i is None:  # pragma: no cover - every SAMRS class is an official one (tested)
+                raise AssertionError(f"{source} SAMRS class {n!r} is not an official class")
+            colors.append(base.palette[i])
+        palette = tuple(colors)
     return ClassTable(source, version, order, tuple(names), palette, supers, aliases)
