@@ -131,9 +131,9 @@ class DecoderBank:
 
         self.uninstall()
         self._saved = {"_decode_chunk": decode_chunk}
-        sam._decode_chunk = decode_chunk  # type: ignore[method-assign]
+        sam._decode_chunk = decode_chunk  # type: ignore[method-assign]  # benchmark double; uninstall() pops it
         if mode == "replay":
-            sam._run_encoder = run_encoder  # type: ignore[method-assign]
+            sam._run_encoder = run_encoder  # type: ignore[method-assign]  # benchmark double
             self._saved["_run_encoder"] = encode
 
     def uninstall(self) -> None:

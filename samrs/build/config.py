@@ -5,9 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
-from typing import cast
+from typing import Any
 
 from samrs.core.imageio import DEFAULT_MAX_IMAGE_PIXELS
 
@@ -126,10 +125,10 @@ class BuildConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown build option(s): {', '.join(unknown)}")
-        values = dict(data)
+        values: dict[str, Any] = dict(data)  # JSON values; keys checked above
         if "rates" in values and values["rates"] is not None:
-            values["rates"] = tuple(float(r) for r in cast(Iterable[float], values["rates"]))
-        return cls(**values)  # type: ignore[arg-type]
+            values["rates"] = tuple(float(r) for r in values["rates"])
+        return cls(**values)
 
     def output_affecting(self) -> dict[str, object]:
         """The part of the configuration that changes what is written."""

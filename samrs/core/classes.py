@@ -9,9 +9,18 @@ from __future__ import annotations
 
 import colorsys
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 Color = tuple[int, int, int]
+
+
+def as_color(values: Iterable[int]) -> Color:
+    """The 3 values ``R, G, B`` as a :data:`Color` of Python ints (ValueError for another
+    count)."""
+    r, g, b = (int(v) for v in values)
+    return (r, g, b)
+
 
 UNLABELLED = 255
 """Pixel value of unlabelled pixels in semantic labels (the mmsegmentation ignore index)."""
@@ -244,5 +253,11 @@ def class_table(source: str, version: str | None = None, order: str = "official"
     # colours follow the class, not its position, so both orders paint a class alike
     if source in ("dior", "fair1m") and order == "samrs":
         base = class_table(source, version, "official")
-        palette = tuple(base.palette[base.lookup(n)] for n in names)  # type: ignore[index]
+        colors: list[Color] = []
+        for n in names:
+            i = base.lookup(n)
+            if i is None:  # pragma: no cover - every SAMRS class is an official one (tested)
+                raise AssertionError(f"{source} SAMRS class {n!r} is not an official class")
+            colors.append(base.palette[i])
+        palette = tuple(colors)
     return ClassTable(source, version, order, tuple(names), palette, supers, aliases)

@@ -491,9 +491,11 @@ def _rasterio_read(ds, path: Path, window: Window | None, pad_value: Sequence[in
     from rasterio.windows import Window as RioWindow
 
     width, height = int(ds.width), int(ds.height)
-    full = (0, 0, width, height)
-    win = full if window is None else tuple(int(v) for v in window)
-    inside = _intersection(win, width, height)  # type: ignore[arg-type]
+    win: Window = (0, 0, width, height)
+    if window is not None:
+        x, y, w, h = (int(v) for v in window)
+        win = (x, y, w, h)
+    inside = _intersection(win, width, height)
     indexes = _band_indexes(ds.count)
     try:
         if inside is None:

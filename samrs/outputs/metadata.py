@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from samrs.core.classes import ClassTable
+from samrs.core.classes import ClassTable, as_color
 from samrs.errors import SamrsError
 
 METADATA_FILE = "samrs.json"
@@ -63,7 +63,7 @@ def class_table_from_dict(data: dict[str, Any]) -> ClassTable:
         version=str(data.get("version", "")),
         order=str(data.get("order", "official")),
         names=tuple(str(c["name"]) for c in classes),
-        palette=tuple(tuple(int(v) for v in c["color"]) for c in classes),  # type: ignore[misc]
+        palette=tuple(as_color(c["color"]) for c in classes),
         supercategories=tuple(c.get("supercategory") for c in classes),
     )
 

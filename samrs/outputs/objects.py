@@ -85,7 +85,8 @@ class Copy:
         window = self.item.image["tile_window"]
         if window is None:
             return (0, 0, self.mask.width, self.mask.height)
-        return tuple(int(v) for v in window)  # type: ignore[return-value]
+        x, y, w, h = (int(v) for v in window)
+        return (x, y, w, h)
 
 
 @dataclass

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from samrs.core import rle
-from samrs.core.classes import UNLABELLED, ClassTable, Color
+from samrs.core.classes import UNLABELLED, ClassTable, Color, as_color
 from samrs.core.masks import MaskCrop, polygon_crops
 
 OVERLAP_POLICIES = ("small-on-top", "score", "annotation-order")
@@ -188,7 +188,7 @@ def semantic_palette(classes: ClassTable | Sequence[Color], background: bool = F
     shift = 1 if background else 0
     entries: list[Color] = [BACKGROUND_COLOR] * 256
     for i, c in enumerate(colors):
-        entries[i + shift] = tuple(int(v) for v in c)  # type: ignore[assignment]
+        entries[i + shift] = as_color(c)
     entries[UNLABELLED] = UNLABELLED_COLOR
     return [v for c in entries for v in c]
 

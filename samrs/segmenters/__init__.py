@@ -12,6 +12,7 @@ Any of them can be wrapped by :class:`~.wrappers.SmallObjectZoom` and
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from samrs.segmenters.base import MaskSet, PromptSet, Segmenter
 from samrs.segmenters.checkpoints import (
@@ -21,6 +22,9 @@ from samrs.segmenters.checkpoints import (
     inspect_checkpoint,
 )
 from samrs.segmenters.models import MODEL_NAMES, SAM_MODELS
+
+if TYPE_CHECKING:
+    from samrs.segmenters.wrappers import ZoomOptions
 
 __all__ = [
     "MODEL_NAMES",
@@ -106,6 +110,21 @@ def validate_checkpoint(
     return info
 
 
+class _SamArgs(TypedDict):
+    """The :class:`~.sam.SamSegmenter` arguments that :func:`create_segmenter` names."""
+
+    model: str | None
+    checkpoint: str | os.PathLike[str] | None
+    random_weights: bool
+    device: str | None
+    seed: int
+    batch_size: int
+    chunk_size: int
+    multimask: bool
+    compile: bool
+    resize: str
+
+
 def create_segmenter(
     name: str,
     *,
@@ -121,9 +140,9 @@ def create_segmenter(
     compile: bool = False,
     clip_to_rbox: float | None = None,
     small_object_zoom: int | None = None,
-    zoom: dict[str, object] | None = None,
+    zoom: ZoomOptions | None = None,
     resize: str = "torch",
-    **options: object,
+    **options: Any,
 ) -> Segmenter:
     """Build a segmenter by name, with its wrappers.
 
@@ -135,8 +154,9 @@ def create_segmenter(
         hq_token_only: ``sam-hq`` only.
         clip_to_rbox: intersect masks with the polygon dilated by this many pixels.
         small_object_zoom: segment objects smaller than this many pixels on zoomed crops.
-        zoom: further :class:`~.wrappers.SmallObjectZoom` settings (``crop``, ``factor``,
-            ``zoom_all``, ``border``); ``zoom_all`` zooms every object.
+        zoom: further :class:`~.wrappers.SmallObjectZoom` settings
+            (:class:`~.wrappers.ZoomOptions`: ``crop``, ``factor``, ``zoom_all``, ``border``...);
+            ``zoom_all`` zooms every object.
         resize: SAM's input resize, ``torch`` or ``pil`` (see :class:`~.sam.SamSegmenter`).
         **options: extra keyword arguments of the segmenter class (e.g. ``precision``,
             ``attention``, ``keep_device_masks`` for SAM; ``iterations`` for GrabCut).
@@ -151,7 +171,7 @@ def create_segmenter(
         raise ValueError(f"unknown model {model!r}; expected one of {', '.join(SAM_MODELS)}")
     segmenter: Segmenter
     if needs_weights(name):
-        sam_args: dict[str, object] = {
+        sam_args: _SamArgs = {
             "model": model,
             "checkpoint": checkpoint,
             "random_weights": random_weights,
@@ -162,16 +182,15 @@ def create_segmenter(
             "multimask": multimask,
             "compile": compile,
             "resize": resize,
-            **options,
         }
         if name == "sam":
             from samrs.segmenters.sam import SamSegmenter
 
-            segmenter = SamSegmenter(**sam_args)  # type: ignore[arg-type]
+            segmenter = SamSegmenter(**sam_args, **options)
         else:
             from samrs.segmenters.sam_hq import SamHQSegmenter
 
-            segmenter = SamHQSegmenter(hq_token_only=hq_token_only, **sam_args)  # type: ignore[arg-type]
+            segmenter = SamHQSegmenter(hq_token_only=hq_token_only, **sam_args, **options)
     elif name == "box":
         from samrs.segmenters.classic import BoxSegmenter
 
@@ -179,17 +198,17 @@ def create_segmenter(
     elif name == "grabcut":
         from samrs.segmenters.classic import GrabCutSegmenter
 
-        segmenter = GrabCutSegmenter(seed=seed, **options)  # type: ignore[arg-type]
+        segmenter = GrabCutSegmenter(seed=seed, **options)
     else:  # pragma: no cover - names checked above
         raise AssertionError(name)
-    zoom = {k: v for k, v in (zoom or {}).items() if v is not None}
+    zoom = zoom or {}
     if small_object_zoom or zoom.get("zoom_all"):
         from samrs.segmenters.wrappers import SmallObjectZoom
 
         segmenter = SmallObjectZoom(
             segmenter,
             int(small_object_zoom) if small_object_zoom else None,
-            **zoom,  # type: ignore[arg-type]
+            **zoom,
         )
     if clip_to_rbox is not None:
         from samrs.segmenters.wrappers import ClipToPolygon

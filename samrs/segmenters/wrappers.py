@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import TypedDict
 
 import cv2
 import numpy as np
@@ -76,6 +77,18 @@ class Crop:
 
 
 ZOOM_BORDERS = ("shift", "pad")
+
+
+class ZoomOptions(TypedDict, total=False):
+    """:class:`SmallObjectZoom`'s keyword settings (``create_segmenter(zoom=...)``)."""
+
+    context: float
+    min_crop: int
+    max_crop_fraction: float
+    crop: int | None
+    factor: float | None
+    zoom_all: bool
+    border: str
 
 
 class SmallObjectZoom(Segmenter):

@@ -111,15 +111,16 @@ def line_fields(line: str) -> ObjectFields | str | None:
     tokens = line.split()
     if len(tokens) < 9 or len(tokens) > 10:
         return f"malformed object line: expected {EXPECTED}, got {len(tokens)} fields"
-    coords = [parse_float(t) for t in tokens[:8]]
-    bad = next((t for t, c in zip(tokens, coords, strict=False) if c is None), None)
-    if bad is not None:
+    parsed = [parse_float(t) for t in tokens[:8]]
+    coords = [c for c in parsed if c is not None]
+    if len(coords) < len(parsed):
+        bad = next(t for t, c in zip(tokens, parsed, strict=False) if c is None)
         return f"non-numeric coordinate {bad!r}: expected {EXPECTED}"
     flag = parse_int(tokens[9]) if len(tokens) == 10 else 0
     if flag not in (0, 1, 2):
         return f"difficult must be 0 or 1 (2: cut by a patch), got {tokens[9]!r}"
     # 2: mmrotate's marker of an object cut by a patch -> truncated, not difficult
-    return ObjectFields(coords, tokens[8], difficult=flag == 1, truncated=flag == 2)  # type: ignore[arg-type]
+    return ObjectFields(coords, tokens[8], difficult=flag == 1, truncated=flag == 2)
 
 
 def parse_label_lines(

@@ -57,9 +57,11 @@ def _is_leaf(folder: Path) -> bool:
 def seg_color(text: str | None) -> tuple[int, int, int] | None:
     """``R,G,B`` as a colour, or None when empty or malformed."""
     parts = [parse_int(p) for p in (text or "").split(",")]
-    if len(parts) != 3 or any(p is None or not 0 <= p <= 255 for p in parts):
+    values = [p for p in parts if p is not None and 0 <= p <= 255]
+    if len(parts) != 3 or len(values) != 3:
         return None
-    return (parts[0], parts[1], parts[2])  # type: ignore[return-value]
+    r, g, b = values
+    return (r, g, b)
 
 
 def mask_colour(obj: ObjectAnnotation) -> tuple[int, int, int] | None:
@@ -76,10 +78,12 @@ def object_fields(obj: ET.Element) -> ObjectFields | str:
     flags: list[str] = []
     mbox = [xml_number(obj, f) for f in MBOX_FIELDS]
     box = [xml_number(obj, f) for f in BOX_FIELDS]
-    if all(v is not None for v in mbox):
-        coords = rbox_polygon(*mbox)  # type: ignore[arg-type]
-    elif all(v is not None for v in box):
-        coords, flags = box_polygon(box), ["hbox_only"]  # type: ignore[arg-type]
+    mbox_found = [v for v in mbox if v is not None]
+    box_found = [v for v in box if v is not None]
+    if len(mbox_found) == len(MBOX_FIELDS):
+        coords = rbox_polygon(*mbox_found)
+    elif len(box_found) == len(BOX_FIELDS):
+        coords, flags = box_polygon(box_found), ["hbox_only"]
     else:
         bad = next(f for f, v in zip(MBOX_FIELDS, mbox, strict=True) if v is None)
         return (

@@ -540,3 +540,10 @@ def test_cli_instances_file(tmp_path: Path) -> None:
         "no GT object",
         "no GT image",
     ]
+
+
+def test_ground_truth_optional_ints_accept_json_numbers_and_numeric_strings() -> None:
+    from samrs.analysis.evaluate.groundtruth import _opt_int
+
+    values = [3, 3.0, "4", True, None, "x", [1], {"a": 1}, float("nan")]
+    assert [_opt_int(v) for v in values] == [3, 3, 4, 1, None, None, None, None, None]

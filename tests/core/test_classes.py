@@ -10,6 +10,7 @@ from samrs.core.classes import (
     DEFAULT_VERSION,
     UNLABELLED,
     VERSIONS,
+    as_color,
     class_table,
     normalize_class_name,
 )
@@ -144,6 +145,15 @@ def test_every_table_is_well_formed(source: str, version: str, order: str) -> No
     described = table.to_dict()
     assert [c["name"] for c in described["classes"]] == list(table.names)
     assert described["unlabelled"] == UNLABELLED
+
+
+def test_as_color_is_three_python_ints() -> None:
+    color = as_color(np.array([200, 0, 63], dtype=np.uint8))
+    assert color == (200, 0, 63) and all(type(v) is int for v in color)
+    assert as_color([1, 2, 3]) == (1, 2, 3)
+    for wrong in ([1, 2], [1, 2, 3, 4]):
+        with pytest.raises(ValueError, match="values to unpack"):
+            as_color(wrong)
 
 
 @pytest.mark.parametrize(("source", "version", "order"), ALL_TABLES)

@@ -302,9 +302,12 @@ def _label_files(ann: dict[str, Any]) -> tuple[str, ...]:
 
 
 def _opt_int(value: object) -> int | None:
+    """A JSON number or numeric string as an int; None for anything else."""
+    if not isinstance(value, (int, float, str)):
+        return None
     try:
-        return None if value is None else int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
+        return int(value)
+    except ValueError:
         return None
 
 
