@@ -1,6 +1,5 @@
 """The type checker runs in the suite: mypy on samrs/ with the configuration in pyproject.toml
-(unused ``# type: ignore`` comments are errors; modules with known typing debt are listed
-there and skipped until they check clean), and every ``# type: ignore`` left in samrs/ names
+(unused ``# type: ignore`` comments are errors; every module is checked), and every ``# type: ignore`` left in samrs/ names
 its error code and says why: ``# type: ignore[code]  # why`` (issue 19)."""
 
 from __future__ import annotations
@@ -15,10 +14,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-
-# Files whose ignores are being reworked on other branches (issue 19), exempt from the
-# reason check until those branches merge; then this list is emptied.
-IGNORES_WITHOUT_REASON_ALLOWED = ("samrs/build/worker.py", "samrs/pretrain.py")
 
 _IGNORE = re.compile(r"#\s*type:\s*ignore\b(?P<code>\[[^\]]+\])?(?P<rest>.*)")
 _REASON = re.compile(r"\s*#\s*\S")
@@ -61,12 +56,9 @@ def test_unjustified_ignores_finds_ignores_without_code_or_reason(
 
 
 def test_every_type_ignore_in_samrs_has_a_code_and_a_reason() -> None:
-    assert all((ROOT / path).is_file() for path in IGNORES_WITHOUT_REASON_ALLOWED)
     found = []
     for path in sorted((ROOT / "samrs").rglob("*.py")):
         name = path.relative_to(ROOT).as_posix()
-        if name in IGNORES_WITHOUT_REASON_ALLOWED:
-            continue
         found += [f"{name}:{n}" for n in unjustified_ignores(path.read_text(encoding="utf-8"))]
     assert not found, "write `# type: ignore[code]  # why` (or fix the type): " + ", ".join(found)
 
