@@ -13,9 +13,12 @@ as SAM was trained:
 - a point: the polygon centroid or a random pixel of the object; with a box or alone.
 
 Every prompt trains the single-mask output; point prompts also train the best of the three
-multimask outputs (SAM's minimum over the outputs). The mask loss is MeSAM's
-:func:`~samrs.mesam.losses.ce_dice_loss` on ``[0, logit]`` channels (i.e. binary CE + Dice)
-at the decoder's low resolution; the IoU head learns the IoU of its own mask (MSE).
+multimask outputs (SAM's minimum over the outputs). The mask loss is SAM's kind, per mask at
+the decoder's low resolution: binary cross-entropy over the grid plus the Dice loss of the
+object's own pixels (:func:`mask_loss`); each object counts alike, however small. (A loss
+pooled over the batch and over both classes, as MeSAM's semantic ``ce_dice_loss``, is
+minimised by an empty mask around small objects: trained with it, the model ignored box
+prompts.) The IoU head learns the IoU of its own mask (MSE).
 
 Prompts and input frames are those of :class:`~samrs.segmenters.sam.SamSegmenter` (its
 ``preprocess`` and ``_prompt_tensors``), so training sees what ``samrs build`` feeds the model.
@@ -61,10 +64,7 @@ class PretrainConfig:
         box_jitter: box noise standard deviation, as a fraction of the box side.
         max_jitter: cap of the box noise, in input pixels.
         iou_weight: weight of the IoU head's MSE.
-        ce_weight, dice_weight: the mask loss's mix (MeSAM's :func:`ce_dice_loss`): CE over
-            the whole low-resolution grid, Dice over the ``context`` region.
-        context: the Dice term looks at each object's box grown to this many times its size
-            (0: the whole grid).
+        bce_weight, dice_weight: the mask loss's mix (:func:`mask_loss`).
         formats: synthetic formats, in turn.
         hard: hard scenes (see :func:`samrs.synth.render_scene`).
         threads: torch CPU threads (results depend on it).
@@ -72,7 +72,7 @@ class PretrainConfig:
 
     model: str = "tiny"
     seed: int = 0
-    steps: int = 150
+    steps: int = 1500
     images_per_step: int = 2
     prompts_per_image: int = 8
     lr: float = 2e-3
@@ -81,9 +81,8 @@ class PretrainConfig:
     box_jitter: float = 0.1
     max_jitter: float = 20.0
     iou_weight: float = 1.0
-    ce_weight: float = 0.2
-    dice_weight: float = 0.8
-    context: float = 2.0
+    bce_weight: float = 1.0
+    dice_weight: float = 1.0
     formats: tuple[str, ...] = FORMATS
     hard: bool = True
     threads: int = 2
@@ -173,26 +172,19 @@ def _targets(masks: np.ndarray, input_size: tuple[int, int], low: int, size: int
     return out
 
 
-def _local(target: Any, context: float) -> Any:
-    """``target`` with pixels outside each object's box grown ``context`` times set to 255."""
+def mask_loss(logits: Any, targets: Any, bce_weight: float, dice_weight: float) -> Any:
+    """Per mask: ``bce_weight`` x binary cross-entropy over the grid + ``dice_weight`` x
+    ``1 - Dice`` of the foreground; the mean over masks. ``logits`` (N, H, W), ``targets``
+    0/1 (N, H, W)."""
     import torch
+    from torch.nn import functional as F
 
-    out = target.clone()
-    rows = target.any(dim=2)
-    cols = target.any(dim=1)
-    side = target.shape[-1]
-    grid = torch.arange(side)
-    for k in range(target.shape[0]):
-        ys, xs = torch.nonzero(rows[k]).flatten(), torch.nonzero(cols[k]).flatten()
-        if len(ys) == 0:
-            out[k] = 255
-            continue
-        cy, cx = (ys[0] + ys[-1]) / 2, (xs[0] + xs[-1]) / 2
-        hy = max(float(ys[-1] - ys[0] + 1) * context / 2, 4.0)
-        hx = max(float(xs[-1] - xs[0] + 1) * context / 2, 4.0)
-        inside = ((grid - cy).abs() <= hy)[:, None] & ((grid - cx).abs() <= hx)[None, :]
-        out[k][~inside] = 255
-    return out
+    t = targets.float()
+    bce = F.binary_cross_entropy_with_logits(logits, t, reduction="none").mean(dim=(1, 2))
+    p = logits.sigmoid()
+    inter = (p * t).sum(dim=(1, 2))
+    dice = 1.0 - (2.0 * inter + 1e-3) / (p.sum(dim=(1, 2)) + t.sum(dim=(1, 2)) + 1e-3)
+    return torch.mean(bce_weight * bce + dice_weight * dice)
 
 
 def _lr_at(cfg: PretrainConfig, step: int) -> float:
@@ -246,7 +238,6 @@ def pretrain(
     """
     import torch
 
-    from samrs.mesam.losses import ce_dice_loss
     from samrs.segmenters.sam import SamSegmenter
 
     if cfg.steps < 1 or cfg.images_per_step < 1 or cfg.prompts_per_image < 1:
@@ -319,17 +310,11 @@ def pretrain(
                 continue
             lg = torch.cat(logits)
             tg = torch.cat(targets)
-            two = torch.stack([torch.zeros_like(lg), lg], dim=1)
-            # CE over the whole grid (nothing far away may light up), Dice near each object
-            # (a small object's pixels are not lost among the grid's 16k)
-            local = _local(tg, cfg.context) if cfg.context > 0 else tg
-            ce = ce_dice_loss(two, tg)["ce"]
-            dice = ce_dice_loss(two, local)["dice"]
-            mask_loss = cfg.ce_weight * ce + cfg.dice_weight * dice
+            masks_loss = mask_loss(lg, tg, cfg.bce_weight, cfg.dice_weight)
             with torch.no_grad():
                 actual = _iou(lg > 0, tg.bool())
             iou_loss = torch.nn.functional.mse_loss(torch.cat(ious), actual)
-            loss = mask_loss + cfg.iou_weight * iou_loss
+            loss = masks_loss + cfg.iou_weight * iou_loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)

@@ -49,7 +49,7 @@ def test_builtin_tiny_is_the_command_defaults_output() -> None:
     assert facts.model == "tiny" and not facts.hq
     assert all(np.isfinite(t.numpy()).all() for t in state.values())
     losses = info["loss_every_10_steps"]
-    assert losses[-1] < 0.5 * losses[0]  # it learned something
+    assert info["final_loss"] < 0.6 * losses[0]  # it learned something
     seg = create_segmenter("sam", checkpoint="builtin:tiny", device="cpu")
     assert seg.describe()["checkpoint"] == "builtin:tiny"
     assert seg.describe()["checkpoint_sha256"] == info["sha256"]
@@ -121,11 +121,12 @@ def test_builtin_tiny_beats_random_weights_on_held_out_scenes() -> None:
     scenes = [render_scene(fmt, 1, 0, hard=True) for fmt in ("dior", "fair1m")]
     trained = create_segmenter("sam", checkpoint="builtin:tiny", device="cpu")
     random = create_segmenter("sam", random_weights=True, device="cpu")
-    for mode in ("rhbox", "rbox-mask"):
+    # measured: rbox-mask 0.344 vs 0.002, rhbox and point 0.062 vs 0.001 (README)
+    for mode, margin in (("rbox-mask", 0.25), ("rhbox", 0.03), ("point", 0.03)):
         ours = float(np.mean(score_scenes(trained, scenes, mode)))
         base = float(np.mean(score_scenes(random, scenes, mode)))
         print(mode, f"builtin:tiny {ours:.3f}, random weights {base:.3f}")
-        assert ours > base + 0.01
+        assert ours > base + margin
 
 
 @pytest.mark.slow
