@@ -130,6 +130,22 @@ def test_builtin_tiny_beats_random_weights_on_held_out_scenes() -> None:
 
 
 @pytest.mark.slow
+def test_small_object_zoom_raises_the_iou_of_objects_under_16_px() -> None:
+    """``--small-object-zoom 16`` segments each object under 16 px on a zoomed crop: with
+    builtin:tiny on held-out scenes (half their objects are that small: 4-6 px in the 512-px
+    input) that is measured at rbox-mask 0.20 -> 0.54 and rhbox 0.00 -> 0.14 (6 scenes)."""
+    scenes = [render_scene(fmt, 1, 0, hard=True) for fmt in ("dota", "dior", "fair1m")]
+    plain = create_segmenter("sam", checkpoint="builtin:tiny", device="cpu")
+    zoomed = create_segmenter("sam", checkpoint="builtin:tiny", device="cpu", small_object_zoom=16)
+    for mode, margin in (("rbox-mask", 0.2), ("rhbox", 0.05)):
+        before = score_scenes(plain, scenes, mode, max_size=16)
+        after = score_scenes(zoomed, scenes, mode, max_size=16)
+        assert len(before) == len(after) >= 30  # the same small objects
+        print(mode, f"{np.mean(before):.3f} -> {np.mean(after):.3f} ({len(after)} objects)")
+        assert np.mean(after) > np.mean(before) + margin
+
+
+@pytest.mark.slow
 def test_ablate_ranks_prompt_modes(tmp_path: Path) -> None:
     """``samrs ablate`` (builds + evaluation against the GT masks) with builtin:tiny: the
     rotated-box mask prompt beats the bare box; samrs.json names the shipped weights."""
