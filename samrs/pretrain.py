@@ -72,9 +72,9 @@ class PretrainConfig:
 
     model: str = "tiny"
     seed: int = 0
-    steps: int = 1500
+    steps: int = 2000
     images_per_step: int = 2
-    prompts_per_image: int = 8
+    prompts_per_image: int = 16
     lr: float = 2e-3
     warmup_steps: int = 20
     weight_decay: float = 0.01

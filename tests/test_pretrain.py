@@ -121,8 +121,8 @@ def test_builtin_tiny_beats_random_weights_on_held_out_scenes() -> None:
     scenes = [render_scene(fmt, 1, 0, hard=True) for fmt in ("dior", "fair1m")]
     trained = create_segmenter("sam", checkpoint="builtin:tiny", device="cpu")
     random = create_segmenter("sam", random_weights=True, device="cpu")
-    # measured: rbox-mask 0.344 vs 0.002, rhbox and point 0.062 vs 0.001 (README)
-    for mode, margin in (("rbox-mask", 0.25), ("rhbox", 0.03), ("point", 0.03)):
+    # measured: rbox-mask 0.422, rhbox 0.182, point 0.168; random weights 0.002, 0.001 (README)
+    for mode, margin in (("rbox-mask", 0.3), ("rhbox", 0.12), ("point", 0.1)):
         ours = float(np.mean(score_scenes(trained, scenes, mode)))
         base = float(np.mean(score_scenes(random, scenes, mode)))
         print(mode, f"builtin:tiny {ours:.3f}, random weights {base:.3f}")
@@ -133,11 +133,11 @@ def test_builtin_tiny_beats_random_weights_on_held_out_scenes() -> None:
 def test_small_object_zoom_raises_the_iou_of_objects_under_16_px() -> None:
     """``--small-object-zoom 16`` segments each object under 16 px on a zoomed crop: with
     builtin:tiny on held-out scenes (half their objects are that small: 4-6 px in the 512-px
-    input) that is measured at rbox-mask 0.20 -> 0.54 and rhbox 0.00 -> 0.14 (6 scenes)."""
+    input) that is measured at rbox-mask 0.25 -> 0.58 and rhbox 0.08 -> 0.28 (49 objects)."""
     scenes = [render_scene(fmt, 1, 0, hard=True) for fmt in ("dota", "dior", "fair1m")]
     plain = create_segmenter("sam", checkpoint="builtin:tiny", device="cpu")
     zoomed = create_segmenter("sam", checkpoint="builtin:tiny", device="cpu", small_object_zoom=16)
-    for mode, margin in (("rbox-mask", 0.2), ("rhbox", 0.05)):
+    for mode, margin in (("rbox-mask", 0.2), ("rhbox", 0.12)):
         before = score_scenes(plain, scenes, mode, max_size=16)
         after = score_scenes(zoomed, scenes, mode, max_size=16)
         assert len(before) == len(after) >= 30  # the same small objects

@@ -51,8 +51,8 @@ def command(
     shadows, clutter, dense small objects, elongated diagonal objects); prompts are boxes
     (jittered or exact), boxes with a rotated-box mask prompt, and points, as SAM was
     trained. Runs on the CPU, seeded: the same options give the same bytes. With the defaults
-    this is how the shipped `--checkpoint builtin:tiny` was made (1,500 steps; about 12
-    minutes on 2 idle CPU cores).
+    this is how the shipped `--checkpoint builtin:tiny` was made (2,000 steps of 2 scenes
+    and 16 prompts each; about 22 minutes on 2 CPU cores).
     """
     from samrs.pretrain import pretrain
 
