@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from samrs.core.imageio import DEFAULT_MAX_IMAGE_PIXELS
+from samrs.core.settings import check_known_keys
 
 # Fields that do not change what a build writes: excluded from the fingerprint.
 EXECUTION_FIELDS = frozenset(
@@ -121,10 +122,7 @@ class BuildConfig:
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> BuildConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` naming them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown build option(s): {', '.join(unknown)}")
+        check_known_keys(cls, data, "build option(s)")
         values: dict[str, Any] = dict(data)  # JSON values; keys checked above
         if "rates" in values and values["rates"] is not None:
             values["rates"] = tuple(float(r) for r in values["rates"])

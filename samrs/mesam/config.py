@@ -7,11 +7,12 @@ run can be rebuilt without the command line that trained it.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, TypedDict
 
 import numpy as np
 
+from samrs.core.settings import check_known_keys
 from samrs.segmenters.models import SAM_MODELS, SamConfig
 
 BASE_LOW_HEADS = (1, 1, 3, 3, 7, 7, 7, 9, 9, 9, 11, 11)
@@ -272,10 +273,7 @@ class MeSAMConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> MeSAMConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown MeSAM config key(s): {', '.join(unknown)}")
+        check_known_keys(cls, data, "MeSAM config key(s)")
         # runs written before the variant fields existed were trained with samrs-v1
         values: dict[str, Any] = {**VARIANTS["samrs-v1"], **data}  # a run's JSON
         values["global_attn_indexes"] = tuple(values["global_attn_indexes"])
