@@ -33,12 +33,15 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from samrs.core.geometry import mask_iou
+from samrs.core.masks import mask_bbox
+from samrs.core.settings import check_known_keys
 from samrs.prompts import build_prompts
 from samrs.synth import FORMATS, render_scene
 
@@ -96,10 +99,7 @@ class PretrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PretrainConfig:
         """The inverse of :meth:`to_dict` (unknown keys are an error)."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown pretraining settings: {', '.join(unknown)}")
+        check_known_keys(cls, data, "pretraining settings")
         values = dict(data)
         if "formats" in values:
             values["formats"] = tuple(values["formats"])
@@ -385,19 +385,14 @@ def score_scenes(
     for scene in scenes:
         keep = np.arange(len(scene.polygons))
         if max_size is not None:
-            sides = [_box_side(m) for m in scene.masks]
+            sides = [max(mask_bbox(m)[2:]) for m in scene.masks]
             keep = np.asarray([i for i in keep if sides[i] < max_size], dtype=int)
         if len(keep) == 0:
             continue
         prompts = build_prompts(scene.polygons[keep], mode)
         result = segmenter.segment([scene.pixels], [prompts])[0]
-        for crop, gt in zip(result.crops, scene.masks[keep], strict=True):
-            pred = crop.full()
-            union = int((pred | gt).sum())
-            ious.append(int((pred & gt).sum()) / union if union else 1.0)
+        ious += [
+            mask_iou(crop.full(), gt)
+            for crop, gt in zip(result.crops, scene.masks[keep], strict=True)
+        ]
     return ious
-
-
-def _box_side(mask: np.ndarray) -> int:
-    ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
-    return int(max(ys[-1] - ys[0] + 1, xs[-1] - xs[0] + 1)) if len(ys) else 0
