@@ -469,12 +469,13 @@ def _process_images(
         prompts = {i: _prompts(shard.images[i], config) for i in todo}
         masks: dict[int, MaskSet] = {}
         if todo and segmenter is not None:
-            ahead = (
-                [(shard.images[i], f) for i, f in list(loads)[:batch_size]]
-                if loads
-                else [(image, reader.read_ahead(image)) for image in next_batch]
-            )
-            segmenter.prefetch(_decoded_ahead(ahead))
+            if segmenter.prefetches:  # else nothing waits for the next batch's pixels here
+                ahead = (
+                    [(shard.images[i], f) for i, f in list(loads)[:batch_size]]
+                    if loads
+                    else [(image, reader.read_ahead(image)) for image in next_batch]
+                )
+                segmenter.prefetch(_decoded_ahead(ahead))
             try:
                 results = segmenter.segment([pixels[i] for i in todo], [prompts[i] for i in todo])
                 masks = dict(zip(todo, results, strict=True))

@@ -171,6 +171,8 @@ class Segmenter(ABC):
     """Turns prompts into masks. Implementations batch and chunk internally."""
 
     name: str = ""
+    prefetches: bool = False
+    """Whether :meth:`prefetch` uses its images (callers need not wait for them otherwise)."""
 
     @abstractmethod
     def segment(self, images: Sequence[np.ndarray], prompts: Sequence[PromptSet]) -> list[MaskSet]:

@@ -242,6 +242,7 @@ class SamSegmenter(Segmenter):
 
     name = "sam"
     hq = False
+    prefetches = True
 
     def __init__(
         self,

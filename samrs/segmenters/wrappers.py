@@ -33,6 +33,11 @@ class ClipToPolygon(Segmenter):
         """The inner segmenter's facts plus ``clip_to_rbox``."""
         return {**self.inner.describe(), "clip_to_rbox": self.pixels}
 
+    @property
+    def prefetches(self) -> bool:  # type: ignore[override]  # the inner segmenter's answer
+        """Whether the inner segmenter uses :meth:`prefetch`."""
+        return self.inner.prefetches
+
     def prefetch(self, images: Sequence[np.ndarray]) -> None:
         """The inner segmenter sees the same images."""
         self.inner.prefetch(images)
