@@ -493,6 +493,18 @@ def test_bad_segmentation_is_reported(tmp_path: Path) -> None:
         evaluate(out, gt)
 
 
+def test_a_folder_that_is_no_ground_truth_says_what_the_hrsc_reader_missed(tmp_path: Path) -> None:
+    """A folder without gt/instances.json is read as HRSC2016; the error keeps the reader's
+    own words (what it looked for), not only the generic list of accepted forms."""
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "gt" / "notes.txt").write_text("not ground truth")
+    with pytest.raises(EvaluationError) as info:
+        load_ground_truth(tmp_path / "gt")
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'gt'}: no ground truth found")
+    assert "read as HRSC2016:" in message and "AllImages" in message
+
+
 def test_rle_roundtrip_helper() -> None:
     """The fixture's masks survive the manifest's RLE encoding (guards the fixtures)."""
     mask = box_mask(7, 9, (1, 2, 5, 6))

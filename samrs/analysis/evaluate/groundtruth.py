@@ -348,12 +348,13 @@ def _load_hrsc(root: Path) -> GroundTruth:
     ctx = ReadContext("hrsc", DEFAULT_VERSION["hrsc"], class_table("hrsc"))
     try:
         records = hrsc.read(root, ctx, labels_only=True)
-    except SourceError:
-        records = []
+        why = ""
+    except SourceError as exc:  # the reader's own words say what it looked for
+        records, why = [], f" (read as HRSC2016: {exc})"
     if not records:
         raise EvaluationError(
             f"{root}: no ground truth found: expected a COCO instances JSON, a folder with "
-            "gt/instances.json, or an HRSC2016 root with HRSC_Image XML files"
+            f"gt/instances.json, or an HRSC2016 root with HRSC_Image XML files{why}"
         )
     n_without = 0
     for error in ctx.errors:
