@@ -289,6 +289,24 @@ def test_synthetic_fair1m_is_georeferenced_end_to_end(fair1m: Path, exports: dic
     assert "32650" in json.dumps(geo["crs"])
 
 
+def test_geopandas_reads_the_geo_export(fair1m: Path, exports: dict) -> None:
+    """GeoJSON and GeoParquet load in geopandas with the images' CRS, the same features both
+    ways, and each mask's area in square metres is its pixel count times the GSD squared."""
+    gpd = pytest.importorskip("geopandas")
+    to, counts = exports["geojson"]
+    from_parquet = gpd.read_parquet(to / "instances.parquet")
+    from_json = gpd.read_file(to / "instances.geojson")
+    assert len(from_parquet) == len(from_json) == counts["features"] > 0
+    assert from_parquet.crs == from_json.crs == FAIR1M_CRS
+    assert from_parquet.geometry.is_valid.all()
+    assert list(from_parquet["instance_id"]) == list(from_json["instance_id"])
+    assert from_parquet.geometry.geom_equals_exact(from_json.geometry, tolerance=1e-6).all()
+    instances = read_table(fair1m, "instances").to_pandas().set_index("instance_id")
+    pixels = instances.loc[from_parquet["instance_id"], "area"].to_numpy()
+    assert (from_parquet["area_px"].to_numpy() == pixels).all()
+    assert from_parquet.geometry.area.to_numpy() == pytest.approx(pixels * FAIR1M_GSD**2, rel=1e-6)
+
+
 def test_geo_export_of_a_plain_build_is_an_error(dota: Path, tmp_path: Path) -> None:
     to = tmp_path / "geo"
     result = CliRunner().invoke(main, ["export", str(dota), "--format", "geojson", "--to", str(to)])
