@@ -426,7 +426,8 @@ def _written_files(layout: Layout, image_rows: list[dict[str, object]]) -> list[
             geotiff = Path(str(semantic)).with_suffix(".tif")
             if (layout.out / geotiff).is_file():
                 files.append(geotiff.as_posix())
-        if not os.path.isabs(str(row["file_name"])):  # a tile image written by the build
+        # a tile image written by the build (none for a tile whose source could not be read)
+        if not os.path.isabs(str(row["file_name"])) and row["status"] != "error":
             files.append(str(row["file_name"]))
     return files
 
