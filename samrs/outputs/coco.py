@@ -16,6 +16,9 @@ Conventions (also in ``manifests/README.md``):
   the same extras, without nulls, under ``attributes`` (what Datumaro and CVAT keep).
 - Order: images in manifest order, annotations by image then instance id. No timestamps.
 
+A build's own document is assembled from per-part fragments (:func:`write_fragment`,
+:func:`assemble_coco`): the same bytes, without reading the manifests at the end.
+
 Polygon mode: each mask is vectorized along pixel edges (exact, 4-connected components,
 collinear vertices removed); holes are filled (COCO polygons cannot express them); a mask
 without any pixel keeps its RLE.
@@ -427,7 +430,7 @@ def assemble_coco(
         with open(doc_tmp, "w", encoding="utf-8") as f:
             f.write(dumps(head)[:-1] + ',"images":[')
             for fragment, offset in fragments:
-                with open(fragment, encoding="utf-8") as frag:
+                with open(fragment, encoding="utf-8", newline="\n") as frag:
                     n = json.loads(frag.readline())["images"]
                     for _ in range(n):
                         f.write(("," if counts["images"] else "") + _shift_id(
@@ -435,7 +438,7 @@ def assemble_coco(
                         counts["images"] += 1
             f.write('],"annotations":[')
             for fragment, offset in fragments:
-                with open(fragment, encoding="utf-8") as frag:
+                with open(fragment, encoding="utf-8", newline="\n") as frag:
                     header = json.loads(frag.readline())
                     for _ in range(header["images"]):
                         frag.readline()
