@@ -39,8 +39,9 @@ def file_digest(path: str | os.PathLike[str]) -> dict[str, object]:
 
 def write_shard_record(
     layout: Layout, shard: int, staged_parts: dict[str, Path], files: Iterable[str]
-) -> None:
-    """Record the staged parts (before they are renamed into place) and the shard's files."""
+) -> dict[str, object]:
+    """Record the staged parts (before they are renamed into place) and the shard's files;
+    returns the record."""
     record = {
         "version": RECORD_VERSION,
         "shard": shard,
@@ -52,6 +53,7 @@ def write_shard_record(
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(record, sort_keys=True, indent=1) + "\n")
     os.replace(tmp, path)
+    return record
 
 
 @dataclass

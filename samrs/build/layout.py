@@ -1,8 +1,9 @@
 """Where a build keeps things inside OUT, and how a shard is known to be committed.
 
 A shard is committed when its ``images`` part exists: the worker writes the shard's record
-(sizes and sha256 of its parts and files, :mod:`samrs.build.checksums`), renames its errors
-and instances parts into place, and the images part last. Parts of an uncommitted shard are
+(sizes and sha256 of its parts and files, :mod:`samrs.build.checksums`) and its COCO
+fragment (:mod:`samrs.build.fragments`), renames its errors and instances parts into place,
+and the images part last. Parts of an uncommitted shard are
 leftovers of an interrupted attempt and are removed before the shard is redone.
 """
 
@@ -84,6 +85,10 @@ class Layout:
         """Sizes and checksums of a committed shard's parts and files."""
         return self.state / "shards" / f"shard-{shard:05d}.json"
 
+    def coco_fragment(self, shard: int) -> Path:
+        """A committed shard's COCO fragment (:mod:`samrs.build.fragments`)."""
+        return self.state / "coco" / f"part-{shard:05d}.jsonl"
+
     def failure(self, shard: int) -> Path:
         """Record of a shard that kept failing."""
         return self.state / "failed" / f"shard-{shard:05d}.json"
@@ -112,6 +117,7 @@ class Layout:
             return
         for table in MANIFEST_TABLES:
             self.part(table, shard).unlink(missing_ok=True)
+        self.coco_fragment(shard).unlink(missing_ok=True)
         shutil.rmtree(self.tmp(shard), ignore_errors=True)
 
     def record_failure(self, shard: int, cause: str) -> None:

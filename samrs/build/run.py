@@ -291,18 +291,14 @@ def count_outputs(out: Path) -> dict[str, Any]:
 
 
 def finalize(out: Path, config: BuildConfig, metadata: dict[str, Any]) -> dict[str, Any]:
-    """Merge the COCO JSON, write counts into samrs.json and the completion marker."""
+    """Assemble the COCO JSON from the shards' fragments, write counts into samrs.json and
+    the completion marker."""
+    from samrs.build.fragments import write_instances
     from samrs.outputs.card import write_dataset_card
-    from samrs.outputs.coco import write_coco
     from samrs.outputs.metadata import dumps, write_build_metadata
 
     layout = Layout(out)
-    write_coco(
-        out,
-        out / "coco" / "instances.json",
-        include_rejected=config.include_rejected,
-        polygons=config.polygons,
-    )
+    write_instances(layout, config)  # from the shards' COCO fragments
     counts = count_outputs(out)
     write_build_metadata(out, {**metadata, "counts": counts})
     write_dataset_card(out, {**metadata, "counts": counts})

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from samrs.build.config import BuildConfig
+from samrs.build.fragments import coco_options
 from samrs.build.layout import MANIFEST_TABLES, Layout
 from samrs.build.plan import Shard
 from samrs.core.classes import ClassTable
@@ -289,11 +290,13 @@ class StagedShard:
     result: ShardResult
     rows: dict[str, list[dict[str, object]]]
     start: float
+    coco: dict[str, Any]  # the build's COCO options, for the shard's fragment
 
     def commit(self) -> ShardResult:
-        """Commit the shard's manifest parts atomically; its result, counted."""
+        """Commit the shard's manifest parts (and COCO fragment) atomically; its result,
+        counted."""
         result, rows = self.result, self.rows
-        _commit(self.layout, result.index, rows)
+        _commit(self.layout, result.index, rows, self.coco)
         result.images = len(rows["images"])
         for row in rows["instances"]:
             if row["kept"]:
@@ -361,7 +364,7 @@ def stage_shard(
         error_rows.extend(out.error_rows)
     result.objects = shard.n_objects
     rows = {"images": image_rows, "instances": instance_rows, "errors": error_rows}
-    return StagedShard(layout, result, rows, start)
+    return StagedShard(layout, result, rows, start, coco_options(config))
 
 
 def _maybe_inject_fault(shard: int, layout: Layout) -> None:
@@ -383,10 +386,14 @@ def _maybe_inject_fault(shard: int, layout: Layout) -> None:
     raise RuntimeError(f"injected fault in shard {shard}")
 
 
-def _commit(layout: Layout, shard: int, rows: dict[str, list[dict[str, object]]]) -> None:
-    """Write the three parts to temporary names and the shard's checksum record, then rename
-    the parts into place, images last."""
+def _commit(
+    layout: Layout, shard: int, rows: dict[str, list[dict[str, object]]], coco: dict[str, Any]
+) -> None:
+    """Write the three parts to temporary names, the shard's checksum record and its COCO
+    fragment (with the options ``coco``, :mod:`samrs.build.fragments`), then rename the
+    fragment and the parts into place, images last."""
     from samrs.build.checksums import write_shard_record
+    from samrs.build.fragments import stage_fragment
     from samrs.outputs.manifest import write_part
 
     tmp = layout.tmp(shard)
@@ -396,7 +403,12 @@ def _commit(layout: Layout, shard: int, rows: dict[str, list[dict[str, object]]]
         path = tmp / f"{table}.parquet"
         write_part(path, table, rows[table])
         staged[table] = path
-    write_shard_record(layout, shard, staged, _written_files(layout, rows["images"]))
+    record = write_shard_record(layout, shard, staged, _written_files(layout, rows["images"]))
+    fragment = stage_fragment(
+        layout, shard, staged["images"], staged["instances"], cast(dict, record["parts"]), coco
+    )
+    layout.coco_fragment(shard).parent.mkdir(parents=True, exist_ok=True)
+    os.replace(fragment, layout.coco_fragment(shard))
     for table in MANIFEST_TABLES:
         final = layout.part(table, shard)
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -414,7 +426,8 @@ def _written_files(layout: Layout, image_rows: list[dict[str, object]]) -> list[
             geotiff = Path(str(semantic)).with_suffix(".tif")
             if (layout.out / geotiff).is_file():
                 files.append(geotiff.as_posix())
-        if not os.path.isabs(str(row["file_name"])):  # a tile image written by the build
+        # a tile image written by the build (none for a tile whose source could not be read)
+        if not os.path.isabs(str(row["file_name"])) and row["status"] != "error":
             files.append(str(row["file_name"]))
     return files
 

@@ -16,6 +16,9 @@ Conventions (also in ``manifests/README.md``):
   the same extras, without nulls, under ``attributes`` (what Datumaro and CVAT keep).
 - Order: images in manifest order, annotations by image then instance id. No timestamps.
 
+A build's own document is assembled from per-part fragments (:func:`write_fragment`,
+:func:`assemble_coco`): the same bytes, without reading the manifests at the end.
+
 Polygon mode: each mask is vectorized along pixel edges (exact, 4-connected components,
 collinear vertices removed); holes are filled (COCO polygons cannot express them); a mask
 without any pixel keeps its RLE.
@@ -23,6 +26,7 @@ without any pixel keeps its RLE.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -40,7 +44,7 @@ from samrs.core import rle
 from samrs.core.classes import ClassTable
 from samrs.outputs.metadata import build_class_table, build_config, read_build_metadata
 from samrs.outputs.schema import MANIFEST_VERSION
-from samrs.outputs.select import ImageItem, Selection, iter_build
+from samrs.outputs.select import ImageItem, Selection, iter_build, iter_part
 
 JSON_SEPARATORS = (",", ":")
 
@@ -164,9 +168,15 @@ def _prepare(
     meta = read_build_metadata(out)
     table = build_class_table(meta)
     config = build_config(meta)
+    items = iter_build(out, sel, class_table=table, on_reject=config.get("on_reject"))
+    return _head(meta, table, sel), items, meta
+
+
+def _head(meta: dict[str, Any], table: ClassTable, sel: Selection) -> dict[str, Any]:
+    """Everything of the document before ``images``."""
     source = meta.get("source") or {}
     name = (source.get("format") or source.get("name")) if isinstance(source, dict) else source
-    head = {
+    return {
         "info": {
             "description": f"samrs segmentation dataset ({name or table.source} {table.version})",
             "samrs_manifest_version": meta.get("manifest_version", MANIFEST_VERSION),
@@ -175,8 +185,6 @@ def _prepare(
         "licenses": [],
         "categories": coco_categories(table, sel.class_ids(table)),
     }
-    items = iter_build(out, sel, class_table=table, on_reject=config.get("on_reject"))
-    return head, items, meta
 
 
 def _selection(
@@ -238,6 +246,16 @@ def write_json(path: str | Path, doc: dict[str, Any]) -> None:
     Path(path).write_text(dumps(doc) + "\n", encoding="utf-8")
 
 
+def coco_texts(
+    item: ImageItem,
+    polygons: bool = False,
+    file_name: Callable[[ImageItem], str] | None = None,
+) -> tuple[str, list[str]]:
+    """The ``images`` entry and the ``annotations`` entries of an image, as JSON text."""
+    image = dumps(coco_image(item, file_name(item) if file_name else None))
+    return image, [dumps(coco_annotation(item, row, polygons)) for row in item.instances]
+
+
 def write_coco(
     out: str | Path,
     path: str | Path,
@@ -274,12 +292,12 @@ def write_coco(
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as ann:
             for item in items:
-                images.append(dumps(coco_image(item, file_name(item) if file_name else None)))
-                for row in item.instances:
-                    ann.write(("," if counts["annotations"] else "") + dumps(
-                        coco_annotation(item, row, polygons)))  # fmt: skip
+                image, annotations = coco_texts(item, polygons, file_name)
+                images.append(image)
+                for text in annotations:
+                    ann.write(("," if counts["annotations"] else "") + text)
                     counts["annotations"] += 1
-                    counts["kept"] += int(row["kept"])
+                counts["kept"] += item.n_kept
                 if progress is not None:
                     progress(item)
         counts["images"] = len(images)
@@ -293,4 +311,144 @@ def write_coco(
         for tmp in (ann_tmp, doc_tmp):
             if os.path.exists(tmp):
                 os.unlink(tmp)
+    return counts
+
+
+# --- Fragments: the document of a build assembled from per-part pieces ----------------------
+
+FRAGMENT_VERSION = 1
+"""Version of the fragment format (:func:`write_fragment`); another version is not read."""
+
+
+def fragment_options(include_rejected: bool, polygons: bool, on_reject: str | None) -> dict:
+    """The options a build's COCO document (and so its fragments) depends on."""
+    return {
+        "include_rejected": bool(include_rejected),
+        "polygons": bool(polygons),
+        "on_reject": on_reject,
+    }
+
+
+def write_fragment(
+    path: str | Path,
+    images_part: str | Path,
+    instances_part: str | Path,
+    origin: dict[str, Any],
+    options: dict[str, Any],
+) -> dict[str, Any]:
+    """Write the COCO fragment of one manifest part: its ``images`` and ``annotations``
+    entries as the build's document has them (:func:`write_coco` with ``options``, see
+    :func:`fragment_options`), but with image ids local to the part (1-based).
+
+    Format (UTF-8 text): a header line (JSON: format version, ``origin`` (what the caller
+    says the fragment was made from, e.g. the parts' checksums), ``options``, how many
+    ``images`` and ``annotations`` lines follow, and the ``sha256`` of those lines), then
+    one entry per line, images first. The file is written at ``path`` directly (the caller
+    renames it into place). Returns the header.
+    """
+    sel = Selection(include_rejected=options["include_rejected"])
+    images: list[str] = []
+    annotations: list[str] = []
+    for item in iter_part(images_part, instances_part, sel, on_reject=options["on_reject"]):
+        image, texts = coco_texts(item, options["polygons"])
+        images.append(image)
+        annotations.extend(texts)
+    body = "".join(text + "\n" for text in (*images, *annotations)).encode("utf-8")
+    header = {
+        "samrs_coco_fragment": FRAGMENT_VERSION,
+        "origin": origin,
+        "options": options,
+        "images": len(images),
+        "annotations": len(annotations),
+        "sha256": hashlib.sha256(body).hexdigest(),
+    }
+    with open(path, "wb") as f:
+        f.write((json.dumps(header, sort_keys=True) + "\n").encode("utf-8"))
+        f.write(body)
+    return header
+
+
+def read_fragment_header(
+    path: str | Path, origin: dict[str, Any], options: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The header of a sound fragment made from ``origin`` with ``options``; None for a
+    missing, unreadable, foreign, stale or damaged one (its lines are checked against the
+    header's checksum and counts)."""
+    try:
+        with open(path, "rb") as f:
+            header = json.loads(f.readline())
+            if (
+                not isinstance(header, dict)
+                or header.get("samrs_coco_fragment") != FRAGMENT_VERSION
+                or header.get("origin") != origin
+                or header.get("options") != options
+            ):
+                return None
+            digest = hashlib.sha256()
+            lines = 0
+            for line in f:
+                digest.update(line)
+                lines += 1
+    except (OSError, ValueError):
+        return None
+    expected = (header.get("images"), header.get("annotations"), header.get("sha256"))
+    n_images, n_annotations, sha = expected
+    if not isinstance(n_images, int) or not isinstance(n_annotations, int):
+        return None
+    if lines != n_images + n_annotations or digest.hexdigest() != sha:
+        return None
+    return header
+
+
+def _shift_id(text: str, key: str, offset: int) -> str:
+    """``text`` (one entry, newline included) with the integer after its first ``key``
+    increased by ``offset`` and the newline dropped."""
+    start = text.index(key) + len(key)
+    end = text.index(",", start)
+    return text[:start] + str(int(text[start:end]) + offset) + text[end:].rstrip("\n")
+
+
+def assemble_coco(
+    out: str | Path, path: str | Path, fragments: Sequence[tuple[str | Path, int]]
+) -> dict[str, int]:
+    """Write the COCO document of build ``out`` to ``path`` from the fragments of its parts
+    (:func:`write_fragment`, checked with :func:`read_fragment_header`), given in part order
+    with the number of images rows of the parts before each (the image id shift).
+
+    The same bytes as :func:`write_coco` with the fragments' options, without reading the
+    manifests: entries are copied as text, only image ids change. Written to a temporary
+    file beside ``path``, then moved into place. Returns counts (``images``,
+    ``annotations``).
+    """
+    meta = read_build_metadata(out)
+    head = _head(meta, build_class_table(meta), Selection())
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    counts = {"images": 0, "annotations": 0}
+    doc_tmp = str(path.with_name(f".{path.name}.{os.getpid()}.tmp"))  # default permissions
+    try:
+        with open(doc_tmp, "w", encoding="utf-8") as f:
+            f.write(dumps(head)[:-1] + ',"images":[')
+            for fragment, offset in fragments:
+                with open(fragment, encoding="utf-8", newline="\n") as frag:
+                    n = json.loads(frag.readline())["images"]
+                    for _ in range(n):
+                        f.write(("," if counts["images"] else "") + _shift_id(
+                            frag.readline(), '{"id":', offset))  # fmt: skip
+                        counts["images"] += 1
+            f.write('],"annotations":[')
+            for fragment, offset in fragments:
+                with open(fragment, encoding="utf-8", newline="\n") as frag:
+                    header = json.loads(frag.readline())
+                    for _ in range(header["images"]):
+                        frag.readline()
+                    for line in frag:
+                        f.write(("," if counts["annotations"] else "") + _shift_id(
+                            line, '"image_id":', offset))  # fmt: skip
+                        counts["annotations"] += 1
+            f.write("]}\n")
+        os.replace(doc_tmp, path)
+    finally:
+        if os.path.exists(doc_tmp):
+            os.unlink(doc_tmp)
     return counts

@@ -190,32 +190,84 @@ def iter_build(
     Raises:
         ManifestError: an instances part refers to an image its images part lacks.
     """
-    sel = sel or Selection()
-    class_ids = None
-    if sel.classes is not None:
-        if class_table is None:
-            raise ValueError("a class selection needs the build's class table")
-        class_ids = set(sel.class_ids(class_table) or [])
-    inst_schema = schema_of("instances")
-    cols = list(instance_columns) if instance_columns is not None else inst_schema.names
-    needed = {"instance_id", "image_id", "class_id", "kept", "substituted", "segmentation",
-              "area", "bbox", "polygon", "flags", "reject_reason", "score", "stability",
-              "rbox_iou"}  # fmt: skip
-    cols = [*cols, *sorted(needed - set(cols))]
+    reading = _Reading.of(sel, class_table, on_reject, instance_columns, include_errors)
     inst_dir = Path(out) / "manifest" / "instances"
     index = 0
     for image_part in part_paths(out, "images"):
-        images = pq.read_table(image_part, schema=schema_of("images")).to_pylist()
+        images = _read_images(image_part)
+        yield from reading.items(images, image_part, inst_dir / image_part.name, index)
+        index += len(images)
+
+
+def iter_part(
+    images_part: str | Path,
+    instances_part: str | Path,
+    sel: Selection | None = None,
+    start: int = 0,
+    *,
+    class_table: ClassTable | None = None,
+    on_reject: str | None = None,
+    instance_columns: Sequence[str] | None = None,
+    include_errors: bool = False,
+) -> Iterator[ImageItem]:
+    """:func:`iter_build` of one part (an images part and its instances part, which may be
+    missing), image indices counted from ``start + 1``: what :func:`iter_build` yields for
+    the part when ``start`` images rows come before it."""
+    reading = _Reading.of(sel, class_table, on_reject, instance_columns, include_errors)
+    images_part = Path(images_part)
+    yield from reading.items(_read_images(images_part), images_part, Path(instances_part), start)
+
+
+def _read_images(images_part: Path) -> list[dict[str, Any]]:
+    return pq.read_table(images_part, schema=schema_of("images")).to_pylist()
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """How :func:`iter_build` and :func:`iter_part` read parts (the selection, resolved)."""
+
+    sel: Selection
+    class_ids: set[int] | None
+    columns: list[str]
+    on_reject: str | None
+    include_errors: bool
+
+    @classmethod
+    def of(
+        cls,
+        sel: Selection | None,
+        class_table: ClassTable | None,
+        on_reject: str | None,
+        instance_columns: Sequence[str] | None,
+        include_errors: bool,
+    ) -> _Reading:
+        sel = sel or Selection()
+        class_ids = None
+        if sel.classes is not None:
+            if class_table is None:
+                raise ValueError("a class selection needs the build's class table")
+            class_ids = set(sel.class_ids(class_table) or [])
+        names = schema_of("instances").names
+        cols = list(instance_columns) if instance_columns is not None else names
+        needed = {"instance_id", "image_id", "class_id", "kept", "substituted", "segmentation",
+                  "area", "bbox", "polygon", "flags", "reject_reason", "score", "stability",
+                  "rbox_iou"}  # fmt: skip
+        return cls(sel, class_ids, [*cols, *sorted(needed - set(cols))], on_reject, include_errors)
+
+    def items(
+        self, images: list[dict[str, Any]], image_part: Path, inst_part: Path, start: int
+    ) -> Iterator[ImageItem]:
+        """The selected items of one part (``images``: the rows of ``image_part``), image
+        indices counted from ``start + 1``: the one body of both readers."""
+        sel, class_ids, on_reject = self.sel, self.class_ids, self.on_reject
         chosen: dict[str, ImageItem] = {}
-        for image in images:
-            index += 1
-            if sel.wants_image(image, include_errors):
+        for index, image in enumerate(images, start + 1):
+            if sel.wants_image(image, self.include_errors):
                 remnants = [list(p) for p in image.get("ignore_polygons") or []]
                 chosen[image["image_id"]] = ImageItem(index, image, rejected_polygons=remnants)
         all_ids = {image["image_id"] for image in images}
-        inst_part = inst_dir / image_part.name
         if inst_part.is_file():
-            table = pq.read_table(inst_part, columns=cols, schema=inst_schema)
+            table = pq.read_table(inst_part, columns=self.columns, schema=schema_of("instances"))
             for row in table.to_pylist():
                 if row["image_id"] not in all_ids:
                     raise ManifestError(
@@ -255,6 +307,7 @@ __all__ = [
     "count_images",
     "count_selected",
     "iter_build",
+    "iter_part",
     "normalize_classes",
     "rethreshold",
 ]

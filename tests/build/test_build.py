@@ -569,11 +569,11 @@ def test_shards_follow_each_other_without_a_pause_for_the_model(
     commit = worker._commit
     failed: list[int] = []
 
-    def commit_once_failing(layout, shard, rows):  # type: ignore[no-untyped-def]
+    def commit_once_failing(layout, shard, rows, coco):  # type: ignore[no-untyped-def]
         if shard == 1 and not failed:
             failed.append(shard)
             raise OSError("disk full (simulated)")
-        commit(layout, shard, rows)
+        commit(layout, shard, rows, coco)
 
     monkeypatch.setattr(worker, "_commit", commit_once_failing)
     summary = run_build(config(dota, local, shard_size=3, **options))

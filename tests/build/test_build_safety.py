@@ -275,19 +275,19 @@ def test_disk_full_at_the_end_keeps_the_shards(
     import samrs.outputs.coco as coco
 
     out = tmp_path / "full"
-    original = coco.write_coco
+    original = coco.assemble_coco  # what writes instances.json at the end of a build
 
-    def full(out_dir: Path, path: Path, **kwargs: object) -> Path:
+    def full(out_dir: Path, path: Path, fragments: object) -> Path:
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(coco, "write_coco", full)
+    monkeypatch.setattr(coco, "assemble_coco", full)
     result = CliRunner().invoke(main, _build_args(dota, out))
     assert result.exit_code == 1, result.output
     line = result.output.strip().splitlines()[-1]
     assert "No space left on device" in line and "instances.json" in line
     assert "committed shards are kept" in line
     assert len(Layout(out).committed_shards()) == 3
-    monkeypatch.setattr(coco, "write_coco", original)
+    monkeypatch.setattr(coco, "assemble_coco", original)
     assert run_build(config(dota, out)).state == "complete"
     assert output_files(out) == output_files(reference)
 

@@ -7,6 +7,7 @@ import io
 import json
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
@@ -14,14 +15,18 @@ from pycocotools.cocoeval import COCOeval
 from samrs.core import rle
 from samrs.core.geometry import rasterize_polygon
 from samrs.outputs.coco import (
+    assemble_coco,
     category_id,
     coco_from_manifest,
+    fragment_options,
     mask_polygons,
+    read_fragment_header,
     write_coco,
+    write_fragment,
     write_json,
 )
 from samrs.outputs.manifest import ManifestError, part_path, write_part
-from samrs.outputs.select import Selection, iter_build, rethreshold
+from samrs.outputs.select import Selection, count_images, iter_build, iter_part, rethreshold
 from tests.helpers.outputs import FAKE, instance_rows, make_fake_build
 
 
@@ -203,3 +208,71 @@ def test_rethreshold_follows_the_build_rule_for_off_and_missing_values() -> None
     assert rethreshold(row, Selection(min_score=0.0), 20, 20) is row
     assert rethreshold(dict(row, score=None), Selection(min_score=0.5), 20, 20)["kept"]
     assert not rethreshold(row, Selection(min_score=0.01), 20, 20)["kept"]
+
+
+def _fragments(out, folder, options, origin=None) -> list:
+    """A fragment per part of build ``out`` in ``folder``, with each one's image id shift."""
+    folder.mkdir(exist_ok=True)
+    fragments, offset = [], 0
+    for k in (0, 1):
+        path = folder / f"part-{k}.jsonl"
+        images = part_path(out, "images", k)
+        write_fragment(path, images, part_path(out, "instances", k), origin or {"k": k}, options)
+        fragments.append((path, offset))
+        offset += len(pq.read_table(images))
+    return fragments
+
+
+@pytest.mark.parametrize("include_rejected", [False, True])
+@pytest.mark.parametrize("polygons", [False, True])
+def test_fragments_assemble_to_the_streamed_document(
+    build, tmp_path, include_rejected, polygons
+) -> None:
+    options = fragment_options(include_rejected, polygons, "keep-rejected")
+    fragments = _fragments(build, tmp_path / "frag", options)
+    counts = assemble_coco(build, tmp_path / "a.json", fragments)
+    expected = write_coco(build, tmp_path / "b.json", include_rejected=include_rejected,
+                          polygons=polygons)  # fmt: skip
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+    assert counts == {k: expected[k] for k in ("images", "annotations")}
+    assert fragments[1][1] > 0  # the second part's ids are shifted
+    doc = json.loads((tmp_path / "a.json").read_text())
+    assert len({a["image_id"] for a in doc["annotations"]}) > 1
+    assert [i["id"] for i in doc["images"]] == list(range(1, count_images(build) + 1))
+    assert not list(tmp_path.glob(".*"))
+
+
+def test_iter_part_is_iter_build_of_one_part(build) -> None:
+    sel = Selection(include_rejected=True)
+    whole = [(i.index, i.image, i.instances) for i in iter_build(build, sel)]
+    start = len(pq.read_table(part_path(build, "images", 0)))
+    parts = [
+        (i.index, i.image, i.instances)
+        for k, first in ((0, 0), (1, start))
+        for i in iter_part(
+            part_path(build, "images", k), part_path(build, "instances", k), sel, first
+        )
+    ]
+    assert parts == whole
+
+
+def test_fragment_header_refuses_stale_foreign_and_damaged_fragments(build, tmp_path) -> None:
+    options = fragment_options(True, False, "keep-rejected")
+    path = _fragments(build, tmp_path, options, origin={"images": "a"})[0][0]
+    header = read_fragment_header(path, {"images": "a"}, options)
+    assert header is not None and header["images"] >= 1 and header["annotations"] >= 1
+    assert read_fragment_header(path, {"images": "b"}, options) is None  # other parts
+    other = fragment_options(True, True, "keep-rejected")
+    assert read_fragment_header(path, {"images": "a"}, other) is None  # other options
+    assert read_fragment_header(tmp_path / "none.jsonl", {"images": "a"}, options) is None
+    data = path.read_bytes()
+    first = data.index(b"\n") + 1
+    for damaged in (
+        data[:-5],  # truncated
+        data[: first + 8] + b"9" + data[first + 9 :],  # a byte of an entry changed
+        data + b"{}\n",  # a line too many
+        b"\x00garbage\n" + data[first:],  # no header
+        b"",
+    ):
+        path.write_bytes(damaged)
+        assert read_fragment_header(path, {"images": "a"}, options) is None
