@@ -37,11 +37,13 @@ from typing import Any
 
 import numpy as np
 import shapely
+from affine import Affine
 from rasterio import features
 from shapely.geometry import shape
 
 from samrs.core import rle
 from samrs.core.classes import ClassTable
+from samrs.core.masks import mask_bbox
 from samrs.outputs.metadata import build_class_table, build_config, read_build_metadata
 from samrs.outputs.schema import MANIFEST_VERSION
 from samrs.outputs.select import ImageItem, Selection, iter_build, iter_part
@@ -76,9 +78,13 @@ def mask_polygons(mask: np.ndarray) -> list[list[float]]:
     collinear vertices removed; pycocotools rasterizes them back to the mask exactly when it
     has no holes.
     """
-    mask = np.ascontiguousarray(mask, dtype=np.uint8)
+    x, y, w, h = mask_bbox(np.asarray(mask, dtype=bool))
+    if w == 0:
+        return []
+    crop = np.ascontiguousarray(mask[y : y + h, x : x + w], dtype=np.uint8)  # traced alone
     polys = []
-    for geom, _ in features.shapes(mask, mask=mask.astype(bool), connectivity=4):
+    shifted = Affine.translation(x, y)  # back to image coordinates
+    for geom, _ in features.shapes(crop, mask=crop.astype(bool), connectivity=4, transform=shifted):
         ring = shapely.simplify(shapely.Polygon(shape(geom).exterior), 0)
         coords = np.asarray(ring.exterior.coords)[:-1]
         if len(coords) >= 3:
