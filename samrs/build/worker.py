@@ -17,6 +17,7 @@ the commit, with an :class:`ImageReader` shared by the shards a process runs in 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -291,12 +292,13 @@ class StagedShard:
     rows: dict[str, list[dict[str, object]]]
     start: float
     coco: dict[str, Any]  # the build's COCO options, for the shard's fragment
+    writers: int = 0  # the build's writer processes (the fragment is made in one of them)
 
     def commit(self) -> ShardResult:
         """Commit the shard's manifest parts (and COCO fragment) atomically; its result,
         counted."""
         result, rows = self.result, self.rows
-        _commit(self.layout, result.index, rows, self.coco)
+        _commit(self.layout, result.index, rows, self.coco, writer_pool(self.writers))
         result.images = len(rows["images"])
         for row in rows["instances"]:
             if row["kept"]:
@@ -364,7 +366,7 @@ def stage_shard(
         error_rows.extend(out.error_rows)
     result.objects = shard.n_objects
     rows = {"images": image_rows, "instances": instance_rows, "errors": error_rows}
-    return StagedShard(layout, result, rows, start, coco_options(config))
+    return StagedShard(layout, result, rows, start, coco_options(config), config.writers or 0)
 
 
 def _maybe_inject_fault(shard: int, layout: Layout) -> None:
@@ -387,11 +389,16 @@ def _maybe_inject_fault(shard: int, layout: Layout) -> None:
 
 
 def _commit(
-    layout: Layout, shard: int, rows: dict[str, list[dict[str, object]]], coco: dict[str, Any]
+    layout: Layout,
+    shard: int,
+    rows: dict[str, list[dict[str, object]]],
+    coco: dict[str, Any],
+    writers: ProcessPoolExecutor | None = None,
 ) -> None:
     """Write the three parts to temporary names, the shard's checksum record and its COCO
-    fragment (with the options ``coco``, :mod:`samrs.build.fragments`), then rename the
-    fragment and the parts into place, images last."""
+    fragment (with the options ``coco``, :mod:`samrs.build.fragments`; made in a process of
+    ``writers`` when given, so that a commit on a thread of the process driving a GPU leaves
+    it the interpreter), then rename the fragment and the parts into place, images last."""
     from samrs.build.checksums import write_shard_record
     from samrs.build.fragments import stage_fragment
     from samrs.outputs.manifest import write_part
@@ -404,9 +411,9 @@ def _commit(
         write_part(path, table, rows[table])
         staged[table] = path
     record = write_shard_record(layout, shard, staged, _written_files(layout, rows["images"]))
-    fragment = stage_fragment(
-        layout, shard, staged["images"], staged["instances"], cast(dict, record["parts"]), coco
-    )
+    make = functools.partial(stage_fragment, layout, shard, staged["images"],
+                             staged["instances"], cast(dict, record["parts"]), coco)  # fmt: skip
+    fragment = writers.submit(make).result() if writers is not None else make()
     layout.coco_fragment(shard).parent.mkdir(parents=True, exist_ok=True)
     os.replace(fragment, layout.coco_fragment(shard))
     for table in MANIFEST_TABLES:

@@ -506,6 +506,10 @@ def test_writer_processes_write_the_bytes_of_threads(
             assert list(worker._WRITERS) == [2]
     first, *others = outs.values()
     assert all(other == first for other in others)
+    # the shards' COCO fragments, made in a writer process or not, are the same bytes
+    fragments = [[p.read_bytes() for p in sorted((o / ".samrs" / "coco").glob("*.jsonl"))]
+                 for o in outs]  # fmt: skip
+    assert len(fragments[0]) == 1 and all(f == fragments[0] for f in fragments)
     assert max(prefetched) >= 1  # the next batch was decoded in time and handed over
     instances = read_table(next(iter(outs)), "instances")
     assert any(instances.column("substituted").to_pylist())
@@ -569,11 +573,11 @@ def test_shards_follow_each_other_without_a_pause_for_the_model(
     commit = worker._commit
     failed: list[int] = []
 
-    def commit_once_failing(layout, shard, rows, coco):  # type: ignore[no-untyped-def]
+    def commit_once_failing(layout, shard, *args):  # type: ignore[no-untyped-def]
         if shard == 1 and not failed:
             failed.append(shard)
             raise OSError("disk full (simulated)")
-        commit(layout, shard, rows, coco)
+        commit(layout, shard, *args)
 
     monkeypatch.setattr(worker, "_commit", commit_once_failing)
     summary = run_build(config(dota, local, shard_size=3, **options))
