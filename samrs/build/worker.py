@@ -405,7 +405,8 @@ def _commit(layout: Layout, shard: int, rows: dict[str, list[dict[str, object]]]
 
 
 def _written_files(layout: Layout, image_rows: list[dict[str, object]]) -> list[str]:
-    """Files under OUT written for the shard's images (paths relative to OUT)."""
+    """Files under OUT written for the shard's images (paths relative to OUT; a tile whose
+    source could not be read has none)."""
     files = []
     for row in image_rows:
         semantic = row.get("semantic_file")
@@ -414,8 +415,8 @@ def _written_files(layout: Layout, image_rows: list[dict[str, object]]) -> list[
             geotiff = Path(str(semantic)).with_suffix(".tif")
             if (layout.out / geotiff).is_file():
                 files.append(geotiff.as_posix())
-        if not os.path.isabs(str(row["file_name"])):  # a tile image written by the build
-            files.append(str(row["file_name"]))
+        if row["status"] != "error" and not os.path.isabs(str(row["file_name"])):
+            files.append(str(row["file_name"]))  # a tile image written by the build
     return files
 
 
