@@ -1,10 +1,11 @@
 """The work on one shard: read pixels -> prompts -> segmenter -> quality -> writers -> commit.
 
 Runs inside a worker process (or the main process for ``--workers 1``). Reading and
-decoding images, the model, and encoding/writing outputs overlap: images are decoded by a
-thread pool ahead of the model (bounded look-ahead); while the model works on the next
-batch, a thread of the same pool takes each segmented image's masks off the device (COCO
-RLE strings encoded there, when the segmenter kept them) and hands the image to a writer
+decoding images, the model, and encoding/writing outputs overlap: images are decoded ahead
+of the model (bounded look-ahead) by a thread pool, or by decode processes
+(``BuildConfig.decoders``); while the model works on the next batch, a thread of that pool
+takes each segmented image's masks off the device (COCO RLE strings encoded there, when
+the segmenter kept them) and hands the image to a writer
 process (``BuildConfig.writers``; quality, reject policy, label painting, PNGs and the
 manifest rows), or finishes it itself without writers. The process that drives the model
 then only drives the model. Memory stays bounded by the look-ahead and batch sizes,
@@ -45,6 +46,7 @@ from samrs.build.layout import MANIFEST_TABLES, Layout
 from samrs.build.plan import Shard
 from samrs.core.classes import ClassTable
 from samrs.core.records import ErrorRecord, ImageRecord, Polygon, exception_message
+from samrs.errors import SamrsError
 from samrs.segmenters import needs_weights
 from samrs.segmenters.base import MaskSet, PromptSet, Segmenter
 
@@ -215,7 +217,7 @@ def decoder_index(image_path: str, n: int) -> int:
     return zlib.crc32(os.fsencode(image_path)) % n
 
 
-class _DecodeFailure(Exception):
+class _DecodeFailure(SamrsError):
     """An image a decode process could not read; its message is the errors row's (computed
     there, so that any exception arrives as one that pickles)."""
 
