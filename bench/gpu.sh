@@ -26,6 +26,8 @@ run objects-100 --masks objects --images 96 --objects-per-image 100 --skip-refer
 run objects-300 --masks objects --images 32 --objects-per-image 300 --skip-reference --no-host-cost
 run objects-100-writers0 --masks objects --images 48 --objects-per-image 100 --writers 0 \
   --skip-reference --no-host-cost
+run objects-100-decoders0 --masks objects --images 48 --objects-per-image 100 --decoders 0 \
+  --skip-reference --no-host-cost
 run objects-100-compile --masks objects --images 96 --objects-per-image 100 --compile \
   --skip-reference --no-host-cost
 # host_ms_per_mask, pipeline and reference on the same masks (16 images are enough)

@@ -24,6 +24,7 @@ EXECUTION_FIELDS = frozenset(
         "dry_run",
         "threads",
         "writers",
+        "decoders",
         "max_retries",
         "progress",
         "compile",
@@ -95,6 +96,10 @@ class BuildConfig:
     writers: int | None = None
     """Writer processes per worker (quality, labels, PNGs and rows of finished images, off the
     process that drives the model); 0: threads of that process. None: resolved (see
+    :func:`samrs.build.run.resolve_config`)."""
+    decoders: int | None = None
+    """Decode processes per worker (images decoded ahead of the model, every image of one
+    source file in the same process); 0: threads of the worker's process. None: resolved (see
     :func:`samrs.build.run.resolve_config`)."""
     scheduler: str | None = None
     device: str | None = None

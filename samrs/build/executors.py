@@ -126,7 +126,7 @@ def _local_cluster(config: BuildConfig):
     # (Dask's default MALLOC_TRIM_THRESHOLD_ would shrink the heap after every image)
     spawn_env = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **ALLOCATOR_ENV}
     dask.config.set({"distributed.nanny.pre-spawn-environ": spawn_env})
-    if config.writers:  # daemonic processes may not start the workers' writer processes
+    if config.writers or config.decoders:  # daemonic processes may not have children
         dask.config.set({"distributed.worker.daemon": False})
     if config.gpus > 0:
         workers = {

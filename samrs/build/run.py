@@ -109,7 +109,7 @@ def resolve_config(config: BuildConfig) -> BuildConfig:
         )
     if not needs_weights(config.segmenter):  # weight options mean nothing there
         config = replace(config, model=None, checkpoint=None, random_weights=False)
-    config = _resolve_writers(_resolve_threads(config))
+    config = _resolve_decoders(_resolve_writers(_resolve_threads(config)))
     if needs_weights(config.segmenter):
         try:
             check_weights(config.segmenter, config.checkpoint, config.random_weights)
@@ -179,6 +179,22 @@ def _resolve_writers(config: BuildConfig) -> BuildConfig:
         return replace(config, writers=0)
     cores = os.cpu_count() or 1
     return replace(config, writers=max(1, min(8, cores // max(1, config.gpus) - 2)))
+
+
+def _resolve_decoders(config: BuildConfig) -> BuildConfig:
+    """Decode processes per worker. Default: 2 with a model on a GPU (image decode, padding
+    and colour conversion then leave the GIL of the process driving the GPU; at ~22 ms per
+    1024-px PNG two decode ~90 images/s, 3x what vit_h segments on an H200; every image of
+    a source file goes to one process, so more help only with many large sources at once);
+    0 (threads of the worker) otherwise: a
+    CPU model needs the cores itself, and CPU builds scale with ``--workers``."""
+    if config.decoders is not None:
+        if config.decoders < 0:
+            raise BuildError("--decoders must be >= 0")
+        return config
+    if not needs_weights(config.segmenter) or _model_on_cpu(config):
+        return replace(config, decoders=0)
+    return replace(config, decoders=2)
 
 
 def _check_root_and_out(config: BuildConfig) -> None:

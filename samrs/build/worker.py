@@ -1,10 +1,11 @@
 """The work on one shard: read pixels -> prompts -> segmenter -> quality -> writers -> commit.
 
 Runs inside a worker process (or the main process for ``--workers 1``). Reading and
-decoding images, the model, and encoding/writing outputs overlap: images are decoded by a
-thread pool ahead of the model (bounded look-ahead); while the model works on the next
-batch, a thread of the same pool takes each segmented image's masks off the device (COCO
-RLE strings encoded there, when the segmenter kept them) and hands the image to a writer
+decoding images, the model, and encoding/writing outputs overlap: images are decoded ahead
+of the model (bounded look-ahead) by a thread pool, or by decode processes
+(``BuildConfig.decoders``); while the model works on the next batch, a thread of that pool
+takes each segmented image's masks off the device (COCO RLE strings encoded there, when
+the segmenter kept them) and hands the image to a writer
 process (``BuildConfig.writers``; quality, reject policy, label painting, PNGs and the
 manifest rows), or finishes it itself without writers. The process that drives the model
 then only drives the model. Memory stays bounded by the look-ahead and batch sizes,
@@ -17,6 +18,7 @@ the commit, with an :class:`ImageReader` shared by the shards a process runs in 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -24,9 +26,16 @@ import os
 import socket
 import threading
 import time
+import zlib
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import (
+    BrokenExecutor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -39,6 +48,7 @@ from samrs.build.layout import MANIFEST_TABLES, Layout
 from samrs.build.plan import Shard
 from samrs.core.classes import ClassTable
 from samrs.core.records import ErrorRecord, ImageRecord, Polygon, exception_message
+from samrs.errors import SamrsError
 from samrs.segmenters import needs_weights
 from samrs.segmenters.base import MaskSet, PromptSet, Segmenter
 
@@ -54,7 +64,8 @@ FAULT_ENV = "SAMRS_FAULT_INJECT"
 
 _SEGMENTERS: dict[str, Segmenter] = {}
 _WRITERS: dict[int, ProcessPoolExecutor] = {}
-_WARNED_DAEMONIC = False
+_DECODERS: list[ProcessPoolExecutor] = []
+_WARNED_DAEMONIC: set[str] = set()
 
 
 @dataclass
@@ -140,42 +151,103 @@ class _SourceCache:
 
 
 class ImageReader:
-    """Images decoded ahead of the model by a thread pool (which also finishes images),
-    over open sources; shared by the shards one process runs in a row, so that the next
-    shard's first images are decoded while the current one ends, and handed over."""
+    """Images decoded ahead of the model, over open sources: by a thread pool (which also
+    finishes images), or by decode processes (``BuildConfig.decoders``; see
+    :func:`decoder_pools`), each with its own open sources, every image of one source file
+    sent to the same process (:func:`decoder_index`) so that the tiles of a big image decode
+    it once. Shared by the shards one process runs in a row, so that the next shard's first
+    images are decoded while the current one ends, and handed over."""
 
     def __init__(self, config: BuildConfig) -> None:
         from samrs.tiling import patch_pad_value
 
-        self.cache = _SourceCache(
-            max_pixels=config.max_image_pixels,
-            pad_value=patch_pad_value(config.tile_convention),
-        )
+        self.settings = (config.max_image_pixels, patch_pad_value(config.tile_convention))
+        self.cache = _SourceCache(max_pixels=self.settings[0], pad_value=self.settings[1])
         threads = max(2, min(8, (os.cpu_count() or 2)))
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="samrs-io")
+        self.decoders = decoder_pools(config.decoders or 0)
         self.ahead: dict[tuple[str, object], Future] = {}
 
     @staticmethod
     def _key(image: ImageRecord) -> tuple[str, object]:
         return (image.image_path, image.window)
 
+    def _submit(self, image: ImageRecord) -> Future:
+        if not self.decoders:
+            return self.pool.submit(self.cache.read, image)
+        k = decoder_index(image.image_path, len(self.decoders))
+        try:
+            return _live_decoder(self.decoders, k).submit(_decode, image, *self.settings)
+        except BrokenExecutor:  # died since the check: once more, on a new process
+            return _live_decoder(self.decoders, k).submit(_decode, image, *self.settings)
+
     def read(self, image: ImageRecord) -> Future:
-        """The image's pixels and georeferencing (a future; read ahead, or now)."""
+        """The image's pixels and georeferencing (a future; read ahead, or now). A read ahead
+        whose decode process died is read again (the shard that saw it die is retried)."""
         future = self.ahead.pop(self._key(image), None)
-        return future if future is not None else self.pool.submit(self.cache.read, image)
+        if future is not None and not (
+            future.done() and isinstance(future.exception(), BrokenExecutor)
+        ):
+            return future
+        return self._submit(image)
 
     def read_ahead(self, image: ImageRecord) -> Future:
         """Start reading an image that a later :meth:`read` will ask for."""
         key = self._key(image)
         if key not in self.ahead:
-            self.ahead[key] = self.pool.submit(self.cache.read, image)
+            self.ahead[key] = self._submit(image)
         return self.ahead[key]
 
     def close(self) -> None:
-        """Wait for the pool's work, then close every source."""
+        """Wait for the pool's work, then close every source (the decode processes' too:
+        they stay up for the next reader, their sources do not)."""
+        for future in self.ahead.values():
+            future.cancel()
         self.ahead.clear()
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.cache.close()
+        closing = []
+        for executor in self.decoders or ():
+            with contextlib.suppress(BrokenExecutor):  # a dead process has no open sources
+                closing.append(executor.submit(_close_sources))
+        wait(closing)
+
+
+def decoder_index(image_path: str, n: int) -> int:
+    """The decode process (of ``n``) for every image of the source file ``image_path``: a
+    stable hash, the same in every process and run."""
+    return zlib.crc32(os.fsencode(image_path)) % n
+
+
+class _DecodeFailure(SamrsError):
+    """An image a decode process could not read; its message is the errors row's (computed
+    there, so that any exception arrives as one that pickles)."""
+
+
+_DECODE_CACHE: _SourceCache | None = None
+"""In a decode process: the open sources of the current reader (closed with it)."""
+
+
+def _decode(
+    image: ImageRecord, max_pixels: int | None, pad_value: tuple[int, int, int]
+) -> tuple[np.ndarray, tuple[str, tuple[float, ...]] | None]:
+    """In a decode process: :meth:`_SourceCache.read` on this process's open sources."""
+    global _DECODE_CACHE
+    cache = _DECODE_CACHE
+    if cache is None or (cache.max_pixels, cache.pad_value) != (max_pixels, pad_value):
+        if cache is not None:
+            cache.close()
+        cache = _DECODE_CACHE = _SourceCache(max_pixels=max_pixels, pad_value=pad_value)
+    try:
+        return cache.read(image)
+    except Exception as exc:
+        raise _DecodeFailure(exception_message(exc, "reading the image")) from None
+
+
+def _close_sources() -> None:
+    """In a decode process: close its open sources."""
+    if _DECODE_CACHE is not None:
+        _DECODE_CACHE.close()
 
 
 def segmenter_options(config: BuildConfig) -> dict[str, Any]:
@@ -218,19 +290,35 @@ def get_segmenter(config: BuildConfig) -> Segmenter:
     return _SEGMENTERS[key]
 
 
+def _children_allowed(what: str) -> bool:
+    """Whether this process may start child processes: not a daemonic one (a Dask worker of
+    a cluster that samrs did not start); there ``what`` is done on threads (warned once)."""
+    import multiprocessing
+
+    if not multiprocessing.current_process().daemon:
+        return True
+    if what not in _WARNED_DAEMONIC:
+        log.warning("daemonic worker process: %s processes off, using threads", what)
+        _WARNED_DAEMONIC.add(what)
+    return False
+
+
+def _process_pool(processes: int, kind: str) -> ProcessPoolExecutor:
+    """Spawned processes (never forked: this process may have initialised CUDA)."""
+    import multiprocessing
+
+    return ProcessPoolExecutor(
+        processes,
+        multiprocessing.get_context("spawn"),
+        initializer=functools.partial(_start_child, kind),
+    )
+
+
 def writer_pool(processes: int) -> ProcessPoolExecutor | None:
     """This process's writer processes (started once, reused across shards; a broken pool is
     replaced). None for 0, and in a daemonic process (a Dask worker of a cluster that samrs
     did not start), which may not have children: its images are finished on threads."""
-    import multiprocessing
-
-    if processes <= 0:
-        return None
-    if multiprocessing.current_process().daemon:
-        global _WARNED_DAEMONIC
-        if not _WARNED_DAEMONIC:
-            log.warning("daemonic worker process: writer processes off, writing from threads")
-            _WARNED_DAEMONIC = True
+    if processes <= 0 or not _children_allowed("writer"):
         return None
     pool = _WRITERS.get(processes)
     if pool is not None and getattr(pool, "_broken", False):
@@ -240,17 +328,40 @@ def writer_pool(processes: int) -> ProcessPoolExecutor | None:
         for old in _WRITERS.values():
             old.shutdown(wait=False, cancel_futures=True)
         _WRITERS.clear()
-        pool = ProcessPoolExecutor(
-            processes, multiprocessing.get_context("spawn"), initializer=_start_writer
-        )
+        pool = _process_pool(processes, "writer")
         _WRITERS[processes] = pool
     return pool
 
 
-def _start_writer() -> None:
-    """A writer process: one thread for OpenCV, Ctrl-C left to the parent (which stops it),
-    and an exit as soon as the parent is gone (a Dask worker is killed at the end of a build
-    without shutting its pool down)."""
+def decoder_pools(processes: int) -> list[ProcessPoolExecutor] | None:
+    """This process's decode processes: ``processes`` executors of one process each (an
+    image goes to the one of its source file, :func:`decoder_index`), started once and
+    reused across shards; a dead one is replaced when next used. None for 0 and in a
+    daemonic process (images are then decoded on threads, as with 0)."""
+    if processes <= 0 or not _children_allowed("decode"):
+        return None
+    if len(_DECODERS) != processes:
+        for old in _DECODERS:
+            old.shutdown(wait=False, cancel_futures=True)
+        _DECODERS[:] = [_process_pool(1, "decode") for _ in range(processes)]
+    return _DECODERS
+
+
+def _live_decoder(pools: list[ProcessPoolExecutor], k: int) -> ProcessPoolExecutor:
+    """Decode process ``k``, replaced first if it died (its pending reads failed with
+    ``BrokenProcessPool``, which fails the shard that waits for them: it is retried)."""
+    pool = pools[k]
+    if getattr(pool, "_broken", False):
+        pool.shutdown(wait=False, cancel_futures=True)
+        log.warning("decode process %d died; starting a new one", k)
+        pool = pools[k] = _process_pool(1, "decode")
+    return pool
+
+
+def _start_child(kind: str) -> None:
+    """A writer or decode process: one thread for OpenCV, Ctrl-C left to the parent (which
+    stops it), and an exit as soon as the parent is gone (a Dask worker is killed at the end
+    of a build without shutting its pools down)."""
     import signal
 
     import cv2
@@ -264,7 +375,7 @@ def _start_writer() -> None:
             time.sleep(0.5)
         os._exit(0)
 
-    threading.Thread(target=exit_with_parent, name="samrs-writer-watch", daemon=True).start()
+    threading.Thread(target=exit_with_parent, name=f"samrs-{kind}-watch", daemon=True).start()
 
 
 def configure_threads(threads: int | None) -> None:
@@ -424,7 +535,8 @@ def _commit(
 
 
 def _written_files(layout: Layout, image_rows: list[dict[str, object]]) -> list[str]:
-    """Files under OUT written for the shard's images (paths relative to OUT)."""
+    """Files under OUT written for the shard's images (paths relative to OUT; a tile whose
+    source could not be read has none)."""
     files = []
     for row in image_rows:
         semantic = row.get("semantic_file")
@@ -433,9 +545,8 @@ def _written_files(layout: Layout, image_rows: list[dict[str, object]]) -> list[
             geotiff = Path(str(semantic)).with_suffix(".tif")
             if (layout.out / geotiff).is_file():
                 files.append(geotiff.as_posix())
-        # a tile image written by the build (none for a tile whose source could not be read)
-        if not os.path.isabs(str(row["file_name"])) and row["status"] != "error":
-            files.append(str(row["file_name"]))
+        if row["status"] != "error" and not os.path.isabs(str(row["file_name"])):
+            files.append(str(row["file_name"]))  # a tile image written by the build
     return files
 
 
@@ -483,6 +594,11 @@ def _process_images(
         for i, future in batch:
             try:
                 pixels[i], geos[i] = future.result()
+            except BrokenExecutor as exc:  # the decode process died: not the image's fault
+                raise RuntimeError(
+                    f"the decode process reading {shard.images[i].image_path} died ({exc}); "
+                    "the shard is run again on a new one"
+                ) from exc
             except Exception as exc:  # a corrupt image is a record error, not a crash
                 failures[i] = ("image", exception_message(exc, "reading the image"))
         todo = [i for i in pixels if shard.images[i].objects]

@@ -39,6 +39,12 @@ from samrs.cli.options import (
     help="The pipeline's writer processes (samrs build --writers; default as there).",
 )
 @click.option(
+    "--decoders",
+    type=int,
+    default=None,
+    help="The pipeline's decode processes (samrs build --decoders; default as there).",
+)
+@click.option(
     "--compile",
     "compile_model",
     is_flag=True,

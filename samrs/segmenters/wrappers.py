@@ -122,8 +122,13 @@ class SmallObjectZoom(Segmenter):
     crop resolution by area averaging (a pixel is set when at least half of it is covered).
     Without ``factor`` the inner segmenter resizes the crop to its own input size (SAM: a
     256-pixel crop is magnified 4x). Masks are then pasted into an empty mask of the full
-    image. All crops and full images go to the inner segmenter in one call, so its batching
-    applies.
+    image. The full images (of the images that keep a large object) go to the inner
+    segmenter in one call, all crops in a second one, so its batching applies; the images
+    of the next call named to :meth:`prefetch` are the full images of its first inner call:
+    the inner segmenter is told of them before this call's last inner call (SAM encodes them
+    while its last chunk is waited for) and reuses them if every one of them keeps a large
+    object (else SAM encodes them again, and the encoding ahead was lost work). With
+    ``zoom_all`` no full image is segmented, and nothing is prefetched.
     """
 
     def __init__(
@@ -160,6 +165,7 @@ class SmallObjectZoom(Segmenter):
         self.zoom_all = bool(zoom_all)
         self.border = border
         self.name = inner.name
+        self._upcoming: list[np.ndarray] = []  # the next call's images (prefetch)
 
     def describe(self) -> dict[str, object]:
         """The inner segmenter's facts plus the zoom settings."""
@@ -176,6 +182,16 @@ class SmallObjectZoom(Segmenter):
                 "border": self.border,
             },
         }
+
+    @property
+    def prefetches(self) -> bool:  # type: ignore[override]  # the inner segmenter's answer
+        """Whether the inner segmenter uses :meth:`prefetch` (never with ``zoom_all``)."""
+        return self.inner.prefetches and not self.zoom_all
+
+    def prefetch(self, images: Sequence[np.ndarray]) -> None:
+        """Named to the inner segmenter before the last inner call of the next :meth:`segment`
+        (the full images of the call after that are these)."""
+        self._upcoming = list(images) if self.prefetches else []
 
     def plan(self, prompts: PromptSet, height: int, width: int) -> tuple[list[int], list[Crop]]:
         """Which prompts stay on the full image, and the crops of the others."""
@@ -299,24 +315,36 @@ class SmallObjectZoom(Segmenter):
         return MaskCrop.from_window(window, x0, y0, height, width)
 
     def segment(self, images: Sequence[np.ndarray], prompts: Sequence[PromptSet]) -> list[MaskSet]:
-        """Full images (large objects) and crops (small ones) in one inner call, merged back."""
+        """Full images (large objects), then crops (small ones), in two inner calls; merged."""
         if len(images) != len(prompts):
             raise ValueError(f"{len(prompts)} prompt sets for {len(images)} images")
-        jobs_images: list[np.ndarray] = []
-        jobs_prompts: list[PromptSet] = []
+        plans = [
+            self.plan(ps, int(image.shape[0]), int(image.shape[1]))
+            for image, ps in zip(images, prompts, strict=True)
+        ]
+        full: list[tuple[np.ndarray, PromptSet, tuple[int, Crop | None, list[int]]]] = [
+            (images[k], prompts[k].subset(big), (k, None, big))
+            for k, (big, _) in enumerate(plans)
+            if big
+        ]
+        zoomed = [
+            (
+                self.crop_image(images[k], crop),
+                self.crop_prompts(prompts[k], crop),
+                (k, crop, list(crop.members)),
+            )
+            for k, (_, crops) in enumerate(plans)
+            for crop in crops
+        ]
+        upcoming, self._upcoming = self._upcoming, []
         jobs: list[tuple[int, Crop | None, list[int]]] = []
-        for k, (image, ps) in enumerate(zip(images, prompts, strict=True)):
-            height, width = int(image.shape[0]), int(image.shape[1])
-            big, crops = self.plan(ps, height, width)
-            if big:
-                jobs_images.append(image)
-                jobs_prompts.append(ps.subset(big))
-                jobs.append((k, None, big))
-            for crop in crops:
-                jobs_images.append(self.crop_image(image, crop))
-                jobs_prompts.append(self.crop_prompts(ps, crop))
-                jobs.append((k, crop, list(crop.members)))
-        results = self.inner.segment(jobs_images, jobs_prompts) if jobs else []
+        results: list[MaskSet] = []
+        calls = [call for call in (full, zoomed) if call]
+        for n, call in enumerate(calls):
+            if n == len(calls) - 1 and upcoming:
+                self.inner.prefetch(upcoming)
+            results += self.inner.segment([c[0] for c in call], [c[1] for c in call])
+            jobs += [c[2] for c in call]
         out = []
         for image, ps in zip(images, prompts, strict=True):
             n, height, width = len(ps), int(image.shape[0]), int(image.shape[1])

@@ -562,6 +562,39 @@ def test_small_object_zoom_pastes_back(scene) -> None:
     assert n_crops == 2
 
 
+@pytest.mark.slow
+def test_small_object_zoom_keeps_the_encoder_prefetch(scene) -> None:
+    """--small-object-zoom forwards the worker's prefetch: the next call's full images are
+    encoded at the end of this call (after its crops) and not again; the same masks."""
+    images, polygons = scene
+    prompts = _prompts(polygons)
+    sam = SamSegmenter(random_weights=True, device="cpu", batch_size=2, chunk_size=5)
+    zoom = SmallObjectZoom(sam, threshold=48)
+    plans = [zoom.plan(ps, *im.shape[:2]) for im, ps in zip(images, prompts, strict=True)]
+    assert all(big and crops for big, crops in plans)  # every image: the full image and crops
+    assert zoom.prefetches and ClipToPolygon(zoom, 0).prefetches
+    assert not SmallObjectZoom(sam, None, zoom_all=True).prefetches  # no full image to encode
+    assert not SmallObjectZoom(BoxSegmenter(), 48).prefetches
+    reference = zoom.segment(images[:2], prompts[:2]) + zoom.segment(images[2:], prompts[2:])
+    encoded: list[list[np.ndarray]] = []
+    encode = sam.encode
+
+    def spy(batch):  # type: ignore[no-untyped-def]
+        encoded.append(list(batch))
+        return encode(batch)
+
+    sam.encode = spy  # type: ignore[method-assign]
+    ClipToPolygon(zoom, 1e6).prefetch(images[2:])  # as the worker does, through a wrapper
+    first = zoom.segment(images[:2], prompts[:2])
+    assert len(encoded[-1]) == 1 and encoded[-1][0] is images[2]  # last: the next call's
+    assert len(encoded) > 2  # the full images, then the crops
+    n = len(encoded)
+    second = zoom.segment(images[2:], prompts[2:])
+    assert all(a is not images[2] for batch in encoded[n:] for a in batch)  # reused
+    assert len(encoded) > n  # its crops were encoded
+    _same(first + second, reference)
+
+
 def test_create_segmenter_names() -> None:
     assert SEGMENTERS == ("sam", "sam-hq", "box", "grabcut")
     assert create_segmenter("box").name == "box"
