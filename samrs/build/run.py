@@ -171,14 +171,9 @@ def _resolve_writers(config: BuildConfig) -> BuildConfig:
     8 per GPU, two cores kept for the process driving the GPU and its readers), so that one
     process only drives the GPU; everything else writes from threads of its worker (a CPU
     model needs the cores itself, and CPU builds scale with ``--workers``)."""
-    if config.writers is not None:
-        if config.writers < 0:
-            raise BuildError("--writers must be >= 0")
-        return config
-    if not needs_weights(config.segmenter) or _model_on_cpu(config):
-        return replace(config, writers=0)
     cores = os.cpu_count() or 1
-    return replace(config, writers=max(1, min(8, cores // max(1, config.gpus) - 2)))
+    with_gpu = max(1, min(8, cores // max(1, config.gpus) - 2))
+    return replace(config, writers=_processes(config, config.writers, "--writers", with_gpu))
 
 
 def _resolve_decoders(config: BuildConfig) -> BuildConfig:
@@ -186,15 +181,22 @@ def _resolve_decoders(config: BuildConfig) -> BuildConfig:
     and colour conversion then leave the GIL of the process driving the GPU; at ~22 ms per
     1024-px PNG two decode ~90 images/s, 3x what vit_h segments on an H200; every image of
     a source file goes to one process, so more help only with many large sources at once);
-    0 (threads of the worker) otherwise: a
-    CPU model needs the cores itself, and CPU builds scale with ``--workers``."""
-    if config.decoders is not None:
-        if config.decoders < 0:
-            raise BuildError("--decoders must be >= 0")
-        return config
+    0 (threads of the worker) otherwise: a CPU model needs the cores itself, and CPU builds
+    scale with ``--workers``."""
+    return replace(config, decoders=_processes(config, config.decoders, "--decoders", 2))
+
+
+def _processes(config: BuildConfig, given: int | None, option: str, with_gpu: int) -> int:
+    """A count of child processes per worker (``option``: ``--writers``, ``--decoders``):
+    ``given`` when set (checked), else ``with_gpu`` for a model on a GPU and 0 (threads of
+    the worker) otherwise."""
+    if given is not None:
+        if given < 0:
+            raise BuildError(f"{option} must be >= 0")
+        return given
     if not needs_weights(config.segmenter) or _model_on_cpu(config):
-        return replace(config, decoders=0)
-    return replace(config, decoders=2)
+        return 0
+    return with_gpu
 
 
 def _check_root_and_out(config: BuildConfig) -> None:
