@@ -250,9 +250,9 @@ def load_config_file(path: str) -> dict[str, Any]:
     "ahead of the model there, every image of one source file in the same process (the "
     "tiles of a big image decode it once), so the worker's process only drives the model. "
     "0: threads of the worker. Default: 2 with a model on a GPU (about 90 1024-px PNGs/s, "
-    "3x what vit_h segments on an H200; more help with many large sources); otherwise 0 (a model on the CPU needs the "
-    "cores itself, and CPU builds scale with --workers). Outputs are the same whatever the "
-    "count.",
+    "3x what vit_h segments on an H200; more help with many large sources); otherwise 0 (a "
+    "model on the CPU needs the cores itself, and CPU builds scale with --workers). Outputs "
+    "are the same whatever the count.",
 )
 @click.option(
     "--scheduler",
