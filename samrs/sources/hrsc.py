@@ -15,7 +15,9 @@ box_xmin..box_ymax, mbox_cx, mbox_cy, mbox_w, mbox_h, mbox_ang, seg_color}``. Th
 ``mbox_*`` but with ``box_*`` uses that horizontal box (flag ``hbox_only``). Every object is class
 ``ship`` (the level-1 class SAMRS uses); the fine class is kept as the flag
 ``hrsc_class=<Class_ID>`` and the mask colour as ``seg_color=R,G,B`` (absent when the object
-has no mask) -- ``samrs evaluate`` matches ground-truth mask pixels by that colour.
+has no mask; a colour that is not three integers 0-255 is kept as written in the flag
+``seg_color_invalid=<text>``) -- ``samrs evaluate`` matches ground-truth mask pixels by that
+colour.
 ``Img_Resolution`` is the gsd. Image ids are the file stems; object ``k`` is line ``k`` and
 element ``HRSC_Objects/HRSC_Object[k]``.
 
@@ -48,6 +50,7 @@ from samrs.sources.common import (
 MBOX_FIELDS = ("mbox_cx", "mbox_cy", "mbox_w", "mbox_h", "mbox_ang")
 BOX_FIELDS = ("box_xmin", "box_ymin", "box_xmax", "box_ymax")
 SEG_COLOR_FLAG = "seg_color="
+SEG_COLOR_INVALID_FLAG = "seg_color_invalid="
 
 
 def _is_leaf(folder: Path) -> bool:
@@ -93,9 +96,12 @@ def object_fields(obj: ET.Element) -> ObjectFields | str:
     class_id = (obj.findtext("Class_ID") or "").strip()
     if class_id:
         flags.append(f"hrsc_class={class_id}")
-    color = seg_color(obj.findtext("seg_color"))
+    written = (obj.findtext("seg_color") or "").strip()
+    color = seg_color(written)
     if color is not None:
         flags.append(SEG_COLOR_FLAG + "{},{},{}".format(*color))
+    elif written:  # kept as written: the object stays, its mask colour is unusable
+        flags.append(SEG_COLOR_INVALID_FLAG + written)
     return ObjectFields(
         coords,
         "ship",

@@ -404,6 +404,29 @@ def test_hrsc_ground_truth(tmp_path: Path) -> None:
     assert doc["unmatched_pred"] == 1  # the ship without a GT mask
 
 
+def test_hrsc_colour_that_is_no_colour_is_named_not_dropped(tmp_path: Path, caplog) -> None:
+    """A seg_color that is not R,G,B (a value over 255) keeps its object in the reader, with the
+    text in a flag; evaluate counts the object as without mask and says which one and why."""
+    import xml.etree.ElementTree as ET
+
+    from samrs.sources import hrsc
+
+    root = tmp_path / "HRSC2016"
+    write_hrsc(root)
+    label = root / "FullDataSet" / "Annotations" / "100000001.xml"
+    label.write_text(
+        label.read_text().replace("<seg_color></seg_color>", "<seg_color>300,0,0</seg_color>")
+    )
+    element = ET.parse(label).getroot().findall("HRSC_Objects/HRSC_Object")[1]
+    fields = hrsc.object_fields(element)
+    assert not isinstance(fields, str)
+    assert fields.flags == ("hbox_only", "hrsc_class=100000001", "seg_color_invalid=300,0,0")
+    with caplog.at_level("WARNING"):
+        truth = load_ground_truth(root)
+    assert truth.n_without_mask == 1 and sum(len(i.objects) for i in truth.images) == 2
+    assert "100000001.xml:2: seg_color_invalid=300,0,0: not an R,G,B colour" in caplog.text
+
+
 def test_hrsc_ground_truth_is_the_readers_objects(tmp_path: Path, caplog) -> None:
     """One HRSC parser: evaluate's GT objects are the reader's objects with a mask colour, one
     to one (label file, line, box, colour); the rest are counted, the rejected one logged."""

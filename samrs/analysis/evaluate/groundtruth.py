@@ -384,6 +384,10 @@ def _load_hrsc(root: Path) -> GroundTruth:
         for obj in record.objects:
             colour = hrsc.mask_colour(obj)
             if colour is None or mask_file is None or obj.source_line is None:
+                invalid = [f for f in obj.flags if f.startswith(hrsc.SEG_COLOR_INVALID_FLAG)]
+                if invalid:
+                    log.warning("HRSC ground truth: %s:%s: %s: not an R,G,B colour, object not "
+                                "evaluated", label, obj.source_line or "", invalid[0])  # fmt: skip
                 n_without += 1
                 continue
             image.objects.append(
